@@ -1,0 +1,46 @@
+# make demo / make test work on a fresh machine: venv, torch==2.13.0 first (local CPU wheel), then roost.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+HOME_DIR ?= roost-home
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint bench-ingest clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# Demo text: the real tweets inside vaderSentiment 3.3.2's sdist (a registry package, fetched once).
+	mkdir -p $(VENV)/share/roost
+	test -f $(VENV)/share/roost/vaderSentiment-3.3.2.tar.gz || \
+	  $(BIN)/pip download -q --no-deps --no-binary :all: -d $(VENV)/share/roost vaderSentiment==3.3.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(HOME_DIR)
+	$(BIN)/roost --home $(HOME_DIR) demo-corpus
+	$(BIN)/roost --home $(HOME_DIR) ingest $(HOME_DIR)/exports
+	$(BIN)/roost --home $(HOME_DIR) corpus stats
+	@echo
+	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
+	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back."
+	@echo "      $(BIN)/roost --help"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR)

@@ -1,0 +1,84 @@
+"""Exact and near-duplicate detection for posts: SHA-1 of the normalised text, and MinHash LSH (datasketch)
+over character shingles — shingles rather than words, because posts are short.
+
+Part of `roost ingest`. The first post seen with a text is the original; later copies are flagged
+(`dup_of` / `near_dup_of`) and excluded from training text. Reposts never enter either index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+_URL = re.compile(r"https?://\S+")
+_NONWORD = re.compile(r"[\W_]+")
+SEED = 1  # shingles are hashed with CRC-32 (C speed; 32 bits is what the affine32 scheme uses)
+SCHEME = "affine32"
+
+
+def text_key(text: str) -> bytes:
+    """Exact-duplicate key: SHA-1 of the normalised text."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def shingles(text: str, k: int) -> list[bytes]:
+    """Character k-shingles of case-folded text with URLs dropped and punctuation/space runs folded."""
+    body = _NONWORD.sub(" ", _URL.sub(" ", text).casefold()).strip()
+    if len(body) <= k:
+        return [body.encode("utf-8", "surrogatepass")] if body else []
+    return list({body[i : i + k].encode("utf-8", "surrogatepass") for i in range(len(body) - k + 1)})
+
+
+_PERMUTATIONS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def signature(text: str, k: int, num_perm: int) -> np.ndarray | None:
+    """MinHash signature (uint32 × num_perm) of a text, or None when it has no shingles."""
+    sh = shingles(text, k)
+    if not sh:
+        return None
+    perms = _PERMUTATIONS.get(num_perm)
+    if perms is None:  # datasketch derives permutations from the seed; build them once per process
+        perms = _PERMUTATIONS[num_perm] = MinHash(num_perm=num_perm, seed=SEED, scheme=SCHEME).permutations
+    m = MinHash(num_perm=num_perm, seed=SEED, permutations=perms, scheme=SCHEME, hashfunc=zlib.crc32)
+    m.update_batch(sh)
+    return m.hashvalues.astype(np.uint32)
+
+
+class NearDupIndex:
+    """In-memory MinHash LSH over the originals seen so far (store + this run)."""
+
+    def __init__(self, threshold: float, num_perm: int):
+        self.threshold = threshold
+        self.num_perm = num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.sigs: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def _lean(self, sig: np.ndarray) -> LeanMinHash:
+        return LeanMinHash(seed=SEED, hashvalues=sig.astype(np.uint64), scheme=SCHEME)
+
+    def add(self, post_id: str, sig: np.ndarray) -> None:
+        if post_id in self.sigs:
+            return
+        self.lsh.insert(post_id, self._lean(sig), check_duplication=False)
+        self.sigs[post_id] = sig
+
+    def match(self, sig: np.ndarray) -> str | None:
+        """The most similar indexed post whose estimated Jaccard ≥ threshold, or None."""
+        best, best_j = None, self.threshold
+        for cand in self.lsh.query(self._lean(sig)):
+            j = float(np.count_nonzero(self.sigs[cand] == sig)) / self.num_perm
+            if j >= best_j and (best is None or j > best_j or cand < best):
+                best, best_j = cand, j
+        return best
+
+    def remove(self, post_id: str) -> None:
+        if self.sigs.pop(post_id, None) is not None:
+            self.lsh.remove(post_id)

@@ -1,0 +1,127 @@
+"""Importers: every export format roost reads, detected from the file, each yielding Post or BadRecord.
+
+`roost ingest PATH... [--format FMT]`. Formats: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet.
+A folder that is not itself an export is searched for exports (so `roost ingest exports/` works).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roost.corpus.importers.bluesky import read_bluesky
+from roost.corpus.importers.generic import parse_mapping, read_generic
+from roost.corpus.importers.mastodon import read_mastodon
+from roost.corpus.importers.twitter_api import read_twitter_api
+from roost.corpus.importers.x_archive import is_x_archive, read_x_archive
+from roost.corpus.post import BadRecord, Post
+from roost.errors import FormatError
+
+FORMATS = ("x-archive", "twitter-api", "mastodon", "bluesky", "jsonl", "csv", "parquet")
+
+
+@dataclass
+class ImportOptions:
+    format: str | None = None  # force a format
+    mapping: dict[str, str] = field(default_factory=lambda: parse_mapping(None))
+    source: str = "generic"  # id prefix for generic files
+    include_deleted: bool = False
+
+
+def _peek(path: Path, n: int = 1 << 14) -> bytes:
+    with open(path, "rb") as fp:
+        return fp.read(n)
+
+
+def detect_format(path: Path) -> str | None:
+    """The format of one export (None: a folder to search, or nothing roost reads)."""
+    if path.is_dir():
+        if is_x_archive(path):
+            return "x-archive"
+        if (path / "outbox.json").is_file():
+            return "mastodon"
+        return None
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    if suffix == ".zip" or zipfile.is_zipfile(path):
+        if is_x_archive(path):
+            return "x-archive"
+        raise FormatError(f"{path}: a zip without data/tweets.js (not an X archive)")
+    if suffix in (".tar.gz", ".tgz", ".tar"):
+        if tarfile.is_tarfile(path):
+            return "mastodon"
+        raise FormatError(f"{path}: not a readable tar archive")
+    head = _peek(path)
+    if not head.strip():
+        raise FormatError(f"{path}: empty file")
+    if suffix == ".car" or head[1:2] == b"\xa2" and b"roots" in head[:64]:
+        return "bluesky"
+    if suffix == ".parquet" or head[:4] == b"PAR1":
+        return "parquet"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if text.startswith("window.YTD"):
+        return "x-archive"
+    if '"orderedItems"' in text or '"OrderedCollection"' in text:
+        return "mastodon"
+    if text.startswith(("{", "[")):
+        first_obj = text[:4000]
+        if ('"data"' in first_obj and ('"author_id"' in first_obj or '"includes"' in first_obj)) or (
+            '"id_str"' in first_obj and ('"full_text"' in first_obj or '"text"' in first_obj)
+        ) or '"statuses"' in first_obj:
+            return "twitter-api"
+        return "jsonl"
+    raise FormatError(f"{path}: cannot tell the format (starts with {text[:24]!r}); use --format, one of "
+                      + ", ".join(FORMATS))
+
+
+def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]]:
+    """Resolve command-line paths to (export, format); folders that are not an export are searched."""
+    out: list[tuple[Path, str]] = []
+    for path in paths:
+        if not path.exists():
+            raise FormatError(f"{path}: no such file or folder")
+        if forced:
+            if forced not in FORMATS:
+                raise FormatError(f"--format {forced}: unknown; one of {', '.join(FORMATS)}")
+            out.append((path, forced))
+            continue
+        fmt = detect_format(path)
+        if fmt is not None:
+            out.append((path, fmt))
+        elif path.is_dir():
+            children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            found = expand_paths(children, None) if children else []
+            if not found:
+                raise FormatError(f"{path}: no export found in this folder")
+            out.extend(found)
+    return out
+
+
+def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:
+    if fmt == "x-archive":
+        if path.is_file() and not zipfile.is_zipfile(path):  # a bare tweets.js
+            return read_x_archive_file(path)
+        return read_x_archive(path, opts.include_deleted)
+    if fmt == "twitter-api":
+        return read_twitter_api(path, jsonl=path.suffix.lower() in (".jsonl", ".ndjson"))
+    if fmt == "mastodon":
+        return read_mastodon(path)
+    if fmt == "bluesky":
+        return read_bluesky(path)
+    if fmt in ("jsonl", "csv", "parquet"):
+        return read_generic(path, fmt, opts.mapping, opts.source)
+    raise FormatError(f"--format {fmt}: unknown; one of {', '.join(FORMATS)}")
+
+
+def read_x_archive_file(path: Path) -> Iterator[Post | BadRecord]:
+    """A lone `tweets.js` outside its archive: posts need their own user field for the author."""
+    from roost.corpus.importers.jsonstream import iter_json_array
+    from roost.corpus.importers.x_archive import _convert
+
+    with open(path, "rb") as fp:
+        for item in iter_json_array(fp, str(path)):
+            yield item if isinstance(item, BadRecord) else _convert(item, str(path), None, {})

@@ -1,0 +1,253 @@
+"""The ingest pipeline: read exports → clean → (skip forgotten/known) → dedup → PII scrub → language → store.
+
+`roost ingest PATH... [--format F] [--strict]`. Per-post work (normalise, scrub, language, MinHash) runs in
+worker processes over batches; dedup decisions and writes stay in this process, in input order, so a run is
+deterministic and a re-run after a kill reaches the same store as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import signal
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from roost.config import CorpusConfig
+from roost.corpus import lang as langid
+from roost.corpus.clean import clean_post
+from roost.corpus.dedup import NearDupIndex, signature, text_key
+from roost.corpus.importers import ImportOptions, expand_paths, read_export
+from roost.corpus.pii import scrub
+from roost.corpus.post import BadRecord, Post, RecordError, iso
+from roost.corpus.store import Store
+from roost.errors import StrictModeError
+
+MAX_EXAMPLES = 20
+
+
+@dataclass
+class Report:
+    read: int = 0  # records seen (good and bad)
+    stored: int = 0  # new posts written
+    kept: int = 0  # new posts that are training text (not a copy, not a repost)
+    duplicates: int = 0
+    near_duplicates: int = 0
+    reposts: int = 0
+    already: int = 0  # in the store before (idempotent re-ingest)
+    forgotten: int = 0  # tombstoned ids/authors, not resurrected
+    hidden: int = 0  # visibility not kept (followers-only, direct)
+    rejected: int = 0
+    pii: Counter[str] = field(default_factory=Counter)
+    by_lang: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # the first bad records, in full
+
+    def bad(self, rec: BadRecord) -> None:
+        self.read += 1
+        self.rejected += 1
+        self.rejected_reasons[f"{rec.field or 'record'}: {rec.message.split(' (')[0][:60]}"] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(str(rec))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = dict(v) if isinstance(v, Counter) else list(v) if isinstance(v, list) else v
+        return out
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A post after the per-post work, ready for dedup and the store."""
+
+    post: Post
+    scrubbed: str
+    pii: dict[str, int]
+    key: bytes | None
+    sig: bytes | None
+
+
+def prepare(posts: list[Post], cfg: CorpusConfig, label: str = "") -> list[Prepared | BadRecord]:
+    """Per-post work, safe to run in a worker process."""
+    out: list[Prepared | BadRecord] = []
+    for post in posts:
+        try:
+            clean_post(post, cfg.max_post_chars)
+        except RecordError as e:
+            out.append(BadRecord(post.source, f"id {post.id}", e.field, e.message))
+            continue
+        scrubbed, hits = scrub(post.text, mentions=cfg.scrub_mentions)
+        post.lang = langid.choose(post.lang, post.text, cfg.min_lang_chars)
+        if post.repost_of is not None:
+            out.append(Prepared(post, scrubbed, dict(hits), None, None))
+            continue
+        sig = signature(post.text, cfg.shingle_size, cfg.num_perm)
+        out.append(Prepared(post, scrubbed, dict(hits), text_key(post.text), None if sig is None else sig.tobytes()))
+    return out
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # die with the parent (an ingest killed with SIGKILL must not leave workers behind)
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+class Ingester:
+    def __init__(self, store: Store, cfg: CorpusConfig, run_id: int):
+        import numpy as np
+
+        self.store, self.cfg, self.run_id = store, cfg, run_id
+        self.report = Report()
+        self.dead_posts, self.dead_authors = store.tombstones()
+        self.originals: dict[bytes, str] = dict(store.original_hashes())
+        self.near = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm)
+        for pid, sig in store.signatures():
+            if len(sig) == cfg.num_perm:
+                self.near.add(pid, sig)
+        self.np = np
+        self.seen: set[str] = set()
+
+    def admit(self, batch: list[Post]) -> list[Post]:
+        """Drop what must not or need not be processed: hidden, forgotten, already stored, repeated in input."""
+        known = self.store.existing([p.id for p in batch])
+        out = []
+        for p in batch:
+            self.report.read += 1
+            if p.visibility not in self.cfg.keep_visibility:
+                self.report.hidden += 1
+            elif p.id in self.dead_posts or p.author in self.dead_authors:
+                self.report.forgotten += 1
+            elif p.id in known or p.id in self.seen:
+                self.report.already += 1
+            else:
+                self.seen.add(p.id)
+                out.append(p)
+        return out
+
+    def commit(self, prepared: list[Prepared | BadRecord]) -> None:
+        rows, sigs = [], []
+        r = self.report
+        for item in prepared:
+            if isinstance(item, BadRecord):
+                r.read -= 1  # counted once in admit(), once more by bad()
+                r.bad(item)
+                if self.cfg.strict:
+                    raise StrictModeError(f"--strict: {item}")
+                continue
+            p = item.post
+            dup_of = near_of = None
+            if p.repost_of is not None:
+                r.reposts += 1
+            elif item.key in self.originals:
+                dup_of = self.originals[item.key]
+                r.duplicates += 1
+            else:
+                self.originals[item.key] = p.id  # type: ignore[index]
+                if item.sig is not None:
+                    sig = self.np.frombuffer(item.sig, dtype=self.np.uint32)
+                    near_of = self.near.match(sig)
+                    if near_of is None:
+                        self.near.add(p.id, sig)
+                        sigs.append((p.id, item.sig))
+                if near_of is not None:
+                    r.near_duplicates += 1
+                else:
+                    r.kept += 1
+            hits = sum(item.pii.values())
+            r.pii.update(item.pii)
+            r.by_lang[p.lang or "und"] += 1
+            r.by_source[p.source] += 1
+            rows.append((p.id, p.author, iso(p.created_at), p.text, item.scrubbed, p.lang or "und", p.reply_to,
+                         p.quote_of, p.repost_of, json.dumps(p.hashtags, ensure_ascii=False),
+                         json.dumps(p.mentions, ensure_ascii=False), json.dumps(p.urls, ensure_ascii=False),
+                         p.visibility, p.source, item.key, dup_of, near_of, hits, self.run_id))
+        if rows:
+            r.stored += self.store.write_batch(rows, sigs)
+
+
+def _batches(records: Iterable[Post | BadRecord], size: int, report: Report, strict: bool) -> Iterator[list[Post]]:
+    batch: list[Post] = []
+    for rec in records:
+        if isinstance(rec, BadRecord):
+            report.bad(rec)
+            if strict:
+                raise StrictModeError(f"--strict: {rec}")
+            continue
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _run(pool: Any, workers: int, cfg: CorpusConfig, ing: Ingester, batches: Iterator[list[Post]]
+         ) -> Iterator[list[Prepared | BadRecord]]:
+    """Admit batches here (reading the store), prepare them in the pool, yield results in input order."""
+    if pool is None:
+        for batch in batches:
+            yield prepare(ing.admit(batch), cfg)
+        return
+    pending: deque[Any] = deque()
+    for batch in batches:
+        pending.append(pool.apply_async(prepare, (ing.admit(batch), cfg)))
+        if len(pending) > 2 * workers:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def validate(exports: list[tuple[Path, str]], cfg: CorpusConfig, opts: ImportOptions) -> None:
+    """`--strict`: read everything first and stop at the first bad record, before anything is written."""
+    for path, fmt in exports:
+        for rec in read_export(path, fmt, opts):
+            if isinstance(rec, BadRecord):
+                raise StrictModeError(f"--strict: {rec} (nothing was written)")
+            try:
+                clean_post(rec, cfg.max_post_chars)
+            except RecordError as e:
+                raise StrictModeError(f"--strict: {BadRecord(str(path), f'id {rec.id}', e.field, e.message)} "
+                                      "(nothing was written)") from None
+
+
+def ingest(paths: list[Path], db_path: Path, cfg: CorpusConfig, opts: ImportOptions | None = None,
+           show_progress: bool = True) -> Report:
+    opts = opts or ImportOptions()
+    opts.include_deleted = opts.include_deleted or cfg.include_deleted
+    exports = expand_paths(paths, opts.format)
+    if cfg.strict:
+        validate(exports, cfg, opts)
+    with Store(db_path) as store:
+        run_id = store.start_run(str(p) for p, _ in exports)
+        ing = Ingester(store, cfg, run_id)
+        workers = cfg.workers or (os.cpu_count() or 1)
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init) if workers > 1 else None
+        status = "failed"
+        try:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[n]:,} posts"),
+                          TimeElapsedColumn(), disable=not show_progress, transient=True) as progress:
+                for path, fmt in exports:
+                    task = progress.add_task(f"{fmt} {path.name}", total=None, n=0)
+                    records = read_export(path, fmt, opts)
+                    for prepared in _run(pool, workers, cfg, ing, _batches(records, cfg.batch_size, ing.report,
+                                                                            cfg.strict)):
+                        ing.commit(prepared)
+                        progress.update(task, n=ing.report.read)
+            status = "done"
+        finally:
+            if pool is not None:
+                pool.terminate()
+            store.finish_run(run_id, status, ing.report.to_json())
+    return ing.report

@@ -1,0 +1,102 @@
+"""PII scrub for training text: e-mail addresses, phone numbers, payment card numbers (Luhn-checked), IP
+addresses, and optionally @mentions, replaced by placeholders.
+
+Part of `roost ingest` (the store keeps the original and the scrubbed text; training reads the scrubbed one).
+`scrub()` is idempotent and never leaves a match of its own patterns behind (property-tested).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+
+EMAIL = "<EMAIL>"
+PHONE = "<PHONE>"
+CARD = "<CARD>"
+IP = "<IP>"
+MENTION = "@<USER>"
+
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
+# 13-19 digits, optionally grouped by single spaces or dashes.
+_CARD_RE = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
+_IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# International (+CC ...) or grouped national numbers (e.g. 555-123-4567, (555) 123 4567, 030 1234 5678).
+_PHONE_RE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w-])"
+    r"|(?<![\w+])\+\d{8,15}(?!\w)"
+)
+_MENTION_RE = re.compile(r"(?<![\w@/<])@(?!<USER>)\w{1,30}(?:@[\w.-]+\.\w+)?")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(m: re.Match[str], hits: Counter[str]) -> str:
+    digits = re.sub(r"\D", "", m.group())
+    if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        hits["card"] += 1
+        return CARD
+    return m.group()
+
+
+def _ip(m: re.Match[str], hits: Counter[str]) -> str:
+    try:
+        ipaddress.ip_address(m.group())
+    except ValueError:
+        return m.group()
+    hits["ip"] += 1
+    return IP
+
+
+def _phone(m: re.Match[str], hits: Counter[str]) -> str:
+    s = m.group()
+    digits = sum(c.isdigit() for c in s)
+    grouped = s.startswith("+") or "(" in s or len(re.findall(r"\d+", s)) >= 3
+    if 9 <= digits <= 15 and grouped and not _looks_like_date_or_time(s):
+        hits["phone"] += 1
+        return PHONE
+    return s
+
+
+def _looks_like_date_or_time(s: str) -> bool:
+    return bool(re.fullmatch(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{2,4}", s.strip()))
+
+
+def scrub(text: str, mentions: bool = False) -> tuple[str, Counter[str]]:
+    """Return (scrubbed text, hits by kind). Order matters: e-mails before mentions, cards before phones."""
+    hits: Counter[str] = Counter()
+    for _ in range(4):  # replacements can expose new matches at their edges; run to a fixpoint
+        before = text
+
+        def email(m: re.Match[str]) -> str:
+            hits["email"] += 1
+            return EMAIL
+
+        text = _EMAIL_RE.sub(email, text)
+        text = _CARD_RE.sub(lambda m: _card(m, hits), text)
+        text = _IPV4_RE.sub(lambda m: _ip(m, hits), text)
+        if ":" in text:
+            text = _IPV6_RE.sub(lambda m: _ip(m, hits), text)
+        text = _PHONE_RE.sub(lambda m: _phone(m, hits), text)
+        if mentions:
+
+            def mention(m: re.Match[str]) -> str:
+                hits["mention"] += 1
+                return MENTION
+
+            text = _MENTION_RE.sub(mention, text)
+        if text == before:
+            break
+    return text, hits
+

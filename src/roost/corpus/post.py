@@ -1,0 +1,126 @@
+"""The one record every importer yields (`Post`), and the one way a bad record is reported (`BadRecord`).
+
+Used by `roost ingest`; importers never write to the store directly (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+VISIBILITIES = ("public", "unlisted", "followers", "direct")
+
+
+@dataclass(slots=True)
+class Post:
+    id: str  # source-qualified: "x:1234", "mastodon:https://…/statuses/1", "bsky:at://did/…/rkey"
+    author: str  # handle as the source spells it: "alice", "alice@mastodon.social", "did:plc:…"
+    created_at: datetime  # timezone-aware UTC
+    text: str
+    source: str  # "x", "twitter-api", "mastodon", "bluesky", or a generic source name
+    lang: str | None = None  # declared by the source if any; filled by language identification
+    reply_to: str | None = None  # id of the post replied to
+    quote_of: str | None = None
+    repost_of: str | None = None  # id of the reposted post, or "@handle" when only the author is known
+    hashtags: list[str] = field(default_factory=list)  # without '#', as written
+    mentions: list[str] = field(default_factory=list)  # without '@'
+    urls: list[str] = field(default_factory=list)  # expanded
+    visibility: str = "public"
+
+
+@dataclass(slots=True, frozen=True)
+class BadRecord:
+    """A record that could not be used: where it is and what is wrong, in words a user can act on."""
+
+    file: str
+    record: str  # "#12" (index), "id 1234", "line 7", "block bafy…"
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: record {self.record}"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}"
+
+
+class RecordError(ValueError):
+    """Raised inside an importer for one record; turned into a BadRecord by the importer loop."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def parse_twitter_date(value: object, field: str = "created_at") -> datetime:
+    """`Wed Oct 10 20:19:24 +0000 2018` (X archive, API v1.1) or ISO 8601 (API v2) → aware UTC datetime."""
+    if not isinstance(value, str) or not value.strip():
+        raise RecordError(field, "missing date")
+    s = value.strip()
+    if s[:1].isdigit():
+        return parse_iso_date(s, field)
+    try:
+        dt = datetime.strptime(s, "%a %b %d %H:%M:%S %z %Y")
+    except ValueError:
+        try:
+            dt = parsedate_to_datetime(s)
+        except (TypeError, ValueError):
+            raise RecordError(field, f"unparseable date {s[:40]!r}") from None
+    if dt.tzinfo is None:
+        raise RecordError(field, f"date without a time zone {s[:40]!r}")
+    return dt.astimezone(UTC)
+
+
+def parse_iso_date(value: object, field: str = "created_at") -> datetime:
+    """ISO 8601 with `Z` or an offset (a naive time is taken as UTC) → aware UTC datetime."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value  # epoch seconds or milliseconds
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise RecordError(field, f"timestamp out of range: {value}") from None
+    elif isinstance(value, str) and value.strip():
+        s = value.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            if s.lstrip("-").replace(".", "", 1).isdigit():
+                return parse_iso_date(float(s), field)
+            raise RecordError(field, f"unparseable date {value[:40]!r}") from None
+    else:
+        raise RecordError(field, "missing date")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """The store's timestamp form: `2018-10-10T20:19:24Z` (sorts as text)."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def need_str(obj: dict, key: str, field: str | None = None) -> str:
+    """A required non-empty string field of a JSON record."""
+    value = obj.get(key)
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise RecordError(field or key, "missing" if value is None else f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def opt_str(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise RecordError(key, f"expected a string, got {type(value).__name__}")
+    return value

@@ -1,0 +1,204 @@
+"""The post store: one SQLite file (WAL) under the workspace with posts, signatures, tombstones and ingest runs.
+
+Written by `roost ingest` in batched transactions (a killed ingest leaves whole batches only; re-running it
+skips what is there); read by `roost corpus stats` and every later stage; erased by `roost forget`.
+Tombstoned ids and authors are never inserted again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roost.errors import RoostError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS posts (
+    id TEXT PRIMARY KEY,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,              -- ISO 8601 UTC, '2018-10-10T20:19:24Z'
+    text TEXT NOT NULL,                    -- normalised original
+    text_scrubbed TEXT NOT NULL,           -- PII replaced by placeholders: what training reads
+    lang TEXT NOT NULL,
+    reply_to TEXT, quote_of TEXT, repost_of TEXT,
+    hashtags TEXT NOT NULL, mentions TEXT NOT NULL, urls TEXT NOT NULL,   -- JSON arrays
+    visibility TEXT NOT NULL,
+    source TEXT NOT NULL,
+    text_hash BLOB,                        -- SHA-1 of text (NULL for reposts)
+    dup_of TEXT, near_dup_of TEXT,         -- set on copies; originals and reposts have NULL
+    pii_hits INTEGER NOT NULL DEFAULT 0,
+    run_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS posts_author ON posts(author);
+CREATE INDEX IF NOT EXISTS posts_hash ON posts(text_hash);
+CREATE INDEX IF NOT EXISTS posts_created ON posts(created_at);
+CREATE TABLE IF NOT EXISTS signatures (post_id TEXT PRIMARY KEY, sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (
+    kind TEXT NOT NULL CHECK (kind IN ('post', 'author')), key TEXT NOT NULL, forgotten_at TEXT NOT NULL,
+    PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS ingest_runs (
+    id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+    paths TEXT NOT NULL, report TEXT);
+"""
+COLUMNS = ("id", "author", "created_at", "text", "text_scrubbed", "lang", "reply_to", "quote_of", "repost_of",
+           "hashtags", "mentions", "urls", "visibility", "source", "text_hash", "dup_of", "near_dup_of",
+           "pii_hits", "run_id")
+_INSERT = f"INSERT OR IGNORE INTO posts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+# Training text: one copy of each text, no reposts, nothing forgotten (forgotten rows are deleted).
+TRAINING_WHERE = "dup_of IS NULL AND near_dup_of IS NULL AND repost_of IS NULL"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
+        if readonly and not path.exists():
+            raise RoostError(f"{path}: no corpus here yet; run `roost ingest PATH` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as e:
+            raise RoostError(f"{path}: not a usable roost corpus database ({e})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading state for an ingest ---------------------------------------------------------------------------
+    def tombstones(self) -> tuple[set[str], set[str]]:
+        posts, authors = set(), set()
+        for kind, key in self.db.execute("SELECT kind, key FROM tombstones"):
+            (posts if kind == "post" else authors).add(key)
+        return posts, authors
+
+    def existing(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            q = f"SELECT id FROM posts WHERE id IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.db.execute(q, chunk))
+        return found
+
+    def original_hashes(self) -> Iterator[tuple[bytes, str]]:
+        yield from self.db.execute("SELECT text_hash, id FROM posts WHERE text_hash IS NOT NULL AND dup_of IS NULL")
+
+    def signatures(self) -> Iterator[tuple[str, np.ndarray]]:
+        for pid, blob in self.db.execute("SELECT post_id, sig FROM signatures"):
+            yield pid, np.frombuffer(blob, dtype=np.uint32)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int:
+        """Insert posts and their signatures in one transaction; returns how many posts were new."""
+        with self.transaction():
+            before = self.db.total_changes
+            self.db.executemany(_INSERT, rows)
+            added = self.db.total_changes - before
+            self.db.executemany("INSERT OR IGNORE INTO signatures VALUES (?, ?)", sigs)
+        return added
+
+    def transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+    def start_run(self, paths: Iterable[str]) -> int:
+        cur = self.db.execute("INSERT INTO ingest_runs (started_at, status, paths) VALUES (?, 'running', ?)",
+                              (now(), json.dumps(list(paths))))
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
+        self.db.execute("UPDATE ingest_runs SET finished_at=?, status=?, report=? WHERE id=?",
+                        (now(), status, json.dumps(report), run_id))
+
+    # -- erasure -----------------------------------------------------------------------------------------------
+    def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, int]:
+        """Delete and tombstone; copies that pointed at a deleted original get a new original among themselves."""
+        with self.transaction():
+            db = self.db
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM gone")
+            for a in authors:
+                db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author = ?", (a,))
+                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (a, now()))
+            for p in post_ids:
+                db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
+                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (p, now()))
+            n = db.execute("SELECT count(*) FROM gone").fetchone()[0]
+            for col in ("dup_of", "near_dup_of"):
+                orphans = db.execute(
+                    f"SELECT {col}, id FROM posts WHERE {col} IN (SELECT id FROM gone) "
+                    "AND id NOT IN (SELECT id FROM gone) ORDER BY created_at, id").fetchall()
+                heirs: dict[str, str] = {}
+                for old, pid in orphans:
+                    if old not in heirs:
+                        heirs[old] = pid
+                        db.execute(f"UPDATE posts SET {col} = NULL WHERE id = ?", (pid,))
+                    else:
+                        db.execute(f"UPDATE posts SET {col} = ? WHERE id = ?", (heirs[old], pid))
+            db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
+            db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
+        return {"posts": n, "authors": len(authors), "post_ids": len(post_ids)}
+
+    # -- stats -------------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        db = self.db
+        one = lambda q: db.execute(q).fetchone()[0]  # noqa: E731
+        runs = db.execute("SELECT status, report FROM ingest_runs").fetchall()
+        rejected = 0
+        reasons: dict[str, int] = {}
+        for _status, report in runs:
+            if report:
+                r = json.loads(report)
+                rejected += r.get("rejected", 0)
+                for k, v in r.get("rejected_reasons", {}).items():
+                    reasons[k] = reasons.get(k, 0) + v
+        return {
+            "posts": one("SELECT count(*) FROM posts"),
+            "kept": one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}"),
+            "duplicates": one("SELECT count(*) FROM posts WHERE dup_of IS NOT NULL"),
+            "near_duplicates": one("SELECT count(*) FROM posts WHERE near_dup_of IS NOT NULL"),
+            "reposts": one("SELECT count(*) FROM posts WHERE repost_of IS NOT NULL"),
+            "replies": one("SELECT count(*) FROM posts WHERE reply_to IS NOT NULL"),
+            "pii_posts": one("SELECT count(*) FROM posts WHERE pii_hits > 0"),
+            "pii_hits": one("SELECT coalesce(sum(pii_hits), 0) FROM posts"),
+            "authors": one("SELECT count(DISTINCT author) FROM posts"),
+            "first": one("SELECT min(created_at) FROM posts"),
+            "last": one("SELECT max(created_at) FROM posts"),
+            "by_lang": dict(db.execute("SELECT lang, count(*) FROM posts GROUP BY lang ORDER BY 2 DESC")),
+            "by_source": dict(db.execute("SELECT source, count(*) FROM posts GROUP BY source ORDER BY 2 DESC")),
+            "tombstones": dict(db.execute("SELECT kind, count(*) FROM tombstones GROUP BY kind")),
+            "runs": {s: sum(1 for st, _ in runs if st == s) for s in {st for st, _ in runs}},
+            "rejected": rejected,
+            "rejected_reasons": reasons,
+        }
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
