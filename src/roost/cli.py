@@ -7,18 +7,32 @@ non-zero.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 
 from roost.config import CorpusConfig, RoostConfig, load_config
 from roost.errors import RoostError, UsageError
 from roost.workspace import Workspace
 
+
+class _RoostGroup(typer.core.TyperGroup):
+    """Prints a RoostError as one line (no traceback) and exits with its code, for every verb."""
+
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except RoostError as e:
+            err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+
+
+err_console = Console(stderr=True)
 app = typer.Typer(
+    cls=_RoostGroup,
     name="roost",
     help="Train, serve and search your own LLM on your social network's posts.\n\n"
     "Start with: roost demo-corpus && roost ingest roost-home/exports && roost corpus stats",
@@ -26,10 +40,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-corpus_app = typer.Typer(help="Look at the post store.", no_args_is_help=True)
+corpus_app = typer.Typer(cls=_RoostGroup, help="Look at the post store.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 console = Console()
-err_console = Console(stderr=True)
 
 
 @dataclasses.dataclass
@@ -65,7 +78,7 @@ def ingest(
     strict: Annotated[bool, typer.Option("--strict", help="Any bad record is fatal; nothing is written.")] = False,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="X archives: also deleted tweets.")] = False,
     include_private: Annotated[bool, typer.Option("--include-private", help="Also keep followers-only and direct posts.")] = False,
-    near_dup_threshold: Annotated[float | None, typer.Option("--near-dup-threshold", help="Jaccard threshold (0-1].")] = None,
+    near_dup_threshold: Annotated[float | None, typer.Option("--near-dup-threshold", help="Jaccard threshold in (0, 1); default 0.8.")] = None,
     scrub_mentions: Annotated[bool, typer.Option("--scrub-mentions", help="Also replace @mentions in training text.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (0 = all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -152,11 +165,7 @@ def demo_corpus(
 
 
 def main() -> None:
-    try:
-        app()  # standalone: click prints its own usage errors and exits 2
-    except RoostError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+    app()
 
 if __name__ == "__main__":
     main()

@@ -32,8 +32,8 @@ class CorpusConfig:
     workers: int = 0  # processes for per-post work; 0 = all cores (1 = in-process)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.near_dup_threshold <= 1.0:
-            raise UsageError(f"corpus.near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
+        if not 0.0 < self.near_dup_threshold < 1.0:
+            raise UsageError(f"corpus.near_dup_threshold must be in (0, 1), got {self.near_dup_threshold}")
         if self.shingle_size < 1:
             raise UsageError(f"corpus.shingle_size must be >= 1, got {self.shingle_size}")
         if self.num_perm < 16:

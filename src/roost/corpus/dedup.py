@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from roost.errors import UsageError
+
 _URL = re.compile(r"https?://\S+")
 _NONWORD = re.compile(r"[\W_]+")
 SEED = 1  # shingles are hashed with CRC-32 (C speed; 32 bits is what the affine32 scheme uses)
@@ -55,7 +57,11 @@ class NearDupIndex:
     def __init__(self, threshold: float, num_perm: int):
         self.threshold = threshold
         self.num_perm = num_perm
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        try:
+            self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        except ValueError as e:
+            raise UsageError(f"near-dup threshold {threshold} with {num_perm} permutations: {e}; "
+                             "lower the threshold or raise corpus.num_perm") from None
         self.sigs: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:

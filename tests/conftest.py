@@ -1,0 +1,53 @@
+"""Shared fixtures: a workspace per test, and helpers to run the real CLI (in-process or as a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from roost.cli import app
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+class Cli:
+    def __init__(self, home: Path):
+        self.home = home
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        result = self.runner.invoke(app, ["--home", str(self.home), *args], catch_exceptions=False)
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"roost {' '.join(args)} exited {result.exit_code}:\n{result.output}")
+        return result
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    return Cli(home)
+
+
+def run_roost(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The installed console script in a real process (what a user runs)."""
+    exe = Path(sys.executable).with_name("roost")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"roost {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def posts(db: Path, where: str = "1") -> dict[str, sqlite3.Row]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    rows = {r["id"]: r for r in con.execute(f"SELECT * FROM posts WHERE {where}")}
+    con.close()
+    return rows

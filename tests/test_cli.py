@@ -1,0 +1,77 @@
+"""The CLI as a user meets it: help with examples, workspace resolution, one-line errors, the demo corpus."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from roost.workspace import Workspace
+from tests.conftest import posts, run_roost
+
+
+def test_help_has_an_example_per_verb() -> None:
+    out = run_roost("--help").stdout
+    for verb in ("ingest", "forget", "demo-corpus", "corpus"):
+        assert verb in out
+    for verb in (["ingest"], ["forget"], ["demo-corpus"], ["corpus", "stats"]):
+        assert "Example:" in run_roost(*verb, "--help").stdout
+
+
+def test_workspace_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ROOST_HOME", raising=False)
+    assert Workspace.resolve().root == tmp_path / "roost-home"
+    monkeypatch.setenv("ROOST_HOME", str(tmp_path / "env"))
+    assert Workspace.resolve().root == tmp_path / "env"
+    assert Workspace.resolve(tmp_path / "flag").root == tmp_path / "flag"
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "roost.toml"
+    cfg.write_text("[corpus]\nnear_dup_treshold = 0.5\n")
+    proc = run_roost("--home", str(tmp_path / "h"), "--config", str(cfg), "corpus", "stats", check=False)
+    assert proc.returncode == 2 and "near_dup_treshold" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_config_file_in_workspace_is_used(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    cli.home.mkdir(parents=True)
+    (cli.home / "roost.toml").write_text('[corpus]\nkeep_visibility = ["public"]\n')
+    from datetime import UTC, datetime
+
+    from roost.corpus.writers import Draft, write_mastodon_outbox
+
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    out = write_mastodon_outbox(tmp_path / "o.json", "https://t.example/users/a",
+                                [Draft("1", "public post here", t), Draft("2", "unlisted post", t, visibility="unlisted")])
+    cli("ingest", str(out))
+    assert [r["visibility"] for r in posts(cli.home / "corpus.db").values()] == ["public"]
+
+
+@pytest.mark.slow
+def test_demo_corpus_then_ingest(tmp_path: Path) -> None:
+    sdist = Path(sys.prefix) / "share" / "roost" / "vaderSentiment-3.3.2.tar.gz"
+    home = tmp_path / "h"
+    args = ["--home", str(home), "demo-corpus"] + (["--vader-sdist", str(sdist)] if sdist.exists() else [])
+    out = run_roost(*args).stdout
+    assert "X archives" in out
+    exports = home / "exports"
+    assert sum(1 for p in exports.iterdir() if p.name.startswith("x-")) == 6
+    assert (exports / "x-quietharbor" / "data" / "tweets.js").read_text().startswith("window.YTD.tweets.part0 = [")
+    run_roost("--home", str(home), "ingest", str(exports))
+    rows = posts(home / "corpus.db")
+    assert len(rows) > 18_000
+    sources = {r["source"] for r in rows.values()}
+    assert sources == {"x", "mastodon"}
+    langs = {r["lang"] for r in rows.values()}
+    assert {"en", "de", "es"} <= langs
+    # the real vader tweets are in there, e.g. the first line of tweets_GroundTruth.txt
+    assert any(r["text"].startswith("Somehow I was blessed with some really amazing friends") for r in rows.values())
+    assert any(r["dup_of"] for r in rows.values()) and any(r["near_dup_of"] for r in rows.values())
+    assert any(r["pii_hits"] for r in rows.values()) and any(r["reply_to"] for r in rows.values())
+    stats = run_roost("--home", str(home), "corpus", "stats", check=True).stdout
+    assert "training text" in stats
+    assert os.path.getsize(home / "corpus.db") > 0
