@@ -28,11 +28,11 @@ def text_key(text: str) -> bytes:
 
 
 def shingles(text: str, k: int) -> list[bytes]:
-    """Character k-shingles of case-folded text with URLs dropped and punctuation/space runs folded."""
-    body = _NONWORD.sub(" ", _URL.sub(" ", text).casefold()).strip()
+    """Character k-shingles (as UTF-8 byte k-grams) of case-folded text, URLs dropped, punctuation/space folded."""
+    body = _NONWORD.sub(" ", _URL.sub(" ", text).casefold()).strip().encode("utf-8", "surrogatepass")
     if len(body) <= k:
-        return [body.encode("utf-8", "surrogatepass")] if body else []
-    return list({body[i : i + k].encode("utf-8", "surrogatepass") for i in range(len(body) - k + 1)})
+        return [body] if body else []
+    return list({body[i : i + k] for i in range(len(body) - k + 1)})
 
 
 _PERMUTATIONS: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -29,6 +29,7 @@ _PHONE_RE = re.compile(
     r"|(?<![\w(])\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}(?![\w-])"
     r"|(?<!\w)0\d{2,4}[ /-]\d{3,4}[ -]?\d{3,4}(?![\w-])"
 )
+_MAYBE = re.compile(r"[0-9@]")
 _GROUP_RE = re.compile(r"[ .-]?\(?\d+\)?")
 _MENTION_RE = re.compile(r"(?<![\w@/<])@(?!<USER>)\w{1,30}(?:@[\w.-]+\.\w+)?")
 
@@ -83,6 +84,8 @@ def _phone(m: re.Match[str], hits: Counter[str]) -> str:
 def scrub(text: str, mentions: bool = False) -> tuple[str, Counter[str]]:
     """Return (scrubbed text, hits by kind). Order matters: e-mails before mentions, cards before phones."""
     hits: Counter[str] = Counter()
+    if not mentions and _MAYBE.search(text) is None:  # every pattern but mentions needs a digit or an '@'
+        return text, hits
     for _ in range(4):  # replacements can expose new matches at their edges; run to a fixpoint
         before = text
 

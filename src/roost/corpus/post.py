@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 VISIBILITIES = ("public", "unlisted", "followers", "direct")
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                       "Dec"), 1)}
 
 
 @dataclass(slots=True)
@@ -61,6 +63,13 @@ def parse_twitter_date(value: object, field: str = "created_at") -> datetime:
     s = value.strip()
     if s[:1].isdigit():
         return parse_iso_date(s, field)
+    parts = s.split()
+    if len(parts) == 6 and parts[4] == "+0000" and parts[1] in _MONTHS:  # the common case, without strptime
+        try:
+            hh, mm, ss = parts[3].split(":")
+            return datetime(int(parts[5]), _MONTHS[parts[1]], int(parts[2]), int(hh), int(mm), int(ss), tzinfo=UTC)
+        except ValueError:
+            raise RecordError(field, f"unparseable date {s[:40]!r}") from None
     try:
         dt = datetime.strptime(s, "%a %b %d %H:%M:%S %z %Y")
     except ValueError:
