@@ -87,7 +87,8 @@ class Store:
 
     # -- reading state for an ingest ---------------------------------------------------------------------------
     def tombstones(self) -> tuple[set[str], set[str]]:
-        posts, authors = set(), set()
+        posts: set[str] = set()
+        authors: set[str] = set()
         for kind, key in self.db.execute("SELECT kind, key FROM tombstones"):
             (posts if kind == "post" else authors).add(key)
         return posts, authors

@@ -73,7 +73,7 @@ def _page_posts(item: Item, label: str) -> Iterator[Post | BadRecord]:
         yield BadRecord(label, _where(item), None, f"expected an object, got {type(page).__name__}")
         return
     if "data" in page:  # v2 page
-        includes = page.get("includes") if isinstance(page.get("includes"), dict) else {}
+        includes: dict[str, Any] = page["includes"] if isinstance(page.get("includes"), dict) else {}
         users = {u["id"]: u["username"] for u in includes.get("users") or []
                  if isinstance(u, dict) and isinstance(u.get("id"), str) and isinstance(u.get("username"), str)}
         data = page["data"]

@@ -201,10 +201,10 @@ def _join_note(post: Post, notes: dict[int, list[dict]]) -> None:
             if not note["_used"] and html.unescape(core["text"]).startswith(prefix):
                 note["_used"] = True
                 post.text = core["text"]
-                post.urls = [u.get("expandedUrl") or u.get("expanded_url") for u in core.get("urls") or []
+                post.urls = [str(u.get("expandedUrl") or u.get("expanded_url")) for u in core.get("urls") or []
                              if isinstance(u, dict) and (u.get("expandedUrl") or u.get("expanded_url"))]
-                post.hashtags = [h.get("text") for h in core.get("hashtags") or [] if isinstance(h, dict) and h.get("text")]
-                post.mentions = [m.get("screenName") or m.get("screen_name") for m in core.get("mentions") or []
+                post.hashtags = [str(h.get("text")) for h in core.get("hashtags") or [] if isinstance(h, dict) and h.get("text")]
+                post.mentions = [str(m.get("screenName") or m.get("screen_name")) for m in core.get("mentions") or []
                                  if isinstance(m, dict) and (m.get("screenName") or m.get("screen_name"))]
                 return
 
