@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
@@ -106,8 +107,6 @@ def _worker_init() -> None:
 
 class Ingester:
     def __init__(self, store: Store, cfg: CorpusConfig, run_id: int):
-        import numpy as np
-
         self.store, self.cfg, self.run_id = store, cfg, run_id
         self.report = Report()
         self.dead_posts, self.dead_authors = store.tombstones()
@@ -116,7 +115,6 @@ class Ingester:
         for pid, sig in store.signatures():
             if len(sig) == cfg.num_perm:
                 self.near.add(pid, sig)
-        self.np = np
         self.seen: set[str] = set()
 
     def admit(self, batch: list[Post]) -> list[Post]:
@@ -156,7 +154,7 @@ class Ingester:
             else:
                 self.originals[item.key] = p.id  # type: ignore[index]
                 if item.sig is not None:
-                    sig = self.np.frombuffer(item.sig, dtype=self.np.uint32)
+                    sig = np.frombuffer(item.sig, dtype=np.uint32)
                     near_of = self.near.match(sig)
                     if near_of is None:
                         self.near.add(p.id, sig)

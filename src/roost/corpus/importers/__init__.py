@@ -16,7 +16,7 @@ from roost.corpus.importers.bluesky import read_bluesky
 from roost.corpus.importers.generic import parse_mapping, read_generic
 from roost.corpus.importers.mastodon import read_mastodon
 from roost.corpus.importers.twitter_api import read_twitter_api
-from roost.corpus.importers.x_archive import is_x_archive, read_x_archive
+from roost.corpus.importers.x_archive import is_x_archive, read_tweets_file, read_x_archive
 from roost.corpus.post import BadRecord, Post
 from roost.errors import FormatError
 
@@ -104,7 +104,7 @@ def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]
 def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:
     if fmt == "x-archive":
         if path.is_file() and not zipfile.is_zipfile(path):  # a bare tweets.js
-            return read_x_archive_file(path)
+            return read_tweets_file(path)
         return read_x_archive(path, opts.include_deleted)
     if fmt == "twitter-api":
         return read_twitter_api(path, jsonl=path.suffix.lower() in (".jsonl", ".ndjson"))
@@ -116,12 +116,3 @@ def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | Ba
         return read_generic(path, fmt, opts.mapping, opts.source)
     raise FormatError(f"--format {fmt}: unknown; one of {', '.join(FORMATS)}")
 
-
-def read_x_archive_file(path: Path) -> Iterator[Post | BadRecord]:
-    """A lone `tweets.js` outside its archive: posts need their own user field for the author."""
-    from roost.corpus.importers.jsonstream import iter_json_array
-    from roost.corpus.importers.x_archive import _convert
-
-    with open(path, "rb") as fp:
-        for item in iter_json_array(fp, str(path)):
-            yield item if isinstance(item, BadRecord) else _convert(item, str(path), None, {})

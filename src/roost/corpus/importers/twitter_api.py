@@ -106,7 +106,7 @@ def read_twitter_api(path: Path, jsonl: bool) -> Iterator[Post | BadRecord]:
             head = fp.read(1 << 12).lstrip()
             fp.seek(0)
             if head.startswith(b"{"):  # a single page / object: small enough to parse whole
-                items = iter_jsonl_whole(fp, label)
+                items = _read_single_object(fp, label)
             else:
                 items = iter_json_array(fp, label)
         for item in items:
@@ -116,7 +116,7 @@ def read_twitter_api(path: Path, jsonl: bool) -> Iterator[Post | BadRecord]:
                 yield from _page_posts(item, label)
 
 
-def iter_jsonl_whole(fp: Any, label: str) -> Iterator[Item | BadRecord]:
+def _read_single_object(fp: Any, label: str) -> Iterator[Item | BadRecord]:
     """A file holding one JSON object (possibly pretty-printed over many lines)."""
     import json
 

@@ -234,6 +234,13 @@ def read_x_archive(path: Path, include_deleted: bool = False) -> Iterator[Post |
                 yield Post(id=f"x:note-{nid}", author=author, created_at=created, text=note["core"]["text"], source="x")
 
 
+def read_tweets_file(path: Path) -> Iterator[Post | BadRecord]:
+    """A lone `tweets.js` outside its archive: each tweet needs its own `user` field for the author."""
+    with open(path, "rb") as fp:
+        for item in iter_json_array(fp, str(path)):
+            yield item if isinstance(item, BadRecord) else _convert(item, str(path), None, {})
+
+
 def _convert(item: Item, label: str, author: str | None, notes: dict[int, list[dict]]) -> Post | BadRecord:
     try:
         tweet = _unwrap(item.value, "tweet")
