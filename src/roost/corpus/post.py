@@ -113,23 +113,3 @@ def iso(dt: datetime) -> str:
     """The store's timestamp form: `2018-10-10T20:19:24Z` (sorts as text)."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def need_str(obj: dict, key: str, field: str | None = None) -> str:
-    """A required non-empty string field of a JSON record."""
-    value = obj.get(key)
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value:
-        raise RecordError(field or key, "missing" if value is None else f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def opt_str(obj: dict, key: str) -> str | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        raise RecordError(key, f"expected a string, got {type(value).__name__}")
-    return value
