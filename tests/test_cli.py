@@ -14,9 +14,10 @@ from tests.conftest import posts, run_roost
 
 def test_help_has_an_example_per_verb() -> None:
     out = run_roost("--help").stdout
-    for verb in ("ingest", "forget", "demo-corpus", "corpus"):
+    for verb in ("ingest", "forget", "demo-corpus", "corpus", "tokenizer", "tokenize", "shards"):
         assert verb in out
-    for verb in (["ingest"], ["forget"], ["demo-corpus"], ["corpus", "stats"]):
+    for verb in (["ingest"], ["forget"], ["demo-corpus"], ["corpus", "stats"], ["tokenizer", "train"],
+                 ["tokenizer", "report"], ["tokenize"], ["shards", "list"], ["shards", "verify"]):
         assert "Example:" in run_roost(*verb, "--help").stdout
 
 

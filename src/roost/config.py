@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per stage, loadable from TOML and overridable from the CLI.
 
-`roost --config my.toml ingest ...` reads `[corpus]` (and later `[model]`, `[train]`, ...) from the file; a
+`roost --config my.toml ingest ...` reads `[corpus]`, `[tokenizer]`, `[data]` (and later `[model]`, `[train]`, ...) from the file; a
 `roost.toml` inside the workspace is read when no `--config` is given. CLI flags override both.
 """
 
@@ -48,8 +48,48 @@ class CorpusConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """Settings of `roost tokenizer train` (`[tokenizer]`)."""
+
+    vocab_size: int = 32_768
+    min_frequency: int = 2  # a pair must occur this often to be merged
+    max_posts: int = 2_000_000  # training sample (evenly spaced, deterministic); 0 = every post
+    report_posts: int = 20_000  # posts the report encodes
+
+    def __post_init__(self) -> None:
+        if not 512 <= self.vocab_size <= 1 << 24:
+            raise UsageError(f"tokenizer.vocab_size must be in [512, 2^24], got {self.vocab_size}")
+        if self.min_frequency < 1 or self.max_posts < 0 or self.report_posts < 1:
+            raise UsageError("tokenizer.min_frequency and report_posts must be >= 1, max_posts >= 0")
+
+
+@dataclass
+class ShardConfig:
+    """Settings of `roost tokenize` (`[data]`)."""
+
+    val_fraction: float = 0.01
+    split_by: str = "post"  # "post" or "author" (hold out whole authors)
+    split_salt: str = "roost"  # change it to draw a different split
+    shard_tokens: int = 1 << 28  # tokens per file (512 MiB as uint16)
+    batch_posts: int = 4_096  # posts per encode_batch call
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UsageError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.split_by not in ("post", "author"):
+            raise UsageError(f"data.split_by must be 'post' or 'author', got {self.split_by!r}")
+        if self.shard_tokens < 1024 or self.batch_posts < 1:
+            raise UsageError("data.shard_tokens must be >= 1024 and data.batch_posts >= 1")
+
+
+@dataclass
 class RoostConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: ShardConfig = field(default_factory=ShardConfig)
+
+
+SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardConfig}
 
 
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
@@ -71,8 +111,10 @@ def load_config(path: Path | None) -> RoostConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
-    known = {"corpus"}
-    unknown = set(data) - known
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise UsageError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
-    return RoostConfig(corpus=_build(CorpusConfig, data.get("corpus", {}), f"{path} [corpus]"))
+        raise UsageError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: [{name}] must be a table of settings")
+    return RoostConfig(**{name: _build(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in SECTIONS.items()})

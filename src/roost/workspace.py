@@ -41,3 +41,11 @@ class Workspace:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
+
+    @property
+    def tokenizers(self) -> Path:
+        return self.root / "tokenizers"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"

@@ -44,7 +44,9 @@ def _luhn_digit(body: str) -> str:
     raise AssertionError
 
 
-cards = st.text("0123456789", min_size=15, max_size=15).map(lambda b: "4" + b[:14] + _luhn_digit("4" + b[:14]))
+_card_digits = st.text("0123456789", min_size=15, max_size=15).map(lambda b: "4" + b[:14] + _luhn_digit("4" + b[:14]))
+cards = st.one_of(_card_digits, _card_digits.map(lambda c: " ".join(c[i:i + 4] for i in range(0, 16, 4))),
+                  _card_digits.map(lambda c: "-".join(c[i:i + 4] for i in range(0, 16, 4))))
 emails = st.from_regex(r"[a-z][a-z0-9._]{0,15}[a-z0-9]@[a-z]{2,10}\.(com|org|de|co\.uk)", fullmatch=True)
 ips = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 phones = st.tuples(st.integers(200, 999), st.integers(200, 999), st.integers(1000, 9999)).map(

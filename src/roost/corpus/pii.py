@@ -18,8 +18,10 @@ IP = "<IP>"
 MENTION = "@<USER>"
 
 _EMAIL_RE = re.compile(r"(?<![\w.+@-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
-# 13-19 digits, optionally grouped by single spaces or dashes.
-_CARD_RE = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-])")
+# Runs of digit groups separated by single spaces or dashes; `_card` finds the card numbers inside a run:
+# 13-19 digits contiguous, in groups of four (4-4-4-4, 4-4-4-4-3, 4-4-4-1..), or Amex/Diners 4-6-5 / 4-6-4, passing
+# Luhn. ("42 42 42 42 42 42 42" is not a card; "2024 4000 1000 1000 0008" holds one.)
+_CARD_RE = re.compile(r"(?<![\w.-])\d+(?:[ -]\d+){0,8}(?![\w-])")
 _IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
 _IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # International (+CC, then groups; trimmed to the number's own length below), North American (555) 123-4567,
@@ -46,12 +48,32 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_shape(lens: list[int]) -> bool:
+    if len(lens) == 1:
+        return 13 <= lens[0] <= 19
+    if lens in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return len(lens) >= 4 and all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4 and 13 <= sum(lens) <= 19
+
+
 def _card(m: re.Match[str], hits: Counter[str]) -> str:
-    digits = re.sub(r"\D", "", m.group())
-    if 13 <= len(digits) <= 19 and luhn_ok(digits):
-        hits["card"] += 1
-        return CARD
-    return m.group()
+    text = m.group()
+    spans = [g.span() for g in re.finditer(r"\d+", text)]
+    if sum(hi - lo for lo, hi in spans) < 13:
+        return text
+    out, i, pos = [], 0, 0
+    while i < len(spans):
+        for size in range(min(5, len(spans) - i), 0, -1):  # the longest card-shaped run of groups at i
+            window = spans[i:i + size]
+            lo, hi = window[0][0], window[-1][1]
+            if _card_shape([b - a for a, b in window]) and luhn_ok(re.sub(r"\D", "", text[lo:hi])):
+                out.append(text[pos:lo] + CARD)
+                hits["card"] += 1
+                pos, i = hi, i + size
+                break
+        else:
+            i += 1
+    return "".join(out) + text[pos:]
 
 
 def _ip(m: re.Match[str], hits: Counter[str]) -> str:

@@ -131,7 +131,7 @@ class Store:
                         (now(), status, json.dumps(report), run_id))
 
     # -- erasure -----------------------------------------------------------------------------------------------
-    def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, int]:
+    def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, Any]:
         """Delete and tombstone; copies that pointed at a deleted original get a new original among themselves."""
         with self.transaction():
             db = self.db
@@ -143,7 +143,7 @@ class Store:
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (p, now()))
-            n = db.execute("SELECT count(*) FROM gone").fetchone()[0]
+            ids = [r[0] for r in db.execute("SELECT id FROM gone")]
             for col in ("dup_of", "near_dup_of"):
                 orphans = db.execute(
                     f"SELECT {col}, id FROM posts WHERE {col} IN (SELECT id FROM gone) "
@@ -157,7 +157,7 @@ class Store:
                         db.execute(f"UPDATE posts SET {col} = ? WHERE id = ?", (heirs[old], pid))
             db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
-        return {"posts": n, "authors": len(authors), "post_ids": len(post_ids)}
+        return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids}
 
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
