@@ -1,0 +1,237 @@
+"""Checkpoints in and out: HF Llama directories (config.json + safetensors) both ways, and GGUF files of the llama
+architecture in (dequantised with the `gguf` package, tokenizer rebuilt from the GGUF vocabulary and merges).
+
+`roost import PATH --name NAME` and `roost export models/NAME OUT` call these; weights from outside are read as
+safetensors or GGUF only (nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roost.errors import RoostError
+from roost.model.config import ModelConfig, from_dict
+from roost.model.llama import Llama
+
+# -- HF config ---------------------------------------------------------------------------------------------------
+
+
+def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None, pad_id: int | None) -> dict[str, Any]:
+    if cfg.qk_norm:
+        raise RoostError("a model with QK-norm has no LlamaForCausalLM equivalent; export needs qk_norm = false")
+    out: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attention_bias,
+        "mlp_bias": False, "hidden_act": "silu", "initializer_range": cfg.init_std, "torch_dtype": "float32",
+        "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id, "use_cache": True,
+    }
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling:
+        out["rope_scaling"] = {"rope_type": "llama3", **cfg.rope_scaling}
+        rope = {**out["rope_scaling"], "rope_theta": cfg.rope_theta}
+    out["rope_parameters"] = rope  # transformers >= 5 reads this; older versions read rope_theta/rope_scaling
+    return out
+
+
+def config_from_hf(c: dict[str, Any], where: str) -> ModelConfig:
+    arch = c.get("model_type")
+    if arch not in ("llama", "mistral") and "LlamaForCausalLM" not in c.get("architectures", []):
+        raise RoostError(f"{where}: model_type {arch!r} is not a Llama-family model roost can load")
+    rope = c.get("rope_parameters") or {}
+    scaling = c.get("rope_scaling") or (rope if rope.get("rope_type") == "llama3" else None)
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "llama3", "default"):
+        raise RoostError(f"{where}: rope scaling {scaling.get('rope_type')!r} is not supported (only llama3)")
+    if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
+        scaling = None
+    if scaling:
+        scaling = {k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                           "original_max_position_embeddings")}
+    try:
+        heads = int(c["num_attention_heads"])
+        return from_dict({
+            "name": c.get("_name_or_path") or "imported",
+            "vocab_size": int(c["vocab_size"]), "dim": int(c["hidden_size"]), "n_layers": int(c["num_hidden_layers"]),
+            "n_heads": heads, "n_kv_heads": int(c.get("num_key_value_heads") or heads),
+            "head_dim": int(c.get("head_dim") or int(c["hidden_size"]) // heads),
+            "ffn_dim": int(c["intermediate_size"]), "max_seq_len": int(c.get("max_position_embeddings", 2048)),
+            "rope_theta": float(c.get("rope_theta") or rope.get("rope_theta", 10_000.0)), "rope_scaling": scaling,
+            "norm_eps": float(c.get("rms_norm_eps", 1e-5)), "tie_embeddings": bool(c.get("tie_word_embeddings", False)),
+            "attention_bias": bool(c.get("attention_bias", False)),
+        }, where)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RoostError(f"{where}: missing or bad field {e}") from None
+
+
+# -- state dicts -------------------------------------------------------------------------------------------------
+
+
+def hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
+    """roost parameter names are HF's; a tied head is left out (HF re-ties it from the embedding)."""
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
+def load_hf_weights(model: Llama, tensors: dict[str, torch.Tensor], where: str) -> None:
+    tensors = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
+    if model.config.tie_embeddings:
+        tensors.pop("lm_head.weight", None)
+    want = {k: v.shape for k, v in model.state_dict().items()
+            if not (model.config.tie_embeddings and k == "lm_head.weight")}
+    missing = sorted(set(want) - set(tensors))
+    extra = sorted(set(tensors) - set(want))
+    if missing or extra:
+        raise RoostError(f"{where}: weights do not fit the config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(want[k]):
+            raise RoostError(f"{where}: {k} has shape {tuple(v.shape)}, the config needs {tuple(want[k])}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def load_hf_dir(path: Path) -> tuple[Llama, ModelConfig]:
+    """A HF Llama directory: config.json + model.safetensors (or sharded with model.safetensors.index.json)."""
+    from safetensors.torch import load_file
+
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise RoostError(f"{path}: no config.json (not a HF model directory)")
+    try:
+        cfg = config_from_hf(json.loads(cfg_path.read_text()), str(cfg_path))
+    except json.JSONDecodeError as e:
+        raise RoostError(f"{cfg_path}: not valid JSON ({e})") from None
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        bins = list(path.glob("*.bin")) + list(path.glob("*.pt"))
+        raise RoostError(f"{path}: no .safetensors weights" + (" (pickled .bin/.pt files are never loaded: convert "
+                                                               "them to safetensors first)" if bins else ""))
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            tensors.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises SafetensorError on truncation / bad headers
+            raise RoostError(f"{f}: unreadable safetensors file ({e})") from None
+    model = Llama(cfg)
+    load_hf_weights(model, {k: v.float() for k, v in tensors.items()}, str(path))
+    return model, cfg
+
+
+# -- GGUF --------------------------------------------------------------------------------------------------------
+
+_GGUF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+
+
+def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp stores Q/K rows interleaved per head (Meta's rotary layout); HF/roost use rotate-half."""
+    out = w.shape[0]
+    return w.reshape(heads, out // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def read_gguf(path: Path) -> tuple[Llama, ModelConfig, dict[str, Any]]:
+    """Dequantise a llama-architecture GGUF into a roost model; returns (model, config, GGUF metadata)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # a truncated or foreign file fails in numpy memmap / header parsing
+        raise RoostError(f"{path}: not a readable GGUF file ({e})") from None
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise RoostError(f"{path}: GGUF architecture {arch!r}; roost imports 'llama' only")
+    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    heads = int(_field(reader, "llama.attention.head_count"))
+    kv = int(_field(reader, "llama.attention.head_count_kv", heads))
+    dim = int(_field(reader, "llama.embedding_length"))
+    names = {t.name for t in reader.tensors}
+    cfg = from_dict({
+        "name": str(_field(reader, "general.name", path.stem)),
+        "vocab_size": int(_field(reader, "llama.vocab_size", len(tokens))), "dim": dim,
+        "n_layers": int(_field(reader, "llama.block_count")), "n_heads": heads, "n_kv_heads": kv,
+        "head_dim": int(_field(reader, "llama.rope.dimension_count", dim // heads)),
+        "ffn_dim": int(_field(reader, "llama.feed_forward_length")),
+        "max_seq_len": int(_field(reader, "llama.context_length", 2048)),
+        "rope_theta": float(_field(reader, "llama.rope.freq_base", 10_000.0)),
+        "norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        "tie_embeddings": "output.weight" not in names,
+    }, str(path))
+    tensors: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        arr = arr.reshape([int(x) for x in reversed(t.shape)])
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            layer, kind = parts[1], parts[2]
+            if kind not in _GGUF_NAMES:
+                raise RoostError(f"{path}: tensor {t.name} is not part of a llama model roost knows")
+            if kind == "attn_q":
+                arr = _unpermute(arr, heads)
+            elif kind == "attn_k":
+                arr = _unpermute(arr, kv)
+            name = f"model.layers.{layer}.{_GGUF_NAMES[kind]}.weight"
+        elif t.name in _GGUF_NAMES:
+            name = _GGUF_NAMES[t.name]
+        elif t.name == "rope_freqs.weight":
+            continue  # llama3 scaling factors, recomputed from the config
+        else:
+            raise RoostError(f"{path}: tensor {t.name} is not part of a llama model roost knows")
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(arr))
+    model = Llama(cfg)
+    load_hf_weights(model, tensors, str(path))
+    meta = {k: _field(reader, k) for k in ("general.name", "general.organization", "general.license",
+                                           "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre")}
+    return model, cfg, meta
+
+
+def gguf_tokenizer(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a HF `tokenizers` byte-level BPE from a GGUF's vocabulary, merges and special tokens; returns the
+    tokenizer and its tokenizer_config.json fields (special tokens, chat template)."""
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    reader = gguf.GGUFReader(str(path))
+    kind = _field(reader, "tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise RoostError(f"{path}: GGUF tokenizer model {kind!r}; roost rebuilds byte-level BPE ('gpt2') only")
+    tokens: list[str] = _field(reader, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
+    types = _field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    pre = _field(reader, "tokenizer.ggml.pre", "default")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in ("smollm", "llama-bpe", "llama3"):
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    specials = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty == 3]
+    tok.add_special_tokens(specials)
+
+    def tid(key: str) -> str | None:
+        i = _field(reader, key)
+        return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
+
+    extra = {"bos_token": tid("tokenizer.ggml.bos_token_id"), "eos_token": tid("tokenizer.ggml.eos_token_id"),
+             "pad_token": tid("tokenizer.ggml.padding_token_id"), "unk_token": tid("tokenizer.ggml.unknown_token_id"),
+             "chat_template": _field(reader, "tokenizer.chat_template")}
+    return tok, extra

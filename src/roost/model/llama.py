@@ -1,0 +1,223 @@
+"""A Llama-family decoder as one readable module: embeddings, RoPE (with Llama-3 scaling), RMSNorm, grouped-query
+attention through `scaled_dot_product_attention`, SwiGLU, optional QK-norm, tied or untied output head.
+
+Used by `roost train`, `roost import/export` and `roost generate`; build one with `Llama(ModelConfig(...))` or
+`Llama(load_preset("tiny"))`. Parameter names follow HF `LlamaForCausalLM` (model.layers.N.self_attn.q_proj …)
+so HF checkpoints map one to one. No I/O and no distributed code here: parallelism, precision and compilation
+are applied from `roost.train`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from roost.model.config import ModelConfig
+
+
+def rope_frequencies(cfg: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding, with Llama-3 style scaling when configured."""
+    hd = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64, device=device) / hd))
+    s = cfg.rope_scaling
+    if s is not None and s.get("rope_type", "llama3") == "llama3":
+        factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+        old = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        low_wl, high_wl = old / lo, old / hi
+        scaled = torch.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen <= low_wl) & (wavelen >= high_wl)
+        inv = torch.where(is_mid, mid, scaled)
+    return inv.float()
+
+
+def rope_cache(cfg: ModelConfig, seq_len: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [seq_len, head_dim] in the HF "rotate half" layout."""
+    inv = rope_frequencies(cfg, device)
+    t = torch.arange(seq_len, dtype=torch.float32, device=device)
+    freqs = torch.outer(t, inv)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, T, D]; cos/sin: [B or 1, 1, T, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys/values [batch, kv_heads, max_seq, head_dim]; written at `input_pos` (gpt-fast style)."""
+
+    def __init__(self, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device | None = None):
+        super().__init__()
+        shape = (batch, kv_heads, max_seq, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_pos: [T] positions shared by the batch, or [B, T] per row."""
+        if input_pos.dim() == 1:
+            self.k[: k.shape[0], :, input_pos] = k
+            self.v[: v.shape[0], :, input_pos] = v
+        else:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]
+            self.k[rows, :, input_pos] = k.transpose(1, 2)
+            self.v[rows, :, input_pos] = v.transpose(1, 2)
+        return self.k[: k.shape[0]], self.v[: v.shape[0]]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.kv_cache is not None and input_pos is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)
+        gqa = self.n_heads != self.n_kv
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+class Llama(nn.Module):
+    """`forward(idx)` → logits [B, T, V]; `forward(idx, targets)` → mean cross-entropy (targets −100 ignored)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        cos, sin = rope_cache(cfg, cfg.max_seq_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.gradient_checkpointing = False
+
+    # -- init ----------------------------------------------------------------------------------------------------
+    def init_weights(self, seed: int | None = None) -> None:
+        """Normal(0, init_std) weights, residual projections scaled by 1/sqrt(2·layers) (GPT-2), zero biases."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.init_std
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p) if name.endswith("norm.weight") else nn.init.zeros_(p)
+                continue
+            s = std / math.sqrt(2 * self.config.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) * s)
+        rope = rope_cache(self.config, self.config.max_seq_len, self.rope_cos.device)
+        self.rope_cos, self.rope_sin = rope
+
+    # -- caches for generation --------------------------------------------------------------------------------------
+    def setup_kv_cache(self, batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
+        dtype = dtype or self.model.embed_tokens.weight.dtype
+        dev = self.model.embed_tokens.weight.device
+        for layer in self.model.layers:
+            layer.self_attn.kv_cache = KVCache(batch, self.config.n_kv_heads, max_seq, self.config.head_dim, dtype, dev)
+
+    def clear_kv_cache(self) -> None:
+        for layer in self.model.layers:
+            layer.self_attn.kv_cache = None
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
+                input_pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """idx [B, T]. `doc_ids` [B, T] keeps attention inside each packed document. With a KV cache, `input_pos`
+        ([T] or [B, T]) gives the positions and `attn_mask` ([B, 1, T, S] bool) which cached keys each query sees."""
+        b, t = idx.shape
+        if input_pos is None:
+            if t > self.config.max_seq_len:
+                raise ValueError(f"sequence of {t} tokens exceeds max_seq_len {self.config.max_seq_len}")
+            cos, sin = self.rope_cos[:t][None, None], self.rope_sin[:t][None, None]
+        else:
+            pos = input_pos if input_pos.dim() == 2 else input_pos[None]
+            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]
+        mask = attn_mask
+        if input_pos is not None and mask is None and self.model.layers[0].self_attn.kv_cache is not None:
+            span = self.model.layers[0].self_attn.kv_cache.k.shape[2]
+            mask = (torch.arange(span, device=idx.device)[None, None, :] <= pos[:, :, None])[:, None]
+        if doc_ids is not None:
+            causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
+            mask = (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
+            mask = mask[:, None]
+        x = self.model.embed_tokens(idx)
+        for layer in self.model.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, input_pos, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, input_pos)
+        x = self.model.norm(x)
+        if targets is None:
+            return self.lm_head(x)
+        logits = self.lm_head(x)
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
