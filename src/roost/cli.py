@@ -321,6 +321,11 @@ def demo_corpus(
     console.print(f"next: roost --home {ws.root} ingest {summary.path}")
 
 
+from roost.cli_model import register as _register_model_verbs  # noqa: E402
+
+_register_model_verbs(app, _state)
+
+
 def main() -> None:
     app()
 

@@ -87,9 +87,15 @@ class RoostConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: ShardConfig = field(default_factory=ShardConfig)
+    # [train] is checked by `roost train` against roost.train.trainer.TrainConfig (kept out of here: it needs torch)
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardConfig}
+
+
+def build_section(cls: type, table: dict[str, Any], where: str) -> Any:
+    return _build(cls, table, where)
 
 
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
@@ -111,10 +117,11 @@ def load_config(path: Path | None) -> RoostConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
-    unknown = set(data) - set(SECTIONS)
+    unknown = set(data) - set(SECTIONS) - {"train"}
     if unknown:
-        raise UsageError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
+        raise UsageError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted([*SECTIONS, 'train'])}")
     for name, table in data.items():
         if not isinstance(table, dict):
             raise UsageError(f"{path}: [{name}] must be a table of settings")
-    return RoostConfig(**{name: _build(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in SECTIONS.items()})
+    typed = {name: _build(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in SECTIONS.items()}
+    return RoostConfig(**typed, train=dict(data.get("train", {})))

@@ -69,7 +69,7 @@ class ModelConfig:
         d, hd = self.dim, self.head_dim
         attn = d * self.n_heads * hd + 2 * d * self.n_kv_heads * hd + self.n_heads * hd * d
         if self.attention_bias:
-            attn += (self.n_heads + 2 * self.n_kv_heads) * hd
+            attn += (self.n_heads + 2 * self.n_kv_heads) * hd + d
         norms = 2 * d + (2 * hd if self.qk_norm else 0)
         return attn + 3 * d * self.ffn_dim + norms
 

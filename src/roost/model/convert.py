@@ -235,3 +235,69 @@ def gguf_tokenizer(path: Path) -> tuple[Any, dict[str, Any]]:
              "pad_token": tid("tokenizer.ggml.padding_token_id"), "unk_token": tid("tokenizer.ggml.unknown_token_id"),
              "chat_template": _field(reader, "tokenizer.chat_template")}
     return tok, extra
+
+
+# -- the models/<name>/ directory ----------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model_dir(model: Llama, out: Path, tokenizer_json: Path | Any, tokenizer_config: dict[str, Any],
+                   provenance: dict[str, Any]) -> dict[str, Any]:
+    """Write a HF Llama directory that `AutoModelForCausalLM.from_pretrained(out)` loads as it is, plus roost.json.
+    `tokenizer_json` is a path to copy or a `tokenizers.Tokenizer` to save. Written to a temp dir, then renamed."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    cfg = model.config
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if isinstance(tokenizer_json, Path):
+        shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
+    else:
+        tokenizer_json.save(str(tmp / "tokenizer.json"))
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
+
+    def tid(key: str) -> int | None:
+        t = tokenizer_config.get(key)
+        return tok.token_to_id(t) if t else None
+
+    bos, eos, pad = tid("bos_token"), tid("eos_token"), tid("pad_token")
+    (tmp / "config.json").write_text(json.dumps(hf_config(cfg, bos, eos, pad), indent=2))
+    save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tc = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+          "model_max_length": cfg.max_seq_len, **tokenizer_config}
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+    (tmp / "special_tokens_map.json").write_text(json.dumps(
+        {k: v for k, v in tokenizer_config.items() if k.endswith("_token") and v}, indent=2))
+    gen = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": True, "temperature": 0.8,
+           "top_p": 0.95, "max_new_tokens": 80}
+    (tmp / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if v is not None}, indent=2))
+    meta = {**provenance, "model_sha256": _sha256(tmp / "model.safetensors"),
+            "tokenizer_sha256": _sha256(tmp / "tokenizer.json"), "roost_config": cfg.to_dict(),
+            "params": cfg.num_params()}
+    (tmp / "roost.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return meta
+
+
+def load_model_dir(path: Path) -> tuple[Llama, dict[str, Any]]:
+    """A models/<name>/ directory (or any HF Llama directory): the model in fp32 and its roost.json (or {})."""
+    model, _ = load_hf_dir(path)
+    meta_path = path / "roost.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return model, meta

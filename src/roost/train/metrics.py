@@ -1,0 +1,86 @@
+"""Per-step metrics of `roost train`: `runs/<name>/metrics.jsonl` and TensorBoard event files
+(`tensorboard --logdir runs/<name>/tensorboard`), plus the device peak that MFU is measured against.
+
+MFU = achieved FLOP/s ÷ peak FLOP/s, with FLOPs from `ModelConfig.flops_per_token` (6·N + 12·L·H·Dh·T).
+Peaks: dense bf16 tensor-core figures for known GPUs (NVIDIA datasheets, no sparsity); for a CPU, cores × clock ×
+FLOPs per cycle (32 fp32 FLOPs/cycle with AVX2 + 2 FMA units, 64 with AVX-512) read from /proc/cpuinfo and
+sysfs. `--peak-tflops` overrides; the value used is recorded in every metrics line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
+                   "L4": 121.0, "RTX 4090": 165.0, "MI300X": 1307.0}
+
+
+def device_peak_tflops(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return peak, f"{name}: {peak:g} TFLOP/s dense bf16 (datasheet)"
+        return 100.0, f"{name}: unknown, assumed 100 TFLOP/s"
+    flags = ""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    ghz = 2.5
+    try:
+        ghz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
+    except (OSError, ValueError):
+        try:
+            mhz = next(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
+            ghz = mhz / 1000
+        except (OSError, StopIteration, ValueError):
+            pass
+    cores = torch.get_num_threads() or os.cpu_count() or 1
+    peak = cores * ghz * per_cycle / 1000
+    return peak, f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} fp32 FLOP/cycle = {peak:.3f} TFLOP/s"
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            # drop what a killed run logged after the checkpoint we resume from: those steps run again
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in keep))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self._f = self.path.open("a")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:  # tensorboard not installed: JSONL only
+                self._tb = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k != "step":
+                    self._tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,333 @@
+"""The single-process trainer behind `roost train`: from scratch on token shards, or fine-tuning an imported model
+(full or LoRA), with exact resume.
+
+`roost train --name demo --preset small --shards default --steps 300` writes runs/demo/ (checkpoints/step_N/,
+metrics.jsonl, tensorboard/) and, at the end, models/demo/ (HF layout + roost.json). `--resume` continues the
+newest complete checkpoint bit-exactly; SIGTERM/SIGINT save a checkpoint and stop cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from roost.data import tokenizer as toklib
+from roost.data.loader import TokenLoader
+from roost.data.shards import read_manifest
+from roost.errors import RoostError, UsageError
+from roost.model.config import ModelConfig, from_depth, load_preset
+from roost.model.convert import load_model_dir, save_model_dir
+from roost.model.llama import Llama
+from roost.train import checkpoint as ckpt
+from roost.train.lora import apply_lora, lora_parameters, merge_lora
+from roost.train.metrics import MetricsLog, device_peak_tflops
+from roost.train.optim import build_optimizer, lr_factor
+
+
+@dataclass
+class TrainConfig:
+    """Settings of `roost train` (`[train]` in roost.toml)."""
+
+    name: str = "run"
+    preset: str = "small"  # model shape for from-scratch runs (configs/*.toml); ignored with init or depth
+    depth: int = 0  # > 0: derive width, heads and LR from this one dial instead of the preset
+    init: str = ""  # models/<name> directory to fine-tune
+    shards: str = "default"
+    sft: bool = False  # (post → reply) pairs from the store with the chat template, loss on replies only
+    seq_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    steps: int = 200
+    lr: float = 0.0  # 0 → the depth dial's LR, 1e-3 from scratch, 1e-4 fine-tuning (1e-3 with LoRA)
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    schedule: str = "cosine"  # cosine | wsd | constant
+    optimizer: str = "adamw"  # adamw | muon
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False
+    activation_checkpointing: bool = False
+    doc_mask: bool = False  # attention stays inside each packed document
+    lora_rank: int = 0  # > 0: train LoRA adapters only (merged into the weights on export)
+    lora_alpha: float = 16.0
+    eval_every: int = 50
+    eval_batches: int = 8
+    ckpt_every: int = 50
+    keep: int = 3
+    seed: int = 0
+    device: str = "auto"
+    peak_tflops: float = 0.0  # 0 → detected
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_batches", "ckpt_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise UsageError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        if self.warmup < 0 or self.lr < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.lora_rank < 0:
+            raise UsageError("train.warmup, lr, weight_decay, grad_clip and lora_rank must be >= 0")
+        if self.schedule not in ("cosine", "wsd", "constant"):
+            raise UsageError(f"train.schedule must be cosine, wsd or constant, got {self.schedule!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise UsageError(f"train.optimizer must be adamw or muon, got {self.optimizer!r}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise UsageError(f"train.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.lora_rank and not self.init:
+            raise UsageError("--lora-rank fine-tunes an imported model: give --init models/NAME")
+
+
+@dataclass
+class Paths:
+    home: Path
+    run: Path
+    shards: Path
+    models: Path
+    corpus_db: Path
+
+    @classmethod
+    def of(cls, home: Path, cfg: TrainConfig) -> Paths:
+        return cls(home, home / "runs" / cfg.name, home / "shards" / cfg.shards, home / "models", home / "corpus.db")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _resolve_model_dir(home: Path, init: str) -> Path:
+    for cand in (home / "models" / init, Path(init)):
+        if (cand / "config.json").is_file():
+            return cand
+    raise UsageError(f"--init {init}: no model directory there (config.json missing); `roost import` one first")
+
+
+class Trainer:
+    def __init__(self, home: Path, cfg: TrainConfig, resume: bool = False, resume_from: str = "",
+                 on_step: Callable[[dict[str, Any]], None] | None = None):
+        self.paths = Paths.of(home, cfg)
+        self.on_step = on_step
+        self.start_ckpt: Path | None = None
+        if resume or resume_from:
+            found = ckpt.list_checkpoints(self.paths.run / "checkpoints")
+            if resume_from:
+                found = [p for p in found if p.name == resume_from]
+            if not found:
+                raise RoostError(f"{self.paths.run}: no checkpoint to resume from" +
+                                 (f" named {resume_from}" if resume_from else ""))
+            self.start_ckpt = found[-1]
+            saved = json.loads((self.start_ckpt / "meta.json").read_text())["train_config"]
+            # a resumed run keeps the settings it was started with; only these may change
+            free = ("steps", "eval_every", "ckpt_every", "keep", "log_every", "device")
+            cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in free}})
+        self.cfg = cfg
+        self.device = _device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self._build()
+
+    # -- construction -----------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, p = self.cfg, self.paths
+        manifest = read_manifest(p.shards) if not cfg.sft else None
+        self.provenance: dict[str, Any] = {"source": "trained", "run": cfg.name}
+        if cfg.init:
+            model_dir = _resolve_model_dir(p.home, cfg.init)
+            self.model, init_meta = load_model_dir(model_dir)
+            self.tokenizer_path = model_dir / "tokenizer.json"
+            self.tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+            self.provenance |= {"init": str(model_dir), "init_source": init_meta.get("source"),
+                                "init_model_sha256": init_meta.get("model_sha256")}
+            lr = cfg.lr or (1e-3 if cfg.lora_rank else 1e-4)
+        else:
+            if manifest is None:
+                raise UsageError("--sft fine-tunes a model: give --init models/NAME")
+            self.tokenizer_path = Path(manifest["tokenizer"]["path"])
+            if not self.tokenizer_path.is_file():
+                raise RoostError(f"{p.shards}: its tokenizer {self.tokenizer_path} is gone; rebuild the shards")
+            tdir = self.tokenizer_path.parent
+            self.tokenizer_config = json.loads((tdir / "tokenizer_config.json").read_text()) \
+                if (tdir / "tokenizer_config.json").is_file() else {"eos_token": toklib.EOS}
+            vocab = int(manifest["tokenizer"]["vocab_size"])
+            if cfg.depth:
+                mcfg, depth_lr = from_depth(cfg.depth, vocab_size=vocab, max_seq_len=max(cfg.seq_len, 256))
+            else:
+                mcfg, depth_lr = load_preset(cfg.preset, vocab_size=vocab), 1e-3
+            lr = cfg.lr or depth_lr
+            self.model = Llama(mcfg)
+            self.model.init_weights(cfg.seed)
+        mc: ModelConfig = self.model.config
+        if cfg.seq_len > mc.max_seq_len and not mc.rope_scaling:
+            raise UsageError(f"--seq-len {cfg.seq_len} is longer than the model's RoPE range (max_seq_len "
+                             f"{mc.max_seq_len}); shorten it or use a model with rope scaling")
+        self.tokenizer_sha = toklib.sha256_file(self.tokenizer_path)
+        tok_vocab = toklib.load(self.tokenizer_path).get_vocab_size()
+        if tok_vocab > mc.vocab_size:
+            raise RoostError(f"the tokenizer has {tok_vocab} tokens but the model's vocab_size is {mc.vocab_size}")
+        self.manifest = manifest
+        if manifest is not None:
+            self.loader = TokenLoader(p.shards, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed,
+                                      doc_ids=cfg.doc_mask, tokenizer_sha256=self.tokenizer_sha)
+            self.provenance |= {"shards": str(p.shards), "shards_manifest_created": manifest["created_at"],
+                                "corpus_snapshot": manifest["corpus"]["snapshot_time"]}
+        else:
+            from roost.train.sft import SFTLoader
+
+            self.loader = SFTLoader(p.corpus_db, self.tokenizer_path, cfg.seq_len, cfg.batch_size, seed=cfg.seed)
+            self.provenance |= {"sft_pairs": self.loader.n_train, "corpus": str(p.corpus_db)}
+        self.model.to(self.device)
+        if cfg.lora_rank:
+            apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed)
+        if cfg.activation_checkpointing:
+            self.model.gradient_checkpointing = True
+        self.opt = build_optimizer(self.model, cfg.optimizer, lr, cfg.weight_decay)
+        self.lr = lr
+        self.step_fn = torch.compile(self.model) if cfg.compile else self.model
+        self.flops_per_token = mc.flops_per_token(cfg.seq_len)
+        if cfg.lora_rank:  # frozen base: no weight gradients, ~2/3 of the FLOPs
+            self.flops_per_token *= 2 / 3
+        self.peak, self.peak_note = (cfg.peak_tflops, "given") if cfg.peak_tflops else device_peak_tflops(self.device)
+        self.step = 0
+        if self.start_ckpt is not None:
+            self._restore(self.start_ckpt)
+
+    def _restore(self, path: Path) -> None:
+        model_state, optim_states, meta = ckpt.load(path)
+        if meta.get("model_config") != self.model.config.to_dict():
+            raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
+        missing, unexpected = self.model.load_state_dict(model_state, strict=False)
+        bad = [k for k in missing if not (k == "lm_head.weight" and self.model.config.tie_embeddings)]
+        if bad or unexpected:
+            raise RoostError(f"{path}: weights do not match the model (missing {bad[:3]}, unexpected {unexpected[:3]})")
+        try:
+            self.opt.load_state_dict(optim_states)
+        except ValueError as e:
+            raise RoostError(f"{path}: optimizer state does not fit ({e})") from None
+        self.loader.load_state_dict(meta["loader"])
+        ckpt.set_rng_state(meta["_rng_tensors"], meta["rng"])
+        self.step = int(meta["step"])
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, y = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+        doc = batch[2].to(self.device) if len(batch) > 2 and self.cfg.doc_mask else None
+        with self._autocast():
+            return self.step_fn(x, y, doc_ids=doc)
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        cfg = self.cfg
+        if self.manifest is not None:
+            if self.manifest["splits"]["val"]["tokens"] < cfg.seq_len + 1:
+                return None
+            val: Any = TokenLoader(self.paths.shards, "val", cfg.seq_len, cfg.batch_size, shuffle=False, loop=False,
+                                   doc_ids=cfg.doc_mask, prefetch=0, tokenizer_sha256=self.tokenizer_sha)
+        else:
+            val = self.loader.val_batches()
+        self.model.eval()
+        losses = []
+        for i, batch in enumerate(val):
+            if i >= cfg.eval_batches or batch[0].shape[0] == 0:
+                break
+            losses.append(float(self._loss(batch)))
+        self.model.train()
+        return sum(losses) / len(losses) if losses else None
+
+    def save_checkpoint(self) -> Path:
+        meta = {"train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict(),
+                "loader": self.loader.state_dict(), "tokenizer_sha256": self.tokenizer_sha,
+                "provenance": self.provenance, "lr": self.lr}
+        return ckpt.save(self.paths.run / "checkpoints", self.step, self.model.state_dict(), self.opt.state_dict(),
+                         meta, keep=self.cfg.keep)
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        stop: list[int] = []
+        old = {s: signal.signal(s, lambda n, f: stop.append(n)) for s in (signal.SIGTERM, signal.SIGINT)}
+        log = MetricsLog(self.paths.run, resume_step=self.step if self.start_ckpt else None)
+        (self.paths.run / "config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": self.model.config.to_dict(), "peak_tflops": self.peak,
+             "peak_note": self.peak_note}, indent=1))
+        it: Iterator[tuple[torch.Tensor, ...]] = iter(self.loader)
+        self.model.train()
+        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum
+        last: dict[str, Any] = {}
+        try:
+            while self.step < cfg.steps and not stop:
+                t0 = time.perf_counter()
+                factor = lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
+                self.opt.set_lr_factor(factor)
+                total = 0.0
+                for _ in range(cfg.grad_accum):
+                    loss = self._loss(next(it)) / cfg.grad_accum
+                    loss.backward()
+                    total += float(loss.detach())
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else 1e30))
+                self.opt.step()
+                self.opt.zero_grad()
+                self.step += 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+                row: dict[str, Any] = {"step": self.step, "loss": total, "lr": self.lr * factor, "grad_norm": gnorm,
+                                       "tokens_per_s": tokens_per_step / dt, "step_s": dt,
+                                       "mfu": tokens_per_step * self.flops_per_token / dt / (self.peak * 1e12)}
+                if self.device.type == "cuda":
+                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                else:
+                    row["peak_mem_gb"] = _rss_peak_gb()
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    v = self.evaluate()
+                    if v is not None:
+                        row["val_loss"] = v
+                if self.step % cfg.log_every == 0 or "val_loss" in row:
+                    log.log(row)
+                last = row
+                if self.on_step:
+                    self.on_step(row)
+                if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+        finally:
+            log.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return {"step": self.step, "stopped": bool(stop), "last": last}
+
+    # -- output -----------------------------------------------------------------------------------------------------
+    def export(self, out: Path | None = None) -> dict[str, Any]:
+        """Write models/<name>/ (HF layout) from the current weights; LoRA adapters are merged first."""
+        model = self.model
+        if self.cfg.lora_rank:
+            model = merge_lora(model)
+        model = model.to("cpu").float()
+        ck = ckpt.list_checkpoints(self.paths.run / "checkpoints")
+        prov = {**self.provenance, "steps": self.step, "train_config": dataclasses.asdict(self.cfg),
+                "checkpoint": str(ck[-1]) if ck else None}
+        return save_model_dir(model, out or self.paths.models / self.cfg.name, self.tokenizer_path,
+                              self.tokenizer_config, prov)
+
+
+def _rss_peak_gb() -> float:
+    try:
+        kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+        return kb / 2**20
+    except (OSError, StopIteration):
+        return 0.0
+
+
+__all__ = ["TrainConfig", "Trainer", "lora_parameters"]
