@@ -31,9 +31,22 @@ demo: $(STAMP)
 	$(BIN)/roost --home $(HOME_DIR) corpus stats
 	$(BIN)/roost --home $(HOME_DIR) tokenizer train --vocab-size 8192
 	$(BIN)/roost --home $(HOME_DIR) tokenize --val-fraction 0.02
+	# From scratch: the small preset (~3 M parameters) on the demo shards, bf16 autocast on CPU.
+	$(BIN)/roost --home $(HOME_DIR) train --name demo-small --preset small --steps 300 --seq-len 256 \
+	  --batch-size 16 --lr 3e-3 --dtype bf16 --eval-every 50 --ckpt-every 100
+	# Fine-tune the real SmolLM2-135M-Instruct on (post -> reply) pairs of the demo corpus, LoRA rank 8.
+	$(BIN)/roost --home $(HOME_DIR) import smollm2
+	$(BIN)/roost --home $(HOME_DIR) train --name smollm2-replies --init smollm2 --sft --lora-rank 8 --steps 24 \
+	  --seq-len 128 --batch-size 4 --dtype bf16 --eval-every 12 --ckpt-every 12 --warmup 4
+	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) generate demo-small "I love" --vs smollm2 --vs smollm2-replies \
+	  --seed 1 --max-tokens 48
 	@echo
 	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
 	@echo "Tokenizer: $(HOME_DIR)/tokenizers/default (transformers.AutoTokenizer loads it); shards: $(HOME_DIR)/shards/default."
+	@echo "Models (HF layout, AutoModelForCausalLM loads them): $(HOME_DIR)/models/{demo-small,smollm2,smollm2-replies}"
+	@echo "Loss curves: $(HOME_DIR)/runs/demo-small/loss.png, $(HOME_DIR)/runs/smollm2-replies/loss.png"
+	@echo "            tensorboard --logdir $(HOME_DIR)/runs"
+	@echo "Try: $(BIN)/roost --home $(HOME_DIR) generate smollm2-replies \"What a rainy Monday\" --vs smollm2"
 	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back,"
 	@echo "      and $(BIN)/roost --home $(HOME_DIR) shards list   shows the shard set stale until   roost tokenize --rebuild-stale"
 	@echo "      $(BIN)/roost --help"

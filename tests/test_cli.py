@@ -14,10 +14,12 @@ from tests.conftest import posts, run_roost
 
 def test_help_has_an_example_per_verb() -> None:
     out = run_roost("--help").stdout
-    for verb in ("ingest", "forget", "demo-corpus", "corpus", "tokenizer", "tokenize", "shards"):
+    for verb in ("ingest", "forget", "demo-corpus", "corpus", "tokenizer", "tokenize", "shards", "import", "export",
+                 "train", "generate"):
         assert verb in out
     for verb in (["ingest"], ["forget"], ["demo-corpus"], ["corpus", "stats"], ["tokenizer", "train"],
-                 ["tokenizer", "report"], ["tokenize"], ["shards", "list"], ["shards", "verify"]):
+                 ["tokenizer", "report"], ["tokenize"], ["shards", "list"], ["shards", "verify"], ["import"],
+                 ["export"], ["train"], ["generate"]):
         assert "Example:" in run_roost(*verb, "--help").stdout
 
 

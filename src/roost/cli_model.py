@@ -185,6 +185,7 @@ def register(app: typer.Typer, state: Any) -> None:
         seed: Annotated[int | None, typer.Option("--seed")] = None,
         chat: Annotated[bool, typer.Option("--chat/--raw", help="Wrap the prompt in the chat template (default for "
                                                                   "models with one).")] = True,
+        vs: Annotated[list[str] | None, typer.Option("--vs", help="Also sample these models; print side by side.")] = None,
     ) -> None:
         """Sample a continuation (or a chat reply) from a model; the output is labelled as AI-generated.
 
@@ -197,19 +198,34 @@ def register(app: typer.Typer, state: Any) -> None:
 
         if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
             raise UsageError("--max-tokens >= 1, --temperature >= 0, --top-p in (0, 1], --top-k >= 0")
-        path = resolve_model(state(ctx).ws.root, model)
-        m, meta = load_model_dir(path)
-        tok = toklib.load(path / "tokenizer.json")
-        tc = json.loads((path / "tokenizer_config.json").read_text()) if (path / "tokenizer_config.json").is_file() else {}
-        use_chat = chat and tok.token_to_id("<|im_start|>") is not None and "chat_template" in tc
-        text = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n" if use_chat else prompt
-        ids = tok.encode(text, add_special_tokens=False).ids
-        stops = {i for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
-                 if i is not None}
-        out = run_generate(m, ids, SampleConfig(max_tokens, temperature, top_k, top_p, seed), stops)
-        console.print(tok.decode(out), highlight=False, soft_wrap=True)
-        console.print(f"[dim]ai_generated: true · model {path.name} · sha256 {meta.get('model_sha256', '?')[:12]}…[/]")
-
+        results = []
+        for name in [model, *(vs or [])]:
+            path = resolve_model(state(ctx).ws.root, name)
+            m, meta = load_model_dir(path)
+            tok = toklib.load(path / "tokenizer.json")
+            tc_file = path / "tokenizer_config.json"
+            tc = json.loads(tc_file.read_text()) if tc_file.is_file() else {}
+            # a from-scratch base model continues text; imported and fine-tuned models get the chat template
+            base_only = meta.get("source") == "trained" and not meta.get("init")
+            use_chat = chat and not base_only and tok.token_to_id("<|im_start|>") is not None \
+                and bool(tc.get("chat_template"))
+            text = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n" if use_chat else prompt
+            ids = tok.encode(text, add_special_tokens=False).ids
+            stops = {i for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
+                     if i is not None}
+            out = run_generate(m, ids, SampleConfig(max_tokens, temperature, top_k, top_p, seed), stops)
+            label = f"ai_generated: true · model {path.name} · sha256 {meta.get('model_sha256', '?')[:12]}…"
+            results.append((path.name, ("" if use_chat else prompt) + tok.decode(out), label))
+        if len(results) == 1:
+            console.print(results[0][1], highlight=False, soft_wrap=True)
+            console.print(f"[dim]{results[0][2]}[/]")
+            return
+        t = Table(title=f"prompt: {prompt}", show_lines=True)
+        for name, _, _ in results:
+            t.add_column(name, ratio=1)
+        t.add_row(*(r[1] for r in results))
+        t.add_row(*(f"[dim]{r[2]}[/]" for r in results))
+        console.print(t)
 
 def _train_with_progress(trainer: Any, quiet: bool) -> None:
     from rich.progress import (
@@ -243,5 +259,8 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
         t.add_row(f"{last['loss']:.4f}", f"{last.get('val_loss', float('nan')):.4f}", f"{last['tokens_per_s']:,.0f}",
                   f"{last['mfu']:.2%}", f"{last['peak_mem_gb']:.2f} GB")
     console.print(t)
+    from roost.train.metrics import plot_losses
+
+    png = plot_losses(trainer.paths.run / "metrics.jsonl", trainer.paths.run / "loss.png", f"roost train {cfg.name}")
     console.print(f"[dim]MFU against {trainer.peak_note}; metrics: {trainer.paths.run / 'metrics.jsonl'}, "
-                  f"tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]")
+                  f"loss curve: {png}, tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]")

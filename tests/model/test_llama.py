@@ -30,7 +30,7 @@ def _model(**over: object) -> Llama:
     m = Llama(load_preset("tiny", **over))
     m.init_weights(seed=1)
     with torch.no_grad():  # non-trivial norms and biases, so a mix-up would show
-        for n, p in m.named_parameters():
+        for p in m.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return m.eval()
@@ -150,3 +150,24 @@ def test_presets_and_depth_dial() -> None:
 def test_config_errors(bad: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         ModelConfig(**{"dim": 64, "n_heads": 4, **bad})
+
+
+@pytest.mark.parametrize("vocab,rows", [(1000, 300), (40_000, 700)])
+def test_fused_head_loss_matches_cross_entropy(vocab: int, rows: int) -> None:
+    import torch.nn.functional as F
+
+    from roost.model.loss import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(rows, 48, requires_grad=True)
+    w = (torch.randn(vocab, 48) * 0.1).requires_grad_()
+    t = torch.randint(0, vocab, (rows,))
+    t[::5] = -100
+    ours = linear_cross_entropy(h, w, t)
+    gh, gw = torch.autograd.grad(ours, (h, w))
+    ref = F.cross_entropy(h @ w.T, t)
+    rh, rw = torch.autograd.grad(ref, (h, w))
+    assert abs(ours.item() - ref.item()) < 1e-5
+    assert torch.allclose(gh, rh, atol=1e-7) and torch.allclose(gw, rw, atol=1e-7)
+    with torch.no_grad():  # eval: loss only
+        assert abs(linear_cross_entropy(h, w, t).item() - ref.item()) < 1e-5

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roost.model.config import ModelConfig
+from roost.model.loss import linear_cross_entropy
 
 
 def rope_frequencies(cfg: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
@@ -219,5 +220,4 @@ class Llama(nn.Module):
         x = self.model.norm(x)
         if targets is None:
             return self.lm_head(x)
-        logits = self.lm_head(x)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return linear_cross_entropy(x, self.lm_head.weight, targets)

@@ -4,7 +4,7 @@
 MFU = achieved FLOP/s ÷ peak FLOP/s, with FLOPs from `ModelConfig.flops_per_token` (6·N + 12·L·H·Dh·T).
 Peaks: dense bf16 tensor-core figures for known GPUs (NVIDIA datasheets, no sparsity); for a CPU, cores × clock ×
 FLOPs per cycle (32 fp32 FLOPs/cycle with AVX2 + 2 FMA units, 64 with AVX-512) read from /proc/cpuinfo and
-sysfs. `--peak-tflops` overrides; the value used is recorded in every metrics line.
+sysfs (twice that for bf16 with AVX512-BF16). `--peak-tflops` overrides; the value used is recorded in every metrics line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0, 
                    "L4": 121.0, "RTX 4090": 165.0, "MI300X": 1307.0}
 
 
-def device_peak_tflops(device: torch.device) -> tuple[float, str]:
+def device_peak_tflops(device: torch.device, dtype: str = "fp32") -> tuple[float, str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, peak in GPU_PEAK_TFLOPS.items():
@@ -42,9 +42,12 @@ def device_peak_tflops(device: torch.device) -> tuple[float, str]:
             ghz = mhz / 1000
         except (OSError, StopIteration, ValueError):
             pass
+    kind = "fp32"
+    if dtype == "bf16" and "avx512_bf16" in flags:  # VDPBF16PS: twice the fp32 FMA rate
+        per_cycle, kind = per_cycle * 2, "bf16"
     cores = torch.get_num_threads() or os.cpu_count() or 1
     peak = cores * ghz * per_cycle / 1000
-    return peak, f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} fp32 FLOP/cycle = {peak:.3f} TFLOP/s"
+    return peak, f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} {kind} FLOP/cycle = {peak:.3f} TFLOP/s (base clock)"
 
 
 class MetricsLog:
@@ -84,3 +87,30 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def plot_losses(metrics: Path, out: Path, title: str) -> Path | None:
+    """Train (and validation) loss against step as a PNG; None when there is nothing to plot."""
+    rows = read_metrics(metrics)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    train = [r for r in rows if "loss" in r]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1.2)
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="val loss", lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

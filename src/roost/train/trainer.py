@@ -194,7 +194,7 @@ class Trainer:
         self.flops_per_token = mc.flops_per_token(cfg.seq_len)
         if cfg.lora_rank:  # frozen base: no weight gradients, ~2/3 of the FLOPs
             self.flops_per_token *= 2 / 3
-        self.peak, self.peak_note = (cfg.peak_tflops, "given") if cfg.peak_tflops else device_peak_tflops(self.device)
+        self.peak, self.peak_note = (cfg.peak_tflops, "given") if cfg.peak_tflops else device_peak_tflops(self.device, cfg.dtype)
         self.step = 0
         if self.start_ckpt is not None:
             self._restore(self.start_ckpt)
@@ -265,6 +265,10 @@ class Trainer:
         self.model.train()
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum
         last: dict[str, Any] = {}
+        if self.start_ckpt is None and self.step == 0:  # the starting point, so curves show what training changed
+            v = self.evaluate()
+            if v is not None:
+                log.log({"step": 0, "val_loss": v})
         try:
             while self.step < cfg.steps and not stop:
                 t0 = time.perf_counter()
