@@ -32,7 +32,9 @@ def bare(archive: Path, db: Path) -> int:
         for f in sorted((archive / "data").glob("tweets*.js")):
             raw = f.read_text(encoding="utf-8")
             records = json.loads(raw[raw.index("=") + 1 :])
-            rows = [(t["tweet"]["id_str"], "loadtest", t["tweet"]["created_at"], t["tweet"]["full_text"]) for t in records]
+            rows = [
+                (t["tweet"]["id_str"], "loadtest", t["tweet"]["created_at"], t["tweet"]["full_text"]) for t in records
+            ]
             con.executemany("INSERT INTO posts VALUES (?, ?, ?, ?)", rows)
             n += len(rows)
     con.close()
@@ -50,24 +52,34 @@ def main() -> None:
         t = time.perf_counter()
         archive = write_x_archive(root / "archive", "loadtest", "1", synthetic_drafts(args.posts, seed=1), parts=4)
         size = sum(f.stat().st_size for f in (archive / "data").glob("*.js"))
-        console.print(f"generated {args.posts:,} posts ({size / 1e6:,.0f} MB of tweets.js) in "
-                      f"{time.perf_counter() - t:.1f} s")
+        console.print(
+            f"generated {args.posts:,} posts ({size / 1e6:,.0f} MB of tweets.js) in {time.perf_counter() - t:.1f} s"
+        )
         t = time.perf_counter()
         n_bare = bare(archive, root / "bare.db")
         t_bare = time.perf_counter() - t
         t = time.perf_counter()
         report = ingest([archive], root / "corpus.db", CorpusConfig(workers=args.workers), show_progress=False)
         t_roost = time.perf_counter() - t
-    table = Table(title=f"ingest {args.posts:,} X-archive posts — {platform.machine()}, "
-                  f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}")
+    table = Table(
+        title=f"ingest {args.posts:,} X-archive posts — {platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"
+    )
     for col in ("pipeline", "posts", "seconds", "posts/s", "cost vs bare"):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
     table.add_row("bare json + SQLite insert", f"{n_bare:,}", f"{t_bare:.1f}", f"{n_bare / t_bare:,.0f}", "1.00×")
-    table.add_row("roost ingest (clean, dedup, PII, lang, store)", f"{report.read:,}", f"{t_roost:.1f}",
-                  f"{report.read / t_roost:,.0f}", f"{t_roost / t_bare:.2f}×")
+    table.add_row(
+        "roost ingest (clean, dedup, PII, lang, store)",
+        f"{report.read:,}",
+        f"{t_roost:.1f}",
+        f"{report.read / t_roost:,.0f}",
+        f"{t_roost / t_bare:.2f}×",
+    )
     console.print(table)
-    console.print(f"roost kept {report.kept:,}, duplicates {report.duplicates:,}, near-duplicates "
-                  f"{report.near_duplicates:,}, reposts {report.reposts:,}, rejected {report.rejected:,}")
+    console.print(
+        f"roost kept {report.kept:,}, duplicates {report.duplicates:,}, near-duplicates "
+        f"{report.near_duplicates:,}, reposts {report.reposts:,}, rejected {report.rejected:,}"
+    )
 
 
 if __name__ == "__main__":

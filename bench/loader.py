@@ -74,19 +74,31 @@ def main() -> None:
                 waits.append(t1 - t0)
                 steps.append(t2 - t1)
         step_s = sum(steps) / len(steps)
-    table = Table(title=f"loader, seq {SEQ} × batch {BATCH} — {platform.machine()}, {os.cpu_count()} cores, "
-                  f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    table = Table(
+        title=f"loader, seq {SEQ} × batch {BATCH} — {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for col in ("what", "batches/s", "ms per batch", "× tiny-model step rate"):
         table.add_column(col, justify="left" if col == "what" else "right")
-    table.add_row(f"tiny model train step ({cfg.num_params() / 1e6:.2f} M params, fwd+bwd+AdamW)",
-                  f"{1 / step_s:.2f}", f"{step_s * 1e3:.1f}", "1.0×")
+    table.add_row(
+        f"tiny model train step ({cfg.num_params() / 1e6:.2f} M params, fwd+bwd+AdamW)",
+        f"{1 / step_s:.2f}",
+        f"{step_s * 1e3:.1f}",
+        "1.0×",
+    )
     for p, r in rates.items():
         table.add_row(f"TokenLoader, prefetch {p}", f"{r:,.0f}", f"{1e3 / r:.2f}", f"{r * step_s:,.0f}×")
-    table.add_row("TokenLoader, prefetch 4, + document ids", f"{rate_docs:,.0f}", f"{1e3 / rate_docs:.2f}",
-                  f"{rate_docs * step_s:,.0f}×")
+    table.add_row(
+        "TokenLoader, prefetch 4, + document ids",
+        f"{rate_docs:,.0f}",
+        f"{1e3 / rate_docs:.2f}",
+        f"{rate_docs * step_s:,.0f}×",
+    )
     console.print(table)
-    console.print(f"trainer waited for data {sum(waits) / len(waits) * 1e3:.3f} ms per step on average "
-                  f"(max {max(waits) * 1e3:.3f} ms) while stepping the tiny model")
+    console.print(
+        f"trainer waited for data {sum(waits) / len(waits) * 1e3:.3f} ms per step on average "
+        f"(max {max(waits) * 1e3:.3f} ms) while stepping the tiny model"
+    )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,23 @@ def generated_store(root: Path, n: int) -> Path:
     rows = []
     for d in synthetic_drafts(n, seed=3):
         vals = {c: None for c in COLUMNS} | {
-            "id": f"x:{d.id}", "author": f"user{int(d.id) % 5000}", "created_at": d.created_at.isoformat() + "Z",
-            "text": d.text, "text_scrubbed": d.text, "lang": "en", "hashtags": "[]", "mentions": "[]", "urls": "[]",
-            "visibility": "public", "source": "x", "pii_hits": 0}
+            "id": f"x:{d.id}",
+            "author": f"user{int(d.id) % 5000}",
+            "created_at": d.created_at.isoformat() + "Z",
+            "text": d.text,
+            "text_scrubbed": d.text,
+            "lang": "en",
+            "hashtags": "[]",
+            "mentions": "[]",
+            "urls": "[]",
+            "visibility": "public",
+            "source": "x",
+            "pii_hits": 0,
+        }
         rows.append(tuple(vals[c] for c in COLUMNS))
     with con:
-        con.executemany(f"INSERT OR IGNORE INTO posts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        con.executemany(
+            f"INSERT OR IGNORE INTO posts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
+        )
     con.close()
     return db

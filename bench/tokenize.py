@@ -54,16 +54,39 @@ def measure(name: str, db: Path, root: Path, vocab: int, console: Console) -> li
         t = time.perf_counter()
         n = 0
         for i in range(0, len(texts), 4096):
-            n += sum(len(e.ids) for e in fn(texts[i:i + 4096], add_special_tokens=False))
+            n += sum(len(e.ids) for e in fn(texts[i : i + 4096], add_special_tokens=False))
         peers.append((api, time.perf_counter() - t, n + len(texts)))  # + one separator per post, as in shards
     rows = []
     for api, s, n in peers:
-        rows.append((name, f"bare tokenizers {api} (texts in RAM)", f"{len(texts):,}", f"{n:,}", f"{s:.2f}",
-                     f"{n / s:,.0f}", "", ""))
+        rows.append(
+            (
+                name,
+                f"bare tokenizers {api} (texts in RAM)",
+                f"{len(texts):,}",
+                f"{n:,}",
+                f"{s:.2f}",
+                f"{n / s:,.0f}",
+                "",
+                "",
+            )
+        )
     for api, s, _ in peers:
-        rows.append((name, f"roost tokenize ÷ {api}", "", "", "", "", f"{(n_tokens / secs) / (peers[0][2] / s):.2f}×", ""))
-    rows.insert(len(peers), (name, "roost tokenize (read, split, encode, write, hash)", f"{len(texts):,}",
-                             f"{n_tokens:,}", f"{secs:.2f}", f"{n_tokens / secs:,.0f}", "", f"{rss:,.0f} MiB"))
+        rows.append(
+            (name, f"roost tokenize ÷ {api}", "", "", "", "", f"{(n_tokens / secs) / (peers[0][2] / s):.2f}×", "")
+        )
+    rows.insert(
+        len(peers),
+        (
+            name,
+            "roost tokenize (read, split, encode, write, hash)",
+            f"{len(texts):,}",
+            f"{n_tokens:,}",
+            f"{secs:.2f}",
+            f"{n_tokens / secs:,.0f}",
+            "",
+            f"{rss:,.0f} MiB",
+        ),
+    )
     return rows
 
 

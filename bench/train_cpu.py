@@ -58,8 +58,13 @@ def measure(name: str, steps: int) -> list[tuple[str, ...]]:
     x = torch.randint(0, cfg.vocab_size, (batch, seq))
     rows = []
     results: dict[str, float] = {}
-    for impl, dtype in (("transformers", "fp32"), ("roost", "fp32"), ("transformers", "bf16"), ("roost", "bf16"),
-                        ("roost + compile", "fp32")):
+    for impl, dtype in (
+        ("transformers", "fp32"),
+        ("roost", "fp32"),
+        ("transformers", "bf16"),
+        ("roost", "bf16"),
+        ("roost + compile", "fp32"),
+    ):
         m = Llama(cfg)
         m.init_weights(0)
         model = _hf_model(m) if impl == "transformers" else m
@@ -90,8 +95,10 @@ def main() -> None:
     console = Console()
     import transformers
 
-    table = Table(title=f"train step tokens/s — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                  f"transformers {transformers.__version__}")
+    table = Table(
+        title=f"train step tokens/s — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     for col in ("config", "params", "batch×seq", "implementation", "tokens/s", "roost ÷ transformers"):
         table.add_column(col, justify="right" if col in ("tokens/s", "roost ÷ transformers", "params") else "left")
     for name in args.configs.split(","):

@@ -14,12 +14,35 @@ from tests.conftest import posts, run_roost
 
 def test_help_has_an_example_per_verb() -> None:
     out = run_roost("--help").stdout
-    for verb in ("ingest", "forget", "demo-corpus", "corpus", "tokenizer", "tokenize", "shards", "import", "export",
-                 "train", "generate"):
+    for verb in (
+        "ingest",
+        "forget",
+        "demo-corpus",
+        "corpus",
+        "tokenizer",
+        "tokenize",
+        "shards",
+        "import",
+        "export",
+        "train",
+        "generate",
+    ):
         assert verb in out
-    for verb in (["ingest"], ["forget"], ["demo-corpus"], ["corpus", "stats"], ["tokenizer", "train"],
-                 ["tokenizer", "report"], ["tokenize"], ["shards", "list"], ["shards", "verify"], ["import"],
-                 ["export"], ["train"], ["generate"]):
+    for verb in (
+        ["ingest"],
+        ["forget"],
+        ["demo-corpus"],
+        ["corpus", "stats"],
+        ["tokenizer", "train"],
+        ["tokenizer", "report"],
+        ["tokenize"],
+        ["shards", "list"],
+        ["shards", "verify"],
+        ["import"],
+        ["export"],
+        ["train"],
+        ["generate"],
+    ):
         assert "Example:" in run_roost(*verb, "--help").stdout
 
 
@@ -48,8 +71,11 @@ def test_config_file_in_workspace_is_used(tmp_path: Path, cli) -> None:  # type:
     from roost.corpus.writers import Draft, write_mastodon_outbox
 
     t = datetime(2024, 1, 1, tzinfo=UTC)
-    out = write_mastodon_outbox(tmp_path / "o.json", "https://t.example/users/a",
-                                [Draft("1", "public post here", t), Draft("2", "unlisted post", t, visibility="unlisted")])
+    out = write_mastodon_outbox(
+        tmp_path / "o.json",
+        "https://t.example/users/a",
+        [Draft("1", "public post here", t), Draft("2", "unlisted post", t, visibility="unlisted")],
+    )
     cli("ingest", str(out))
     assert [r["visibility"] for r in posts(cli.home / "corpus.db").values()] == ["public"]
 

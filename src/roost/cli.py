@@ -42,8 +42,9 @@ app = typer.Typer(
 )
 corpus_app = typer.Typer(cls=_RoostGroup, help="Look at the post store.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
-tokenizer_app = typer.Typer(cls=_RoostGroup, help="Train or measure a BPE tokenizer on the post store.",
-                            no_args_is_help=True)
+tokenizer_app = typer.Typer(
+    cls=_RoostGroup, help="Train or measure a BPE tokenizer on the post store.", no_args_is_help=True
+)
 app.add_typer(tokenizer_app, name="tokenizer")
 shards_app = typer.Typer(cls=_RoostGroup, help="Look at and check token shard sets.", no_args_is_help=True)
 app.add_typer(shards_app, name="shards")
@@ -63,8 +64,12 @@ def _state(ctx: typer.Context) -> State:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[str | None, typer.Option("--home", help="Workspace directory (else $ROOST_HOME, else ./roost-home).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (default: <home>/roost.toml).")] = None,
+    home: Annotated[
+        str | None, typer.Option("--home", help="Workspace directory (else $ROOST_HOME, else ./roost-home).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (default: <home>/roost.toml).")
+    ] = None,
 ) -> None:
     ws = Workspace.resolve(home)
     if config is not None and not config.is_file():
@@ -76,15 +81,29 @@ def main_options(
 def ingest(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Export files or folders (searched for exports).")],
-    format: Annotated[str | None, typer.Option("--format", "-f", help="Force the format: x-archive, twitter-api, "
-                                               "mastodon, bluesky, jsonl, csv, parquet.")] = None,
-    map: Annotated[str | None, typer.Option("--map", help="Generic files: FIELD=COLUMN,... e.g. text=body,author=user")] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="Force the format: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet."
+        ),
+    ] = None,
+    map: Annotated[
+        str | None, typer.Option("--map", help="Generic files: FIELD=COLUMN,... e.g. text=body,author=user")
+    ] = None,
     source: Annotated[str, typer.Option("--source", help="Generic files: id prefix / source name.")] = "generic",
     strict: Annotated[bool, typer.Option("--strict", help="Any bad record is fatal; nothing is written.")] = False,
-    include_deleted: Annotated[bool, typer.Option("--include-deleted", help="X archives: also deleted tweets.")] = False,
-    include_private: Annotated[bool, typer.Option("--include-private", help="Also keep followers-only and direct posts.")] = False,
-    near_dup_threshold: Annotated[float | None, typer.Option("--near-dup-threshold", help="Jaccard threshold in (0, 1); default 0.8.")] = None,
-    scrub_mentions: Annotated[bool, typer.Option("--scrub-mentions", help="Also replace @mentions in training text.")] = False,
+    include_deleted: Annotated[
+        bool, typer.Option("--include-deleted", help="X archives: also deleted tweets.")
+    ] = False,
+    include_private: Annotated[
+        bool, typer.Option("--include-private", help="Also keep followers-only and direct posts.")
+    ] = False,
+    near_dup_threshold: Annotated[
+        float | None, typer.Option("--near-dup-threshold", help="Jaccard threshold in (0, 1); default 0.8.")
+    ] = None,
+    scrub_mentions: Annotated[
+        bool, typer.Option("--scrub-mentions", help="Also replace @mentions in training text.")
+    ] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (0 = all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -153,15 +172,24 @@ def forget(
     console.print(f"forgot {n['posts']:,} post(s); tombstoned {n['authors']} author(s) and {n['post_ids']} post id(s)")
     stale = mark_stale(ws.shards, n["ids"]) if ws.shards.is_dir() else []
     for name in stale:
-        console.print(f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
-                      "rebuild with [bold]roost tokenize --rebuild-stale[/]")
+        console.print(
+            f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
+            "rebuild with [bold]roost tokenize --rebuild-stale[/]"
+        )
 
 
 def _progress(show: bool):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not show, transient=True, console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not show,
+        transient=True,
+        console=console,
+    )
 
 
 @tokenizer_app.command("train")
@@ -169,8 +197,12 @@ def tokenizer_train(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Saved as <home>/tokenizers/NAME.")] = "default",
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="Vocabulary size (default 32768).")] = None,
-    min_frequency: Annotated[int | None, typer.Option("--min-frequency", help="Merge pairs seen at least this often.")] = None,
-    max_posts: Annotated[int | None, typer.Option("--max-posts", help="Train on an even sample of this many posts (0 = all).")] = None,
+    min_frequency: Annotated[
+        int | None, typer.Option("--min-frequency", help="Merge pairs seen at least this often.")
+    ] = None,
+    max_posts: Annotated[
+        int | None, typer.Option("--max-posts", help="Train on an even sample of this many posts (0 = all).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a byte-level BPE tokenizer on the store's training text (PII-scrubbed) and report on it.
@@ -181,15 +213,17 @@ def tokenizer_train(
     from roost.data.report import print_tokenizer_report
 
     st = _state(ctx)
-    over = {k: v for k, v in {"vocab_size": vocab_size, "min_frequency": min_frequency, "max_posts": max_posts}.items()
-            if v is not None}
+    over = {
+        k: v
+        for k, v in {"vocab_size": vocab_size, "min_frequency": min_frequency, "max_posts": max_posts}.items()
+        if v is not None
+    }
     cfg = dataclasses.replace(st.config.tokenizer, **over)  # type: ignore[arg-type]
     total = toklib.count_posts(st.ws.corpus_db)
     total = min(total, cfg.max_posts) if cfg.max_posts else total
     with _progress(not quiet and console.is_terminal) as progress:
         task = progress.add_task("reading posts for BPE", total=total)
-        path = toklib.train(st.ws.corpus_db, st.ws.tokenizers / name, cfg,
-                            on_batch=lambda n: progress.advance(task, n))
+        path = toklib.train(st.ws.corpus_db, st.ws.tokenizers / name, cfg, on_batch=lambda n: progress.advance(task, n))
     r = toklib.report(st.ws.corpus_db, path, cfg.report_posts)
     (path.parent / "report.json").write_text(__import__("json").dumps(r, indent=1))
     print_tokenizer_report(r, console)
@@ -200,7 +234,9 @@ def tokenizer_train(
 @tokenizer_app.command("report")
 def tokenizer_report(
     ctx: typer.Context,
-    tokenizer: Annotated[str, typer.Argument(help="Name under <home>/tokenizers, a directory, or a tokenizer.json.")] = "default",
+    tokenizer: Annotated[
+        str, typer.Argument(help="Name under <home>/tokenizers, a directory, or a tokenizer.json.")
+    ] = "default",
 ) -> None:
     """Measure any tokenizer on the store: tokens per post, bytes per token, coverage per language.
 
@@ -218,10 +254,18 @@ def tokenizer_report(
 def tokenize(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Shard set written to <home>/shards/NAME.")] = "default",
-    tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer name, model directory or tokenizer.json.")] = "default",
-    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Share held out for validation (default 0.01).")] = None,
-    split_by: Annotated[str | None, typer.Option("--split-by", help="post (default) or author: hold out whole authors.")] = None,
-    rebuild_stale: Annotated[bool, typer.Option("--rebuild-stale", help="Rebuild every stale set with its recorded settings.")] = False,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", "-t", help="Tokenizer name, model directory or tokenizer.json.")
+    ] = "default",
+    val_fraction: Annotated[
+        float | None, typer.Option("--val-fraction", help="Share held out for validation (default 0.01).")
+    ] = None,
+    split_by: Annotated[
+        str | None, typer.Option("--split-by", help="post (default) or author: hold out whole authors.")
+    ] = None,
+    rebuild_stale: Annotated[
+        bool, typer.Option("--rebuild-stale", help="Rebuild every stale set with its recorded settings.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Tokenise the store into train/val token shards (memmap) with a document index and manifest.json.
@@ -243,8 +287,10 @@ def tokenize(
             if m.get("stale"):
                 tok = Path(m["tokenizer"]["path"])
                 if not tok.is_file():
-                    raise RoostError(f"{d}: its tokenizer {tok} is gone; rebuild with `roost tokenize --name {d.name} "
-                                     "--tokenizer NEW`")
+                    raise RoostError(
+                        f"{d}: its tokenizer {tok} is gone; rebuild with `roost tokenize --name {d.name} "
+                        "--tokenizer NEW`"
+                    )
                 jobs.append((d.name, tok, ShardConfig(**m["config"])))
         if not jobs:
             console.print("no stale shard sets")
@@ -298,14 +344,18 @@ def shards_verify(
 
     m = shardlib.verify(_state(ctx).ws.shards / name, checksums=True)
     print_shards(m, console)
-    console.print(f"[green]ok[/]: every file of {name} matches manifest.json" +
-                  (" [yellow](stale: rebuild with roost tokenize --rebuild-stale)[/]" if m.get("stale") else ""))
+    console.print(
+        f"[green]ok[/]: every file of {name} matches manifest.json"
+        + (" [yellow](stale: rebuild with roost tokenize --rebuild-stale)[/]" if m.get("stale") else "")
+    )
 
 
 @app.command("demo-corpus")
 def demo_corpus(
     ctx: typer.Context,
-    vader_sdist: Annotated[Path | None, typer.Option("--vader-sdist", help="Path to vaderSentiment-3.3.2.tar.gz.")] = None,
+    vader_sdist: Annotated[
+        Path | None, typer.Option("--vader-sdist", help="Path to vaderSentiment-3.3.2.tar.gz.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Write the demo exports (X archives + Mastodon outboxes of real text) into <home>/exports.
@@ -316,8 +366,10 @@ def demo_corpus(
 
     ws = _state(ctx).ws.ensure()
     summary = build(ws.exports, find_vader_sdist(vader_sdist, ws.cache), seed)
-    console.print(f"wrote {summary.posts:,} posts as {summary.x_archives} X archives and "
-                  f"{summary.mastodon_outboxes} Mastodon outboxes under {summary.path}")
+    console.print(
+        f"wrote {summary.posts:,} posts as {summary.x_archives} X archives and "
+        f"{summary.mastodon_outboxes} Mastodon outboxes under {summary.path}"
+    )
     console.print(f"next: roost --home {ws.root} ingest {summary.path}")
 
 
@@ -328,6 +380,7 @@ _register_model_verbs(app, _state)
 
 def main() -> None:
     app()
+
 
 if __name__ == "__main__":
     main()

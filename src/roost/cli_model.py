@@ -35,8 +35,10 @@ def resolve_model(home: Path, name: str) -> Path:
     for cand in (home / "models" / name, Path(name)):
         if (cand / "config.json").is_file():
             return cand
-    raise UsageError(f"model {name!r}: not under {home / 'models'} and not a model directory; "
-                     "`roost import` or `roost train` one first")
+    raise UsageError(
+        f"model {name!r}: not under {home / 'models'} and not a model directory; "
+        "`roost import` or `roost train` one first"
+    )
 
 
 def import_model(home: Path, source: str, name: str | None) -> tuple[Path, dict[str, Any]]:
@@ -49,8 +51,13 @@ def import_model(home: Path, source: str, name: str | None) -> tuple[Path, dict[
         model, cfg, meta = convert.read_gguf(path)
         tok, extra = convert.gguf_tokenizer(path)
         tconf = {k: v for k, v in extra.items() if v is not None}
-        prov = {"source": str(path), "format": "gguf", "source_sha256": convert._sha256(path), "gguf": meta,
-                "note": "weights dequantised to fp32 from the GGUF's quantisation"}
+        prov = {
+            "source": str(path),
+            "format": "gguf",
+            "source_sha256": convert._sha256(path),
+            "gguf": meta,
+            "note": "weights dequantised to fp32 from the GGUF's quantisation",
+        }
         default_name = "smollm2" if source == "smollm2" else path.stem.split(".")[0].lower()
     elif path.is_dir():
         model, cfg = convert.load_hf_dir(path)
@@ -75,7 +82,9 @@ def register(app: typer.Typer, state: Any) -> None:
     @app.command("import")
     def import_cmd(
         ctx: typer.Context,
-        source: Annotated[str, typer.Argument(help="A llama GGUF file, a HF Llama directory, or 'smollm2' (the bundled base model).")],
+        source: Annotated[
+            str, typer.Argument(help="A llama GGUF file, a HF Llama directory, or 'smollm2' (the bundled base model).")
+        ],
         name: Annotated[str | None, typer.Option("--name", help="Saved as <home>/models/NAME.")] = None,
     ) -> None:
         """Import a pretrained model (GGUF or HF safetensors) into <home>/models/NAME, in HF layout.
@@ -89,7 +98,9 @@ def register(app: typer.Typer, state: Any) -> None:
     @app.command("export")
     def export_cmd(
         ctx: typer.Context,
-        source: Annotated[str, typer.Argument(help="models/NAME, or a run name under <home>/runs (its newest checkpoint).")],
+        source: Annotated[
+            str, typer.Argument(help="models/NAME, or a run name under <home>/runs (its newest checkpoint).")
+        ],
         out: Annotated[Path, typer.Argument(help="Directory to write (HF Llama layout).")],
     ) -> None:
         """Write a HF Llama directory (config.json, model.safetensors, tokenizer, generation config, chat template).
@@ -117,11 +128,19 @@ def register(app: typer.Typer, state: Any) -> None:
     def train(
         ctx: typer.Context,
         name: Annotated[str, typer.Option("--name", help="Run name: runs/NAME and models/NAME.")] = "run",
-        preset: Annotated[str | None, typer.Option("--preset", help="Model shape from configs/: tiny, small, gpt2-124m, ...")] = None,
-        depth: Annotated[int | None, typer.Option("--depth", help="One size dial: width 64·depth, heads and LR derived.")] = None,
-        init: Annotated[str | None, typer.Option("--init", help="Fine-tune this model (models/NAME or a directory).")] = None,
+        preset: Annotated[
+            str | None, typer.Option("--preset", help="Model shape from configs/: tiny, small, gpt2-124m, ...")
+        ] = None,
+        depth: Annotated[
+            int | None, typer.Option("--depth", help="One size dial: width 64·depth, heads and LR derived.")
+        ] = None,
+        init: Annotated[
+            str | None, typer.Option("--init", help="Fine-tune this model (models/NAME or a directory).")
+        ] = None,
         shards: Annotated[str | None, typer.Option("--shards", help="Shard set under <home>/shards.")] = None,
-        sft: Annotated[bool, typer.Option("--sft", help="Train on (post → reply) pairs with the chat template.")] = False,
+        sft: Annotated[
+            bool, typer.Option("--sft", help="Train on (post → reply) pairs with the chat template.")
+        ] = False,
         steps: Annotated[int | None, typer.Option("--steps")] = None,
         seq_len: Annotated[int | None, typer.Option("--seq-len")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -134,14 +153,18 @@ def register(app: typer.Typer, state: Any) -> None:
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
         activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
         doc_mask: Annotated[bool, typer.Option("--doc-mask", help="Attention stays inside each packed post.")] = False,
-        lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="LoRA adapters of this rank (with --init).")] = None,
+        lora_rank: Annotated[
+            int | None, typer.Option("--lora-rank", help="LoRA adapters of this rank (with --init).")
+        ] = None,
         eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
         ckpt_every: Annotated[int | None, typer.Option("--ckpt-every")] = None,
         keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept.")] = None,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
         device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the newest checkpoint of --name.")] = False,
-        resume_from: Annotated[str | None, typer.Option("--resume-from", help="Continue this checkpoint (step_N).")] = None,
+        resume_from: Annotated[
+            str | None, typer.Option("--resume-from", help="Continue this checkpoint (step_N).")
+        ] = None,
         no_export: Annotated[bool, typer.Option("--no-export", help="Do not write models/NAME at the end.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -154,13 +177,35 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.train.trainer import TrainConfig, Trainer
 
         st = state(ctx)
-        flags = {"name": name, "preset": preset, "depth": depth, "init": init, "shards": shards, "steps": steps,
-                 "seq_len": seq_len, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "warmup": warmup,
-                 "schedule": schedule, "optimizer": optimizer, "dtype": dtype, "lora_rank": lora_rank,
-                 "eval_every": eval_every, "ckpt_every": ckpt_every, "keep": keep, "seed": seed, "device": device}
+        flags = {
+            "name": name,
+            "preset": preset,
+            "depth": depth,
+            "init": init,
+            "shards": shards,
+            "steps": steps,
+            "seq_len": seq_len,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "lr": lr,
+            "warmup": warmup,
+            "schedule": schedule,
+            "optimizer": optimizer,
+            "dtype": dtype,
+            "lora_rank": lora_rank,
+            "eval_every": eval_every,
+            "ckpt_every": ckpt_every,
+            "keep": keep,
+            "seed": seed,
+            "device": device,
+        }
         table = {**st.config.train, **{k: v for k, v in flags.items() if v is not None}}
-        for k, v in (("sft", sft), ("compile", compile), ("activation_checkpointing", activation_checkpointing),
-                     ("doc_mask", doc_mask)):
+        for k, v in (
+            ("sft", sft),
+            ("compile", compile),
+            ("activation_checkpointing", activation_checkpointing),
+            ("doc_mask", doc_mask),
+        ):
             if v:
                 table[k] = True
         cfg = build_section(TrainConfig, table, "[train] / flags")
@@ -170,8 +215,10 @@ def register(app: typer.Typer, state: Any) -> None:
         _train_with_progress(trainer, quiet)
         if not no_export:
             meta = trainer.export()
-            console.print(f"model → {st.ws.root / 'models' / trainer.cfg.name} (sha256 {meta['model_sha256'][:12]}…); "
-                          f"try: roost generate {trainer.cfg.name} \"your prompt\"")
+            console.print(
+                f"model → {st.ws.root / 'models' / trainer.cfg.name} (sha256 {meta['model_sha256'][:12]}…); "
+                f'try: roost generate {trainer.cfg.name} "your prompt"'
+            )
 
     @app.command()
     def generate(
@@ -183,9 +230,13 @@ def register(app: typer.Typer, state: Any) -> None:
         top_k: Annotated[int, typer.Option("--top-k")] = 50,
         top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
-        chat: Annotated[bool, typer.Option("--chat/--raw", help="Wrap the prompt in the chat template (default for "
-                                                                  "models with one).")] = True,
-        vs: Annotated[list[str] | None, typer.Option("--vs", help="Also sample these models; print side by side.")] = None,
+        chat: Annotated[
+            bool,
+            typer.Option("--chat/--raw", help="Wrap the prompt in the chat template (default for models with one)."),
+        ] = True,
+        vs: Annotated[
+            list[str] | None, typer.Option("--vs", help="Also sample these models; print side by side.")
+        ] = None,
     ) -> None:
         """Sample a continuation (or a chat reply) from a model; the output is labelled as AI-generated.
 
@@ -207,12 +258,16 @@ def register(app: typer.Typer, state: Any) -> None:
             tc = json.loads(tc_file.read_text()) if tc_file.is_file() else {}
             # a from-scratch base model continues text; imported and fine-tuned models get the chat template
             base_only = meta.get("source") == "trained" and not meta.get("init")
-            use_chat = chat and not base_only and tok.token_to_id("<|im_start|>") is not None \
-                and bool(tc.get("chat_template"))
+            use_chat = (
+                chat and not base_only and tok.token_to_id("<|im_start|>") is not None and bool(tc.get("chat_template"))
+            )
             text = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n" if use_chat else prompt
             ids = tok.encode(text, add_special_tokens=False).ids
-            stops = {i for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
-                     if i is not None}
+            stops = {
+                i
+                for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
+                if i is not None
+            }
             out = run_generate(m, ids, SampleConfig(max_tokens, temperature, top_k, top_p, seed), stops)
             label = f"ai_generated: true · model {path.name} · sha256 {meta.get('model_sha256', '?')[:12]}…"
             results.append((path.name, ("" if use_chat else prompt) + tok.decode(out), label))
@@ -227,6 +282,7 @@ def register(app: typer.Typer, state: Any) -> None:
         t.add_row(*(f"[dim]{r[2]}[/]" for r in results))
         console.print(t)
 
+
 def _train_with_progress(trainer: Any, quiet: bool) -> None:
     from rich.progress import (
         BarColumn,
@@ -238,12 +294,19 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
     )
 
     cfg = trainer.cfg
-    with Progress(TextColumn("[bold]train {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:,.0f} tok/s · MFU {task.fields[mfu]:.1%}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), disable=quiet or not console.is_terminal,
-                  console=console) as progress:
-        task = progress.add_task("train", total=cfg.steps, completed=trainer.step, name=cfg.name, loss=float("nan"),
-                                 tps=0.0, mfu=0.0)
+    with Progress(
+        TextColumn("[bold]train {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:,.0f} tok/s · MFU {task.fields[mfu]:.1%}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=quiet or not console.is_terminal,
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            "train", total=cfg.steps, completed=trainer.step, name=cfg.name, loss=float("nan"), tps=0.0, mfu=0.0
+        )
 
         def on_step(row: dict[str, Any]) -> None:
             progress.update(task, completed=row["step"], loss=row["loss"], tps=row["tokens_per_s"], mfu=row["mfu"])
@@ -251,16 +314,25 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
         trainer.on_step = on_step
         result = trainer.train()
     last = result["last"]
-    t = Table(title=f"run {cfg.name}: {result['step']} / {cfg.steps} steps" + (" (stopped; --resume continues)"
-                                                                             if result["stopped"] else ""))
+    t = Table(
+        title=f"run {cfg.name}: {result['step']} / {cfg.steps} steps"
+        + (" (stopped; --resume continues)" if result["stopped"] else "")
+    )
     for col in ("loss", "val loss", "tokens/s", "MFU", "peak memory"):
         t.add_column(col, justify="right")
     if last:
-        t.add_row(f"{last['loss']:.4f}", f"{last.get('val_loss', float('nan')):.4f}", f"{last['tokens_per_s']:,.0f}",
-                  f"{last['mfu']:.2%}", f"{last['peak_mem_gb']:.2f} GB")
+        t.add_row(
+            f"{last['loss']:.4f}",
+            f"{last.get('val_loss', float('nan')):.4f}",
+            f"{last['tokens_per_s']:,.0f}",
+            f"{last['mfu']:.2%}",
+            f"{last['peak_mem_gb']:.2f} GB",
+        )
     console.print(t)
     from roost.train.metrics import plot_losses
 
     png = plot_losses(trainer.paths.run / "metrics.jsonl", trainer.paths.run / "loss.png", f"roost train {cfg.name}")
-    console.print(f"[dim]MFU against {trainer.peak_note}; metrics: {trainer.paths.run / 'metrics.jsonl'}, "
-                  f"loss curve: {png}, tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]")
+    console.print(
+        f"[dim]MFU against {trainer.peak_note}; metrics: {trainer.paths.run / 'metrics.jsonl'}, "
+        f"loss curve: {png}, tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]"
+    )

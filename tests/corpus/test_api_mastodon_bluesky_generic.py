@@ -18,32 +18,70 @@ from roost.corpus.writers import Draft, write_bluesky_car, write_mastodon_outbox
 
 V2_PAGE = {
     "data": [
-        {"id": "2001", "text": "hello #world from @dev https://t.co/x1", "author_id": "42",
-         "created_at": "2023-05-01T12:00:00.000Z", "lang": "en",
-         "entities": {"hashtags": [{"start": 6, "end": 12, "tag": "world"}],
-                      "mentions": [{"start": 18, "end": 22, "username": "dev", "id": "7"}],
-                      "urls": [{"start": 23, "end": 38, "url": "https://t.co/x1", "expanded_url": "https://ex.example/a"}]}},
-        {"id": "2002", "text": "a reply", "author_id": "43", "created_at": "2023-05-01T12:05:00.000Z",
-         "referenced_tweets": [{"type": "replied_to", "id": "2001"}]},
-        {"id": "2003", "text": "RT @alice: hello", "author_id": "43", "created_at": "2023-05-01T12:06:00.000Z",
-         "referenced_tweets": [{"type": "retweeted", "id": "2001"}]},
-        {"id": "2004", "text": "short…", "author_id": "42", "created_at": "2023-05-01T12:07:00Z",
-         "note_tweet": {"text": "short… no, this is the whole long note tweet text"},
-         "referenced_tweets": [{"type": "quoted", "id": "1999"}]},
+        {
+            "id": "2001",
+            "text": "hello #world from @dev https://t.co/x1",
+            "author_id": "42",
+            "created_at": "2023-05-01T12:00:00.000Z",
+            "lang": "en",
+            "entities": {
+                "hashtags": [{"start": 6, "end": 12, "tag": "world"}],
+                "mentions": [{"start": 18, "end": 22, "username": "dev", "id": "7"}],
+                "urls": [{"start": 23, "end": 38, "url": "https://t.co/x1", "expanded_url": "https://ex.example/a"}],
+            },
+        },
+        {
+            "id": "2002",
+            "text": "a reply",
+            "author_id": "43",
+            "created_at": "2023-05-01T12:05:00.000Z",
+            "referenced_tweets": [{"type": "replied_to", "id": "2001"}],
+        },
+        {
+            "id": "2003",
+            "text": "RT @alice: hello",
+            "author_id": "43",
+            "created_at": "2023-05-01T12:06:00.000Z",
+            "referenced_tweets": [{"type": "retweeted", "id": "2001"}],
+        },
+        {
+            "id": "2004",
+            "text": "short…",
+            "author_id": "42",
+            "created_at": "2023-05-01T12:07:00Z",
+            "note_tweet": {"text": "short… no, this is the whole long note tweet text"},
+            "referenced_tweets": [{"type": "quoted", "id": "1999"}],
+        },
         {"id": "2005", "author_id": "42", "created_at": "2023-05-01T12:08:00Z"},
     ],
-    "includes": {"users": [{"id": "42", "username": "alice", "name": "Alice"},
-                           {"id": "43", "username": "bob", "name": "Bob"}]},
+    "includes": {
+        "users": [{"id": "42", "username": "alice", "name": "Alice"}, {"id": "43", "username": "bob", "name": "Bob"}]
+    },
     "meta": {"result_count": 5},
 }
 V1 = [
-    {"id_str": "3001", "created_at": "Mon Jan 02 03:04:05 +0000 2017", "full_text": "short v1.1",
-     "user": {"screen_name": "carol"}, "entities": {}},
-    {"id_str": "3002", "created_at": "Mon Jan 02 03:04:06 +0000 2017", "text": "truncated…",
-     "truncated": True, "extended_tweet": {"full_text": "the extended full text of this tweet", "entities": {}},
-     "user": {"screen_name": "carol"}},
-    {"id_str": "3003", "created_at": "Mon Jan 02 03:04:07 +0000 2017", "full_text": "RT @dan: original",
-     "user": {"screen_name": "carol"}, "retweeted_status": {"id_str": "2999", "full_text": "original"}},
+    {
+        "id_str": "3001",
+        "created_at": "Mon Jan 02 03:04:05 +0000 2017",
+        "full_text": "short v1.1",
+        "user": {"screen_name": "carol"},
+        "entities": {},
+    },
+    {
+        "id_str": "3002",
+        "created_at": "Mon Jan 02 03:04:06 +0000 2017",
+        "text": "truncated…",
+        "truncated": True,
+        "extended_tweet": {"full_text": "the extended full text of this tweet", "entities": {}},
+        "user": {"screen_name": "carol"},
+    },
+    {
+        "id_str": "3003",
+        "created_at": "Mon Jan 02 03:04:07 +0000 2017",
+        "full_text": "RT @dan: original",
+        "user": {"screen_name": "carol"},
+        "retweeted_status": {"id_str": "2999", "full_text": "original"},
+    },
 ]
 
 
@@ -58,8 +96,10 @@ def test_twitter_v2_page_and_jsonl(tmp_path: Path) -> None:
     page = tmp_path / "page.json"
     page.write_text(json.dumps(V2_PAGE, indent=2))
     pages = tmp_path / "pages.jsonl"
-    second = {"data": [{"id": "2010", "text": "page two", "author_id": "43", "created_at": "2023-05-02T00:00:00Z"}],
-              "includes": {"users": [{"id": "43", "username": "bob"}]}}
+    second = {
+        "data": [{"id": "2010", "text": "page two", "author_id": "43", "created_at": "2023-05-02T00:00:00Z"}],
+        "includes": {"users": [{"id": "43", "username": "bob"}]},
+    }
     pages.write_text(json.dumps(V2_PAGE) + "\n" + json.dumps(second) + "\n")
     for path in (page, pages):
         assert detect_format(path) == "twitter-api"
@@ -125,14 +165,26 @@ def test_mastodon_visibility_filter_in_ingest(tmp_path: Path, cli) -> None:  # t
     cli("ingest", str(outbox))
     assert {r["visibility"] for r in posts(cli.home / "corpus.db").values()} == {"public", "unlisted"}
     cli("ingest", "--include-private", str(outbox))
-    assert {r["visibility"] for r in posts(cli.home / "corpus.db").values()} == {"public", "unlisted", "followers",
-                                                                                  "direct"}
+    assert {r["visibility"] for r in posts(cli.home / "corpus.db").values()} == {
+        "public",
+        "unlisted",
+        "followers",
+        "direct",
+    }
 
 
 def test_bluesky_car_walks_repo_tree(tmp_path: Path) -> None:
     t = datetime(2024, 6, 1, tzinfo=UTC)
-    drafts = [Draft(f"3k{i:03d}", f"bsky post {i} #sky with @carol and https://ex.example/{i}", t, lang="en",
-                    reply_to="3k000" if i == 5 else None) for i in range(20)]
+    drafts = [
+        Draft(
+            f"3k{i:03d}",
+            f"bsky post {i} #sky with @carol and https://ex.example/{i}",
+            t,
+            lang="en",
+            reply_to="3k000" if i == 5 else None,
+        )
+        for i in range(20)
+    ]
     car = write_bluesky_car(tmp_path / "repo.car", "did:plc:abc", drafts)
     # our writer is checked against the maintained decoder: the file is a valid CAR
     header, blocks = libipld.decode_car(car.read_bytes())
@@ -143,13 +195,17 @@ def test_bluesky_car_walks_repo_tree(tmp_path: Path) -> None:
     p = got["bluesky:at://did:plc:abc/app.bsky.feed.post/3k007"]
     assert p.author == "did:plc:abc" and p.hashtags == ["sky"] and p.urls == ["https://ex.example/7"]
     assert p.mentions and p.mentions[0].startswith("did:plc:")
-    assert got["bluesky:at://did:plc:abc/app.bsky.feed.post/3k005"].reply_to == \
-        "bluesky:at://did:plc:abc/app.bsky.feed.post/3k000"
+    assert (
+        got["bluesky:at://did:plc:abc/app.bsky.feed.post/3k005"].reply_to
+        == "bluesky:at://did:plc:abc/app.bsky.feed.post/3k000"
+    )
 
 
 def test_generic_csv_jsonl_parquet_with_mapping(tmp_path: Path) -> None:
-    rows = [{"pid": "a1", "body": "first from csv #tag", "user": "u1", "ts": "2024-01-01T00:00:00Z", "tags": "x y"},
-            {"pid": "a2", "body": "second", "user": "u2", "ts": "1704067200", "tags": ""}]
+    rows = [
+        {"pid": "a1", "body": "first from csv #tag", "user": "u1", "ts": "2024-01-01T00:00:00Z", "tags": "x y"},
+        {"pid": "a2", "body": "second", "user": "u2", "ts": "1704067200", "tags": ""},
+    ]
     csvp = tmp_path / "p.csv"
     csvp.write_text("pid,body,user,ts,tags\n" + "\n".join(",".join(r.values()) for r in rows) + "\n")
     jl = tmp_path / "p.jsonl"

@@ -140,10 +140,12 @@ def test_strict_writes_nothing(tmp_path: Path, cli) -> None:  # type: ignore[no-
 
 def test_generic_bad_rows_named_by_line(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
-    path.write_text('{"id": 1, "text": "ok", "author": "a", "created_at": "2024-01-01"}\n'
-                    '{"id": 2, "text": "no author", "created_at": "2024-01-01"}\n'
-                    'not json at all\n'
-                    '{"id": 4, "text": "ok too", "author": "b", "created_at": "2024-01-02"}\n')
+    path.write_text(
+        '{"id": 1, "text": "ok", "author": "a", "created_at": "2024-01-01"}\n'
+        '{"id": 2, "text": "no author", "created_at": "2024-01-01"}\n'
+        "not json at all\n"
+        '{"id": 4, "text": "ok too", "author": "b", "created_at": "2024-01-02"}\n'
+    )
     good, bad = _split(path)
     assert [p.id for p in good] == ["generic:1", "generic:4"]
     assert [(b.record, b.field) for b in bad] == [("line 2", "author"), ("line 3", None)]

@@ -45,14 +45,19 @@ def _luhn_digit(body: str) -> str:
 
 
 _card_digits = st.text("0123456789", min_size=15, max_size=15).map(lambda b: "4" + b[:14] + _luhn_digit("4" + b[:14]))
-cards = st.one_of(_card_digits, _card_digits.map(lambda c: " ".join(c[i:i + 4] for i in range(0, 16, 4))),
-                  _card_digits.map(lambda c: "-".join(c[i:i + 4] for i in range(0, 16, 4))))
+cards = st.one_of(
+    _card_digits,
+    _card_digits.map(lambda c: " ".join(c[i : i + 4] for i in range(0, 16, 4))),
+    _card_digits.map(lambda c: "-".join(c[i : i + 4] for i in range(0, 16, 4))),
+)
 emails = st.from_regex(r"[a-z][a-z0-9._]{0,15}[a-z0-9]@[a-z]{2,10}\.(com|org|de|co\.uk)", fullmatch=True)
 ips = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 phones = st.tuples(st.integers(200, 999), st.integers(200, 999), st.integers(1000, 9999)).map(
-    lambda t: f"+1 {t[0]} {t[1]} {t[2]}")
-words = st.lists(st.sampled_from(["hello", "the", "meeting", "is", "at", "noon", "ok?", "#tag", "2024", "42"]),
-                 max_size=8).map(" ".join)
+    lambda t: f"+1 {t[0]} {t[1]} {t[2]}"
+)
+words = st.lists(
+    st.sampled_from(["hello", "the", "meeting", "is", "at", "noon", "ok?", "#tag", "2024", "42"]), max_size=8
+).map(" ".join)
 
 
 @given(words, st.one_of(cards, emails, ips, phones), words)
@@ -80,8 +85,10 @@ def test_scrub_is_idempotent_on_anything(s: str) -> None:
 
 
 def test_scrub_examples_and_luhn() -> None:
-    out, hits = scrub("card 4111 1111 1111 1111 vs 4111 1111 1111 1112, ip 10.0.0.256 vs 192.168.1.7, "
-                      "v6 2001:db8::1, mail a.b@ex.example.com, tel (555) 123-4567; on 2024-01-02 at 12:30")
+    out, hits = scrub(
+        "card 4111 1111 1111 1111 vs 4111 1111 1111 1112, ip 10.0.0.256 vs 192.168.1.7, "
+        "v6 2001:db8::1, mail a.b@ex.example.com, tel (555) 123-4567; on 2024-01-02 at 12:30"
+    )
     assert out.count(CARD) == 1 and "4111 1111 1111 1112" in out  # the second fails the Luhn check
     assert "10.0.0.256" in out and out.count(IP) == 2
     assert EMAIL in out and PHONE in out and "2024-01-02" in out and "12:30" in out

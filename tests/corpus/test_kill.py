@@ -23,8 +23,9 @@ N = 30_000
 def _snapshot(db: Path) -> list[tuple]:
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    rows = con.execute("SELECT id, text, text_scrubbed, lang, dup_of, near_dup_of, repost_of FROM posts ORDER BY id"
-                       ).fetchall()
+    rows = con.execute(
+        "SELECT id, text, text_scrubbed, lang, dup_of, near_dup_of, repost_of FROM posts ORDER BY id"
+    ).fetchall()
     con.close()
     return rows
 
@@ -42,8 +43,11 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     rng = random.Random(7)
     kills = 0
     for _ in range(4):
-        proc = subprocess.Popen([str(exe), "--home", str(home), "ingest", "-q", "--workers", "2", str(archive)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(exe), "--home", str(home), "ingest", "-q", "--workers", "2", str(archive)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.8, 4.0))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

@@ -89,8 +89,9 @@ def test_forget_needs_a_target(cli) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_stats_counts_match_the_store(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    a = _archive(tmp_path, "alice", [BASE, BASE, "mail me: someone@example.com", "Das ist ein deutscher Satz über Züge"],
-                 1000)
+    a = _archive(
+        tmp_path, "alice", [BASE, BASE, "mail me: someone@example.com", "Das ist ein deutscher Satz über Züge"], 1000
+    )
     cli("ingest", str(a))
     out = cli("corpus", "stats").output
     con = sqlite3.connect(cli.home / "corpus.db")

@@ -27,36 +27,93 @@ ACCOUNT = """window.YTD.account.part0 = [
 
 
 def tweet(id_: str, text: str, created: str = "Wed Oct 10 20:19:24 +0000 2018", **extra: object) -> dict:
-    t = {"retweeted": False, "source": "<a href=\"https://x.com\">web</a>",
-         "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []},
-         "display_text_range": ["0", str(len(text))], "favorite_count": "0", "id_str": id_, "truncated": False,
-         "retweet_count": "0", "id": id_, "created_at": created, "favorited": False, "full_text": text, "lang": "en"}
+    t = {
+        "retweeted": False,
+        "source": '<a href="https://x.com">web</a>',
+        "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []},
+        "display_text_range": ["0", str(len(text))],
+        "favorite_count": "0",
+        "id_str": id_,
+        "truncated": False,
+        "retweet_count": "0",
+        "id": id_,
+        "created_at": created,
+        "favorited": False,
+        "full_text": text,
+        "lang": "en",
+    }
     t.update(extra)
     return {"tweet": t}
 
 
 TWEETS = [
-    tweet("100", "Launching our #garden club! Details: https://t.co/abc123 cc @bob",
-          entities={"hashtags": [{"text": "garden", "indices": ["14", "21"]}], "symbols": [],
-                    "user_mentions": [{"name": "Bob", "screen_name": "bob", "indices": ["60", "64"],
-                                       "id_str": "9", "id": "9"}],
-                    "urls": [{"url": "https://t.co/abc123", "expanded_url": "https://garden.example/club",
-                              "display_url": "garden.example/club", "indices": ["31", "54"]}]}),
-    tweet("101", "@bob yes, Tuesday &amp; Thursday", created="Thu Oct 11 08:00:00 +0200 2018",
-          in_reply_to_status_id_str="99", in_reply_to_status_id="99", in_reply_to_screen_name="bob"),
+    tweet(
+        "100",
+        "Launching our #garden club! Details: https://t.co/abc123 cc @bob",
+        entities={
+            "hashtags": [{"text": "garden", "indices": ["14", "21"]}],
+            "symbols": [],
+            "user_mentions": [{"name": "Bob", "screen_name": "bob", "indices": ["60", "64"], "id_str": "9", "id": "9"}],
+            "urls": [
+                {
+                    "url": "https://t.co/abc123",
+                    "expanded_url": "https://garden.example/club",
+                    "display_url": "garden.example/club",
+                    "indices": ["31", "54"],
+                }
+            ],
+        },
+    ),
+    tweet(
+        "101",
+        "@bob yes, Tuesday &amp; Thursday",
+        created="Thu Oct 11 08:00:00 +0200 2018",
+        in_reply_to_status_id_str="99",
+        in_reply_to_status_id="99",
+        in_reply_to_screen_name="bob",
+    ),
     tweet("102", "RT @carol: tomatoes are fruit", created="Fri Oct 12 10:00:00 +0000 2018"),
-    tweet("103", "so true https://t.co/q1", created="Sat Oct 13 10:00:00 +0000 2018",
-          entities={"hashtags": [], "symbols": [], "user_mentions": [],
-                    "urls": [{"url": "https://t.co/q1", "expanded_url": "https://twitter.com/carol/status/555",
-                              "display_url": "twitter.com/carol/status/555", "indices": ["8", "23"]}]}),
-    tweet("104", "This is the start of a very long post that X cut short… https://t.co/zz",
-          created="Sun Oct 14 10:00:00 +0000 2018"),
+    tweet(
+        "103",
+        "so true https://t.co/q1",
+        created="Sat Oct 13 10:00:00 +0000 2018",
+        entities={
+            "hashtags": [],
+            "symbols": [],
+            "user_mentions": [],
+            "urls": [
+                {
+                    "url": "https://t.co/q1",
+                    "expanded_url": "https://twitter.com/carol/status/555",
+                    "display_url": "twitter.com/carol/status/555",
+                    "indices": ["8", "23"],
+                }
+            ],
+        },
+    ),
+    tweet(
+        "104",
+        "This is the start of a very long post that X cut short… https://t.co/zz",
+        created="Sun Oct 14 10:00:00 +0000 2018",
+    ),
 ]
 PART1 = [tweet("105", "second part file", created="Mon Oct 15 10:00:00 +0000 2018")]
-NOTES = [{"noteTweet": {"noteTweetId": "777", "createdAt": "2018-10-14T10:00:00.000Z",
-                        "updatedAt": "2018-10-14T10:00:00.000Z",
-                        "core": {"text": "This is the start of a very long post that X cut short, and here is all the rest of it.",
-                                 "urls": [], "mentions": [], "hashtags": [{"text": "long"}], "cashtags": []}}}]
+NOTES = [
+    {
+        "noteTweet": {
+            "noteTweetId": "777",
+            "createdAt": "2018-10-14T10:00:00.000Z",
+            "updatedAt": "2018-10-14T10:00:00.000Z",
+            "core": {
+                "text": "This is the start of a very long post that X cut short, and here is all the rest of it.",
+                "urls": [],
+                "mentions": [],
+                "hashtags": [{"text": "long"}],
+                "cashtags": [],
+            },
+        }
+    }
+]
 DELETED = [tweet("106", "I regret this", created="Tue Oct 16 10:00:00 +0000 2018", deleted_at="2018-10-17")]
 
 
@@ -65,9 +122,14 @@ def ytd(name: str, part: int, records: list) -> str:
 
 
 def write_archive(root: Path, as_zip: bool = False) -> Path:
-    files = {"data/account.js": ACCOUNT, "data/tweets.js": ytd("tweets", 0, TWEETS),
-             "data/tweets-part1.js": ytd("tweets", 1, PART1), "data/note-tweet.js": ytd("note_tweet", 0, NOTES),
-             "data/deleted-tweets.js": ytd("deleted_tweets", 0, DELETED), "Your archive.html": "<html></html>"}
+    files = {
+        "data/account.js": ACCOUNT,
+        "data/tweets.js": ytd("tweets", 0, TWEETS),
+        "data/tweets-part1.js": ytd("tweets", 1, PART1),
+        "data/note-tweet.js": ytd("note_tweet", 0, NOTES),
+        "data/deleted-tweets.js": ytd("deleted_tweets", 0, DELETED),
+        "Your archive.html": "<html></html>",
+    }
     if as_zip:
         path = root.with_suffix(".zip")
         with zipfile.ZipFile(path, "w") as z:

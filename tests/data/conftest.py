@@ -28,10 +28,17 @@ def make_store(root: Path, n: int = 1500, authors: int = 6) -> Path:
     per = -(-len(drafts) // authors)
     paths = []
     for a in range(authors):
-        chunk = drafts[a * per:(a + 1) * per]
+        chunk = drafts[a * per : (a + 1) * per]
         if a == 0:  # a multilingual author with emoji, hashtags and links
-            chunk = chunk + [Draft(str(9_000_000 + i), f"{t} #{lang}news @friend_{i} 🎉 https://example.org/{i}",
-                                   T0 + timedelta(minutes=i), lang=lang) for i, (lang, t) in enumerate(WORLD * 8)]
+            chunk = chunk + [
+                Draft(
+                    str(9_000_000 + i),
+                    f"{t} #{lang}news @friend_{i} 🎉 https://example.org/{i}",
+                    T0 + timedelta(minutes=i),
+                    lang=lang,
+                )
+                for i, (lang, t) in enumerate(WORLD * 8)
+            ]
         paths.append(write_x_archive(root / "exports" / f"user{a}", f"user{a}", str(100 + a), chunk))
     db = root / "corpus.db"
     ingest(paths, db, CorpusConfig(workers=1), show_progress=False)

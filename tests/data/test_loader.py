@@ -46,7 +46,7 @@ def test_feistel_is_a_bijection(n: int) -> None:
 def test_batches_are_packed_windows_of_the_stream(sd: Path) -> None:
     stream = _stream(sd).astype(np.int64)
     ld = TokenLoader(sd, seq_len=T, batch_size=4, doc_ids=True, seed=1)
-    windows = {tuple(stream[i * T:i * T + T + 1]) for i in range(ld.samples)}
+    windows = {tuple(stream[i * T : i * T + T + 1]) for i in range(ld.samples)}
     for x, y, doc in islice(ld, 50):
         assert x.shape == y.shape == doc.shape == (4, T) and x.dtype == torch.int64
         assert torch.equal(x[:, 1:], y[:, :-1])
@@ -59,8 +59,9 @@ def test_batches_are_packed_windows_of_the_stream(sd: Path) -> None:
 
 
 def test_one_epoch_over_all_ranks_covers_every_sample_once(sd: Path) -> None:
-    per_rank = [list(TokenLoader(sd, seq_len=T, batch_size=3, world_size=2, rank=r, seed=5, loop=False))
-                for r in range(2)]
+    per_rank = [
+        list(TokenLoader(sd, seq_len=T, batch_size=3, world_size=2, rank=r, seed=5, loop=False)) for r in range(2)
+    ]
     assert len(per_rank[0]) == len(per_rank[1])  # same step count on every rank (the last batch may be short)
     rows = _rows(per_rank[0] + per_rank[1])
     ref = TokenLoader(sd, seq_len=T, batch_size=1, shuffle=False, loop=False)
@@ -124,7 +125,7 @@ def test_val_pass_without_loop_ends(sd: Path) -> None:
     got = _rows(ld)
     assert len(got) == ld.samples
     stream = _stream(sd, "val").astype(np.int64)
-    assert got[-1] == tuple(stream[(ld.samples - 1) * T:ld.samples * T + 1])
+    assert got[-1] == tuple(stream[(ld.samples - 1) * T : ld.samples * T + 1])
 
 
 def test_state_from_another_layout_is_refused(sd: Path) -> None:

@@ -31,7 +31,9 @@ def _docs(d: Path, split: str) -> list[tuple[str, np.ndarray]]:
 
 def _training_rows(db: Path) -> dict[str, tuple[str, str]]:
     con = sqlite3.connect(db)
-    rows = {r[0]: (r[1], r[2]) for r in con.execute(f"SELECT id, author, text_scrubbed FROM posts WHERE {TRAINING_WHERE}")}
+    rows = {
+        r[0]: (r[1], r[2]) for r in con.execute(f"SELECT id, author, text_scrubbed FROM posts WHERE {TRAINING_WHERE}")
+    }
     con.close()
     return rows
 
@@ -65,8 +67,9 @@ def test_shards_hold_exactly_the_training_text(built: Path, store_db: Path, tok_
     shardlib.verify(built)  # sha256 of every file matches
 
 
-def test_split_is_deterministic_and_author_split_holds_out_authors(built: Path, store_db: Path, tok_path: Path,
-                                                                    tmp_path: Path) -> None:
+def test_split_is_deterministic_and_author_split_holds_out_authors(
+    built: Path, store_db: Path, tok_path: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "again"
     shardlib.build(store_db, tok_path, again, ShardConfig(val_fraction=0.1, shard_tokens=4096, batch_posts=37))
     a, b = shardlib.read_manifest(built), shardlib.read_manifest(again)

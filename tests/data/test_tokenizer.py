@@ -41,7 +41,9 @@ def test_any_text_round_trips(tok, text: str) -> None:  # type: ignore[no-untype
 
 
 def test_pretokeniser_keeps_post_entities_whole(tok) -> None:  # type: ignore[no-untyped-def]
-    pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str("see #RoostLife and @alice_b at https://x.org/a?b=1 in 2024")]
+    pieces = [
+        p for p, _ in tok.pre_tokenizer.pre_tokenize_str("see #RoostLife and @alice_b at https://x.org/a?b=1 in 2024")
+    ]
     decoded = [tok.decoder.decode([p]) for p in pieces]
     assert " #RoostLife" in decoded and " @alice_b" in decoded and " https://x.org/a?b=1" in decoded
     assert [d for d in decoded if d.strip().isdigit()] == ["2", "0", "2", "4"]  # digits one by one
@@ -67,7 +69,9 @@ def test_transformers_loads_it(tok, tok_path: Path) -> None:  # type: ignore[no-
         assert auto.decode(ids) == text
     assert (auto.eos_token, auto.bos_token, auto.pad_token) == (toklib.EOS, toklib.BOS, toklib.PAD)
     assert auto.eos_token_id == 0
-    chat = auto.apply_chat_template([{"role": "user", "content": "hi #there"}], tokenize=False, add_generation_prompt=True)
+    chat = auto.apply_chat_template(
+        [{"role": "user", "content": "hi #there"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat == "<|im_start|>user\nhi #there<|im_end|>\n<|im_start|>assistant\n"
     ids = auto.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids

@@ -12,8 +12,11 @@ import torch
 from roost.cli_model import smollm2_gguf
 from tests.conftest import run_roost
 
-TEXTS = ["Loving #RoostLife with @alice_b 🎉 https://example.com/a?b=1 — 12345 naïve café",
-         "<|im_start|>user\nWrite a post about rain<|im_end|>\n<|im_start|>assistant\n", "  two  spaces\n\n東京 Привет"]
+TEXTS = [
+    "Loving #RoostLife with @alice_b 🎉 https://example.com/a?b=1 — 12345 naïve café",
+    "<|im_start|>user\nWrite a post about rain<|im_end|>\n<|im_start|>assistant\n",
+    "  two  spaces\n\n東京 Привет",
+]
 
 
 @pytest.mark.slow
@@ -43,6 +46,15 @@ def test_smollm2_gguf_import_matches_transformers(tmp_path: Path) -> None:
     again = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     with torch.no_grad():
         assert (again(x).logits - a).abs().max().item() <= 1e-4
-    gen = run_roost("--home", str(home), "generate", "smollm2", "Write a post about the first snow", "--seed", "1",
-                    "--max-tokens", "20").stdout
+    gen = run_roost(
+        "--home",
+        str(home),
+        "generate",
+        "smollm2",
+        "Write a post about the first snow",
+        "--seed",
+        "1",
+        "--max-tokens",
+        "20",
+    ).stdout
     assert "ai_generated: true" in gen and len(gen.split()) > 8

@@ -19,9 +19,16 @@ from roost.model.llama import Llama
 VARIANTS = {
     "gqa-tied": {},
     "untied-mha": {"tie_embeddings": False, "n_kv_heads": 4},
-    "llama3-rope-scaling-bias": {"rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                  "original_max_position_embeddings": 64},
-                                 "rope_theta": 500000.0, "attention_bias": True},
+    "llama3-rope-scaling-bias": {
+        "rope_scaling": {
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        "rope_theta": 500000.0,
+        "attention_bias": True,
+    },
 }
 
 
@@ -64,9 +71,18 @@ def test_saved_model_dir_loads_in_transformers(tmp_path: Path, tok_path: Path) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     m = _model()
-    save_model_dir(m, tmp_path / "m", tok_path, {"eos_token": "<|endoftext|>", "bos_token": "<|startoftext|>",
-                                                 "pad_token": "<|pad|>", "chat_template": "{{ messages }}"},
-                   {"source": "test"})
+    save_model_dir(
+        m,
+        tmp_path / "m",
+        tok_path,
+        {
+            "eos_token": "<|endoftext|>",
+            "bos_token": "<|startoftext|>",
+            "pad_token": "<|pad|>",
+            "chat_template": "{{ messages }}",
+        },
+        {"source": "test"},
+    )
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m")).eval()
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "m"))
     x = torch.tensor([tok.encode("hello #world")])
@@ -100,7 +116,7 @@ def test_kv_cache_decoding_equals_full_forward() -> None:
     with torch.no_grad():
         for _ in range(15):
             seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
-    assert out == seq[len(prompt):]
+    assert out == seq[len(prompt) :]
     a = generate(m, prompt, SampleConfig(max_tokens=10, seed=3), set())
     assert a == generate(m, prompt, SampleConfig(max_tokens=10, seed=3), set())
 
@@ -140,13 +156,16 @@ def test_presets_and_depth_dial() -> None:
         prev = (cfg, lr)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"dim": 100, "n_heads": 3}, "do not divide dim"),
-    ({"n_heads": 4, "n_kv_heads": 3}, "must divide n_heads"),
-    ({"head_dim": 7}, "even"),
-    ({"vocab_size": 0}, "vocab_size"),
-    ({"rope_scaling": {"factor": 8.0}}, "rope_scaling is missing"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"dim": 100, "n_heads": 3}, "do not divide dim"),
+        ({"n_heads": 4, "n_kv_heads": 3}, "must divide n_heads"),
+        ({"head_dim": 7}, "even"),
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"rope_scaling": {"factor": 8.0}}, "rope_scaling is missing"),
+    ],
+)
 def test_config_errors(bad: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         ModelConfig(**{"dim": 64, "n_heads": 4, **bad})

@@ -17,8 +17,12 @@ def base_home(store_db: Path, tok_path: Path, tmp_path_factory: pytest.TempPathF
     home = tmp_path_factory.mktemp("train-home")
     shutil.copyfile(store_db, home / "corpus.db")
     shutil.copytree(tok_path.parent, home / "tokenizers" / "default")
-    shardlib.build(home / "corpus.db", home / "tokenizers/default/tokenizer.json", home / "shards/default",
-                   ShardConfig(val_fraction=0.05))
+    shardlib.build(
+        home / "corpus.db",
+        home / "tokenizers/default/tokenizer.json",
+        home / "shards/default",
+        ShardConfig(val_fraction=0.05),
+    )
     return home
 
 

@@ -47,6 +47,9 @@ def test_from_scratch_learns_and_exports(home: Path) -> None:
     meta = t.export()
     model, roost_json = load_model_dir(home / "models/a")
     assert roost_json["steps"] == 60 and roost_json["shards"].endswith("shards/default")
+    from roost.data.tokenizer import sha256_file
+
+    assert roost_json["shards_manifest_sha256"] == sha256_file(home / "shards/default/manifest.json")
     x, y = next(iter(t.loader))
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), t.model.eval()(x), atol=1e-5)
@@ -55,11 +58,34 @@ def test_from_scratch_learns_and_exports(home: Path) -> None:
 
 def _train_proc(home: Path, name: str, steps: int, *extra: str) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("roost")
-    args = [str(exe), "--home", str(home), "train", "--name", name, "--preset", "tiny", "--seq-len", "64",
-            "--batch-size", "8", "--steps", str(steps), "--ckpt-every", "4", "--eval-every", "5", "--warmup", "3",
-            "--no-export", "-q", *extra]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    args = [
+        str(exe),
+        "--home",
+        str(home),
+        "train",
+        "--name",
+        name,
+        "--preset",
+        "tiny",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--steps",
+        str(steps),
+        "--ckpt-every",
+        "4",
+        "--eval-every",
+        "5",
+        "--warmup",
+        "3",
+        "--no-export",
+        "-q",
+        *extra,
+    ]
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def _wait_for_step(home: Path, name: str, step: int, proc: subprocess.Popen[str]) -> None:
@@ -172,7 +198,7 @@ def test_sft_trains_on_replies_only(home: Path) -> None:
     for row_x, row_y in zip(x.tolist(), y.tolist(), strict=True):
         first = next(i for i, t in enumerate(row_y) if t != -100)
         # the token that predicts the reply's first token closes the prompt's assistant header
-        assert tok.decode(row_x[:first + 1], skip_special_tokens=False).endswith("<|im_start|>assistant\n")
+        assert tok.decode(row_x[: first + 1], skip_special_tokens=False).endswith("<|im_start|>assistant\n")
         target = tok.decode([t for t in row_y if t != -100], skip_special_tokens=False)
         assert any(a.startswith(target) for a in answers)  # the reply (cut at seq_len), nothing of the prompt
     t = Trainer(home, _cfg(name="sft", init=str(base_dir), sft=True, steps=6, eval_every=3))
@@ -193,7 +219,9 @@ def test_startup_errors(home: Path) -> None:
         TrainConfig(lora_rank=4)
     base_dir = _tiny_model_dir(home, "base3")
     # a model whose tokenizer differs from the shards' one
-    (base_dir / "tokenizer.json").write_text((base_dir / "tokenizer.json").read_text().replace('"<|pad|>"', '"<|pad2|>"'))
+    (base_dir / "tokenizer.json").write_text(
+        (base_dir / "tokenizer.json").read_text().replace('"<|pad|>"', '"<|pad2|>"')
+    )
     with pytest.raises(RoostError, match="built with tokenizer"):
         Trainer(home, _cfg(name="e2", init=str(base_dir)))
     p = run_roost("--home", str(home), "train", "--preset", "nope", check=False)

@@ -49,8 +49,9 @@ def check_text(raw: object, max_chars: int) -> str:
     if not isinstance(raw, str):
         raise RecordError("text", "missing" if raw is None else f"expected a string, got {type(raw).__name__}")
     if len(raw) > max_chars:
-        raise RecordError("text", f"{len(raw):,} characters is longer than the {max_chars:,} allowed "
-                          "(corpus.max_post_chars)")
+        raise RecordError(
+            "text", f"{len(raw):,} characters is longer than the {max_chars:,} allowed (corpus.max_post_chars)"
+        )
     if "\x00" in raw:
         raise RecordError("text", "contains NUL bytes")
     if _SURROGATE.search(raw):

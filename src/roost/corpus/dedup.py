@@ -60,8 +60,10 @@ class NearDupIndex:
         try:
             self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         except ValueError as e:
-            raise UsageError(f"near-dup threshold {threshold} with {num_perm} permutations: {e}; "
-                             "lower the threshold or raise corpus.num_perm") from None
+            raise UsageError(
+                f"near-dup threshold {threshold} with {num_perm} permutations: {e}; "
+                "lower the threshold or raise corpus.num_perm"
+            ) from None
         self.sigs: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:

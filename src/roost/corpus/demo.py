@@ -26,8 +26,12 @@ from roost.errors import RoostError
 VADER = "vaderSentiment-3.3.2.tar.gz"
 TWEETS_MEMBER = "hutto_ICWSM_2014/tweets_GroundTruth.txt"
 X_AUTHORS = ["ada_lovelace_fan", "quietharbor", "nightowl_dev", "maplesyrup", "tidepool", "gridlock_gus"]
-MASTODON_AUTHORS = [("fortune", "toot.example"), ("jokebot", "fosstodon.example"), ("sage", "toot.example"),
-                    ("kaffee", "social.example")]
+MASTODON_AUTHORS = [
+    ("fortune", "toot.example"),
+    ("jokebot", "fosstodon.example"),
+    ("sage", "toot.example"),
+    ("kaffee", "social.example"),
+]
 START = datetime(2023, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=730)
 
@@ -50,12 +54,24 @@ def find_vader_sdist(explicit: Path | None, cache: Path) -> Path:
     if explicit:
         raise RoostError(f"--vader-sdist {explicit}: no such file")
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(cache),
-           "vaderSentiment==3.3.2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "-q",
+        "-d",
+        str(cache),
+        "vaderSentiment==3.3.2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (cache / VADER).is_file():
-        raise RoostError(f"could not fetch {VADER} from the package registry ({done.stderr.strip()[-200:]}); "
-                         "pass --vader-sdist PATH")
+        raise RoostError(
+            f"could not fetch {VADER} from the package registry ({done.stderr.strip()[-200:]}); pass --vader-sdist PATH"
+        )
     return cache / VADER
 
 
@@ -106,12 +122,14 @@ def jokes() -> list[tuple[str, str]]:
 
 
 def _pii(rng: random.Random, author: str) -> str:
-    return rng.choice([
-        f" DM me or mail {author.split('@')[0]}.{rng.randint(1, 99)}@example.com",
-        f" call me on +1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
-        " my card 4111 1111 1111 1111 got declined again",
-        f" server is at 203.0.113.{rng.randint(1, 254)} if you want to try",
-    ])
+    return rng.choice(
+        [
+            f" DM me or mail {author.split('@')[0]}.{rng.randint(1, 99)}@example.com",
+            f" call me on +1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+            " my card 4111 1111 1111 1111 got declined again",
+            f" server is at 203.0.113.{rng.randint(1, 254)} if you want to try",
+        ]
+    )
 
 
 def build(dest: Path, vader_sdist: Path, seed: int = 0) -> DemoSummary:
@@ -143,8 +161,10 @@ def build(dest: Path, vader_sdist: Path, seed: int = 0) -> DemoSummary:
             if author[0] == "x":
                 d.text = f"RT @{parent_author[1]}: {parent.text}"[:280]
             else:
-                d.repost_of = f"https://{parent_author[1].split('@')[1]}/users/{parent_author[1].split('@')[0]}" \
-                              f"/statuses/{parent.id}"
+                d.repost_of = (
+                    f"https://{parent_author[1].split('@')[1]}/users/{parent_author[1].split('@')[0]}"
+                    f"/statuses/{parent.id}"
+                )
         elif roll < 0.17 and published:  # copy-paste of someone's post
             d.text = rng.choice(published[-500:])[1].text
         elif roll < 0.19 and published:  # near-copy
@@ -163,10 +183,16 @@ def build(dest: Path, vader_sdist: Path, seed: int = 0) -> DemoSummary:
             short, notes = [], []
             for d in drafts:  # long posts: a truncated tweet plus its note-tweet body, as X exports them
                 if len(d.text) > 280:
-                    notes.append({"noteTweet": {"noteTweetId": str(int(d.id) + 1), "createdAt":
-                                  d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "updatedAt":
-                                  d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                                  "core": {"text": d.text, "urls": [], "mentions": [], "hashtags": []}}})
+                    notes.append(
+                        {
+                            "noteTweet": {
+                                "noteTweetId": str(int(d.id) + 1),
+                                "createdAt": d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                                "updatedAt": d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                                "core": {"text": d.text, "urls": [], "mentions": [], "hashtags": []},
+                            }
+                        }
+                    )
                     d = Draft(**{**d.__dict__, "text": d.text[:270].rsplit(" ", 1)[0] + "… https://t.co/more"})
                 short.append(d)
             write_x_archive(dest / f"x-{name}", name, str(zlib.crc32(name.encode())), short, parts=2, notes=notes)

@@ -167,10 +167,29 @@ class Ingester:
             r.pii.update(item.pii)
             r.by_lang[p.lang or "und"] += 1
             r.by_source[p.source] += 1
-            rows.append((p.id, p.author, iso(p.created_at), p.text, item.scrubbed, p.lang or "und", p.reply_to,
-                         p.quote_of, p.repost_of, json.dumps(p.hashtags, ensure_ascii=False),
-                         json.dumps(p.mentions, ensure_ascii=False), json.dumps(p.urls, ensure_ascii=False),
-                         p.visibility, p.source, item.key, dup_of, near_of, hits, self.run_id))
+            rows.append(
+                (
+                    p.id,
+                    p.author,
+                    iso(p.created_at),
+                    p.text,
+                    item.scrubbed,
+                    p.lang or "und",
+                    p.reply_to,
+                    p.quote_of,
+                    p.repost_of,
+                    json.dumps(p.hashtags, ensure_ascii=False),
+                    json.dumps(p.mentions, ensure_ascii=False),
+                    json.dumps(p.urls, ensure_ascii=False),
+                    p.visibility,
+                    p.source,
+                    item.key,
+                    dup_of,
+                    near_of,
+                    hits,
+                    self.run_id,
+                )
+            )
         if rows:
             r.stored += self.store.write_batch(rows, sigs)
 
@@ -191,8 +210,9 @@ def _batches(records: Iterable[Post | BadRecord], size: int, report: Report, str
         yield batch
 
 
-def _run(pool: Any, workers: int, cfg: CorpusConfig, ing: Ingester, batches: Iterator[list[Post]]
-         ) -> Iterator[list[Prepared | BadRecord]]:
+def _run(
+    pool: Any, workers: int, cfg: CorpusConfig, ing: Ingester, batches: Iterator[list[Post]]
+) -> Iterator[list[Prepared | BadRecord]]:
     """Admit batches here (reading the store), prepare them in the pool, yield results in input order."""
     if pool is None:
         for batch in batches:
@@ -216,12 +236,14 @@ def validate(exports: list[tuple[Path, str]], cfg: CorpusConfig, opts: ImportOpt
             try:
                 clean_post(rec, cfg.max_post_chars)
             except RecordError as e:
-                raise StrictModeError(f"--strict: {BadRecord(str(path), f'id {rec.id}', e.field, e.message)} "
-                                      "(nothing was written)") from None
+                raise StrictModeError(
+                    f"--strict: {BadRecord(str(path), f'id {rec.id}', e.field, e.message)} (nothing was written)"
+                ) from None
 
 
-def ingest(paths: list[Path], db_path: Path, cfg: CorpusConfig, opts: ImportOptions | None = None,
-           show_progress: bool = True) -> Report:
+def ingest(
+    paths: list[Path], db_path: Path, cfg: CorpusConfig, opts: ImportOptions | None = None, show_progress: bool = True
+) -> Report:
     opts = opts or ImportOptions()
     opts.include_deleted = opts.include_deleted or cfg.include_deleted
     exports = expand_paths(paths, opts.format)
@@ -234,13 +256,20 @@ def ingest(paths: list[Path], db_path: Path, cfg: CorpusConfig, opts: ImportOpti
         pool = mp.get_context("fork").Pool(workers, initializer=_worker_init) if workers > 1 else None
         status = "failed"
         try:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[n]:,} posts"),
-                          TimeElapsedColumn(), disable=not show_progress, transient=True) as progress:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[n]:,} posts"),
+                TimeElapsedColumn(),
+                disable=not show_progress,
+                transient=True,
+            ) as progress:
                 for path, fmt in exports:
                     task = progress.add_task(f"{fmt} {path.name}", total=None, n=0)
                     records = read_export(path, fmt, opts)
-                    for prepared in _run(pool, workers, cfg, ing, _batches(records, cfg.batch_size, ing.report,
-                                                                            cfg.strict)):
+                    for prepared in _run(
+                        pool, workers, cfg, ing, _batches(records, cfg.batch_size, ing.report, cfg.strict)
+                    ):
                         ing.commit(prepared)
                         progress.update(task, n=ing.report.read)
             status = "done"

@@ -64,7 +64,7 @@ def _card(m: re.Match[str], hits: Counter[str]) -> str:
     out, i, pos = [], 0, 0
     while i < len(spans):
         for size in range(min(5, len(spans) - i), 0, -1):  # the longest card-shaped run of groups at i
-            window = spans[i:i + size]
+            window = spans[i : i + size]
             lo, hi = window[0][0], window[-1][1]
             if _card_shape([b - a for a, b in window]) and luhn_ok(re.sub(r"\D", "", text[lo:hi])):
                 out.append(text[pos:lo] + CARD)
@@ -131,4 +131,3 @@ def scrub(text: str, mentions: bool = False) -> tuple[str, Counter[str]]:
         if text == before:
             break
     return text, hits
-

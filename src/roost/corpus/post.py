@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 VISIBILITIES = ("public", "unlisted", "followers", "direct")
-_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
-                                       "Dec"), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 
 
 @dataclass(slots=True)
@@ -112,4 +113,3 @@ def parse_iso_date(value: object, field: str = "created_at") -> datetime:
 def iso(dt: datetime) -> str:
     """The store's timestamp form: `2018-10-10T20:19:24Z` (sorts as text)."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-

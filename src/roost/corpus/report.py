@@ -26,11 +26,19 @@ def print_ingest_report(r: dict[str, Any], console: Console) -> None:
     t = Table(title="ingest", title_justify="left")
     t.add_column("")
     t.add_column("records", justify="right")
-    rows = [("read", r["read"]), ("stored (new)", r["stored"]), ("  kept as training text", r["kept"]),
-            ("  duplicates", r["duplicates"]), ("  near-duplicates", r["near_duplicates"]),
-            ("  reposts", r["reposts"]), ("already in store", r["already"]),
-            ("forgotten (not resurrected)", r["forgotten"]), ("hidden (visibility)", r["hidden"]),
-            ("rejected", r["rejected"]), ("PII hits", sum(r["pii"].values()))]
+    rows = [
+        ("read", r["read"]),
+        ("stored (new)", r["stored"]),
+        ("  kept as training text", r["kept"]),
+        ("  duplicates", r["duplicates"]),
+        ("  near-duplicates", r["near_duplicates"]),
+        ("  reposts", r["reposts"]),
+        ("already in store", r["already"]),
+        ("forgotten (not resurrected)", r["forgotten"]),
+        ("hidden (visibility)", r["hidden"]),
+        ("rejected", r["rejected"]),
+        ("PII hits", sum(r["pii"].values())),
+    ]
     for name, v in rows:
         t.add_row(name, f"{v:,}")
     console.print(t)
@@ -54,10 +62,18 @@ def print_stats(s: dict[str, Any], console: Console) -> None:
     t = Table(title="corpus", title_justify="left")
     t.add_column("")
     t.add_column("value", justify="right")
-    for name, key in [("posts", "posts"), ("training text (kept)", "kept"), ("duplicates", "duplicates"),
-                      ("near-duplicates", "near_duplicates"), ("reposts", "reposts"), ("replies", "replies"),
-                      ("posts with PII", "pii_posts"), ("PII hits", "pii_hits"), ("authors", "authors"),
-                      ("rejected (all runs)", "rejected")]:
+    for name, key in [
+        ("posts", "posts"),
+        ("training text (kept)", "kept"),
+        ("duplicates", "duplicates"),
+        ("near-duplicates", "near_duplicates"),
+        ("reposts", "reposts"),
+        ("replies", "replies"),
+        ("posts with PII", "pii_posts"),
+        ("PII hits", "pii_hits"),
+        ("authors", "authors"),
+        ("rejected (all runs)", "rejected"),
+    ]:
         t.add_row(name, f"{s[key]:,}")
     t.add_row("first post", s["first"] or "-")
     t.add_row("last post", s["last"] or "-")

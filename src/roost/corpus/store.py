@@ -48,9 +48,27 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
     paths TEXT NOT NULL, report TEXT);
 """
-COLUMNS = ("id", "author", "created_at", "text", "text_scrubbed", "lang", "reply_to", "quote_of", "repost_of",
-           "hashtags", "mentions", "urls", "visibility", "source", "text_hash", "dup_of", "near_dup_of",
-           "pii_hits", "run_id")
+COLUMNS = (
+    "id",
+    "author",
+    "created_at",
+    "text",
+    "text_scrubbed",
+    "lang",
+    "reply_to",
+    "quote_of",
+    "repost_of",
+    "hashtags",
+    "mentions",
+    "urls",
+    "visibility",
+    "source",
+    "text_hash",
+    "dup_of",
+    "near_dup_of",
+    "pii_hits",
+    "run_id",
+)
 _INSERT = f"INSERT OR IGNORE INTO posts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 # Training text: one copy of each text, no reposts, nothing forgotten (forgotten rows are deleted).
 TRAINING_WHERE = "dup_of IS NULL AND near_dup_of IS NULL AND repost_of IS NULL"
@@ -122,13 +140,17 @@ class Store:
         return _Tx(self.db)
 
     def start_run(self, paths: Iterable[str]) -> int:
-        cur = self.db.execute("INSERT INTO ingest_runs (started_at, status, paths) VALUES (?, 'running', ?)",
-                              (now(), json.dumps(list(paths))))
+        cur = self.db.execute(
+            "INSERT INTO ingest_runs (started_at, status, paths) VALUES (?, 'running', ?)",
+            (now(), json.dumps(list(paths))),
+        )
         return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
-        self.db.execute("UPDATE ingest_runs SET finished_at=?, status=?, report=? WHERE id=?",
-                        (now(), status, json.dumps(report), run_id))
+        self.db.execute(
+            "UPDATE ingest_runs SET finished_at=?, status=?, report=? WHERE id=?",
+            (now(), status, json.dumps(report), run_id),
+        )
 
     # -- erasure -----------------------------------------------------------------------------------------------
     def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, Any]:
@@ -147,7 +169,8 @@ class Store:
             for col in ("dup_of", "near_dup_of"):
                 orphans = db.execute(
                     f"SELECT {col}, id FROM posts WHERE {col} IN (SELECT id FROM gone) "
-                    "AND id NOT IN (SELECT id FROM gone) ORDER BY created_at, id").fetchall()
+                    "AND id NOT IN (SELECT id FROM gone) ORDER BY created_at, id"
+                ).fetchall()
                 heirs: dict[str, str] = {}
                 for old, pid in orphans:
                     if old not in heirs:

@@ -47,15 +47,34 @@ def x_tweet(d: Draft) -> dict:
     for u in URL_RE.findall(d.text):
         short = _tco(u)
         text = text.replace(u, short, 1)
-        urls.append({"url": short, "expanded_url": u, "display_url": u.split("//", 1)[-1][:26],
-                     "indices": [str(text.find(short)), str(text.find(short) + len(short))]})
+        urls.append(
+            {
+                "url": short,
+                "expanded_url": u,
+                "display_url": u.split("//", 1)[-1][:26],
+                "indices": [str(text.find(short)), str(text.find(short) + len(short))],
+            }
+        )
     hashtags = [{"text": m.group(1), "indices": [str(m.start()), str(m.end())]} for m in HASHTAG_RE.finditer(text)]
-    mentions = [{"name": m.group(1), "screen_name": m.group(1), "indices": [str(m.start()), str(m.end())],
-                 "id_str": str(int(hashlib.sha1(m.group(1).encode()).hexdigest()[:12], 16)), "id": "0"}
-                for m in MENTION_RE.finditer(text)]
+    mentions = [
+        {
+            "name": m.group(1),
+            "screen_name": m.group(1),
+            "indices": [str(m.start()), str(m.end())],
+            "id_str": str(int(hashlib.sha1(m.group(1).encode()).hexdigest()[:12], 16)),
+            "id": "0",
+        }
+        for m in MENTION_RE.finditer(text)
+    ]
     tweet = {
-        "edit_info": {"initial": {"editTweetIds": [d.id], "editableUntil": "2020-01-01T00:00:00.000Z",
-                                  "editsRemaining": "5", "isEditEligible": False}},
+        "edit_info": {
+            "initial": {
+                "editTweetIds": [d.id],
+                "editableUntil": "2020-01-01T00:00:00.000Z",
+                "editsRemaining": "5",
+                "isEditEligible": False,
+            }
+        },
         "retweeted": False,
         "source": '<a href="https://mobile.twitter.com" rel="nofollow">Twitter Web App</a>',
         "entities": {"hashtags": hashtags, "symbols": [], "user_mentions": mentions, "urls": urls},
@@ -82,13 +101,35 @@ def _ytd(name: str, part: int, records: Iterable[dict]) -> str:
     return f"window.YTD.{name}.part{part} = [\n{body}\n]"
 
 
-def write_x_archive(dest: Path, username: str, account_id: str, drafts: list[Draft], *, parts: int = 1,
-                    notes: list[dict] | None = None, deleted: list[Draft] | None = None, as_zip: bool = False) -> Path:
+def write_x_archive(
+    dest: Path,
+    username: str,
+    account_id: str,
+    drafts: list[Draft],
+    *,
+    parts: int = 1,
+    notes: list[dict] | None = None,
+    deleted: list[Draft] | None = None,
+    as_zip: bool = False,
+) -> Path:
     """An X archive: data/account.js, data/tweets.js (+ tweets-partN.js), note-tweet.js, deleted-tweets.js."""
     files: dict[str, str] = {}
-    files["data/account.js"] = _ytd("account", 0, [{"account": {
-        "email": f"{username}@example.invalid", "createdVia": "web", "username": username, "accountId": account_id,
-        "createdAt": "2012-01-01T00:00:00.000Z", "accountDisplayName": username.title()}}])
+    files["data/account.js"] = _ytd(
+        "account",
+        0,
+        [
+            {
+                "account": {
+                    "email": f"{username}@example.invalid",
+                    "createdVia": "web",
+                    "username": username,
+                    "accountId": account_id,
+                    "createdAt": "2012-01-01T00:00:00.000Z",
+                    "accountDisplayName": username.title(),
+                }
+            }
+        ],
+    )
     per = max(1, -(-len(drafts) // parts))
     for i in range(parts):
         name = "data/tweets.js" if i == 0 else f"data/tweets-part{i}.js"
@@ -116,43 +157,97 @@ PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 def mastodon_activity(d: Draft, actor: str) -> dict:
     """One outbox item: Create{Note} with HTML content and tags, or Announce for a repost."""
     followers = actor + "/followers"
-    to, cc = {"public": ([PUBLIC], [followers]), "unlisted": ([followers], [PUBLIC]),
-              "followers": ([followers], []), "direct": ([], [])}[d.visibility]
+    to, cc = {
+        "public": ([PUBLIC], [followers]),
+        "unlisted": ([followers], [PUBLIC]),
+        "followers": ([followers], []),
+        "direct": ([], []),
+    }[d.visibility]
     published = d.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     if d.repost_of:
-        return {"id": f"{actor}/statuses/{d.id}/activity", "type": "Announce", "actor": actor,
-                "published": published, "to": to, "cc": cc, "object": d.repost_of}
+        return {
+            "id": f"{actor}/statuses/{d.id}/activity",
+            "type": "Announce",
+            "actor": actor,
+            "published": published,
+            "to": to,
+            "cc": cc,
+            "object": d.repost_of,
+        }
     host = actor.split("/")[2]
 
     def linkify(par: str) -> str:
         out = html.escape(par, quote=False)
-        out = URL_RE.sub(lambda m: f'<a href="{m.group()}" rel="nofollow noopener" target="_blank">'
-                         f'<span class="invisible">{m.group().split("//")[0]}//</span>'
-                         f'<span class="">{m.group().split("//", 1)[1]}</span></a>', out)
-        out = HASHTAG_RE.sub(lambda m: f'<a href="https://{host}/tags/{m.group(1)}" class="mention hashtag" '
-                             f'rel="tag">#<span>{m.group(1)}</span></a>', out)
-        return MENTION_RE.sub(lambda m: f'<span class="h-card"><a href="https://{host}/@{m.group(1)}" '
-                              f'class="u-url mention">@<span>{m.group(1)}</span></a></span>', out)
+        out = URL_RE.sub(
+            lambda m: (
+                f'<a href="{m.group()}" rel="nofollow noopener" target="_blank">'
+                f'<span class="invisible">{m.group().split("//")[0]}//</span>'
+                f'<span class="">{m.group().split("//", 1)[1]}</span></a>'
+            ),
+            out,
+        )
+        out = HASHTAG_RE.sub(
+            lambda m: (
+                f'<a href="https://{host}/tags/{m.group(1)}" class="mention hashtag" '
+                f'rel="tag">#<span>{m.group(1)}</span></a>'
+            ),
+            out,
+        )
+        return MENTION_RE.sub(
+            lambda m: (
+                f'<span class="h-card"><a href="https://{host}/@{m.group(1)}" '
+                f'class="u-url mention">@<span>{m.group(1)}</span></a></span>'
+            ),
+            out,
+        )
 
     paras = [p for p in d.text.split("\n\n")]
     content = "".join("<p>" + linkify(p).replace("\n", "<br />") + "</p>" for p in paras)
-    tags = [{"type": "Hashtag", "href": f"https://{host}/tags/{t.lower()}", "name": f"#{t}"}
-            for t in HASHTAG_RE.findall(d.text)]
-    tags += [{"type": "Mention", "href": f"https://{host}/users/{m}", "name": f"@{m}@{host}"}
-             for m in MENTION_RE.findall(d.text)]
-    obj = {"id": f"{actor}/statuses/{d.id}", "type": "Note", "summary": None, "inReplyTo": d.reply_to,
-           "published": published, "url": f"https://{host}/@{actor.rsplit('/', 1)[-1]}/{d.id}",
-           "attributedTo": actor, "to": to, "cc": cc, "sensitive": False, "content": content,
-           "contentMap": {d.lang or "en": content}, "attachment": [], "tag": tags}
+    tags = [
+        {"type": "Hashtag", "href": f"https://{host}/tags/{t.lower()}", "name": f"#{t}"}
+        for t in HASHTAG_RE.findall(d.text)
+    ]
+    tags += [
+        {"type": "Mention", "href": f"https://{host}/users/{m}", "name": f"@{m}@{host}"}
+        for m in MENTION_RE.findall(d.text)
+    ]
+    obj = {
+        "id": f"{actor}/statuses/{d.id}",
+        "type": "Note",
+        "summary": None,
+        "inReplyTo": d.reply_to,
+        "published": published,
+        "url": f"https://{host}/@{actor.rsplit('/', 1)[-1]}/{d.id}",
+        "attributedTo": actor,
+        "to": to,
+        "cc": cc,
+        "sensitive": False,
+        "content": content,
+        "contentMap": {d.lang or "en": content},
+        "attachment": [],
+        "tag": tags,
+    }
     obj.update(d.extra)
-    return {"id": f"{actor}/statuses/{d.id}/activity", "type": "Create", "actor": actor, "published": published,
-            "to": to, "cc": cc, "object": obj}
+    return {
+        "id": f"{actor}/statuses/{d.id}/activity",
+        "type": "Create",
+        "actor": actor,
+        "published": published,
+        "to": to,
+        "cc": cc,
+        "object": obj,
+    }
 
 
 def write_mastodon_outbox(path: Path, actor: str, drafts: list[Draft]) -> Path:
     items = [mastodon_activity(d, actor) for d in drafts]
-    doc = {"@context": "https://www.w3.org/ns/activitystreams", "id": f"{actor}/outbox", "type": "OrderedCollection",
-           "totalItems": len(items), "orderedItems": items}
+    doc = {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": f"{actor}/outbox",
+        "type": "OrderedCollection",
+        "totalItems": len(items),
+        "orderedItems": items,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     return path
@@ -172,8 +267,12 @@ def _varint(n: int) -> bytes:
 
 
 def bluesky_record(d: Draft, did: str) -> dict:
-    rec: dict = {"$type": "app.bsky.feed.post", "text": d.text,
-                 "createdAt": d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "langs": [d.lang or "en"]}
+    rec: dict = {
+        "$type": "app.bsky.feed.post",
+        "text": d.text,
+        "createdAt": d.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "langs": [d.lang or "en"],
+    }
     facets = []
     for rx, kind, key in ((URL_RE, "link", "uri"), (HASHTAG_RE, "tag", "tag"), (MENTION_RE, "mention", "did")):
         for m in rx.finditer(d.text):
@@ -181,8 +280,12 @@ def bluesky_record(d: Draft, did: str) -> dict:
             value = m.group() if kind == "link" else m.group(1)
             if kind == "mention":
                 value = "did:plc:" + hashlib.sha1(value.encode()).hexdigest()[:24]
-            facets.append({"index": {"byteStart": start, "byteEnd": start + len(m.group().encode("utf-8"))},
-                           "features": [{"$type": f"app.bsky.richtext.facet#{kind}", key: value}]})
+            facets.append(
+                {
+                    "index": {"byteStart": start, "byteEnd": start + len(m.group().encode("utf-8"))},
+                    "features": [{"$type": f"app.bsky.richtext.facet#{kind}", key: value}],
+                }
+            )
     if facets:
         rec["facets"] = facets
     if d.reply_to:
@@ -208,8 +311,9 @@ def write_bluesky_car(path: Path, did: str, drafts: list[Draft], garbage_after: 
         prev = key
     node = libipld.encode_dag_cbor({"l": None, "e": entries})
     node_cid = _cid(node)
-    commit = libipld.encode_dag_cbor({"did": did, "version": 3, "data": node_cid, "rev": "3kabc", "prev": None,
-                                      "sig": b"\x00" * 64})
+    commit = libipld.encode_dag_cbor(
+        {"did": did, "version": 3, "data": node_cid, "rev": "3kabc", "prev": None, "sig": b"\x00" * 64}
+    )
     commit_cid = _cid(commit)
     ordered = [(commit_cid, commit), (node_cid, node)] + blocks
     if garbage_after is not None:
@@ -241,8 +345,14 @@ def synthetic_drafts(n: int, seed: int = 0, start_id: int = 1_500_000_000_000_00
 
     rng = random.Random(seed)
     root = Path(fortune.__file__).parent / "datfiles"
-    vocab = sorted({w for f in ("fortunes", "wisdom", "people", "work") for w in
-                    (root / f).read_text(encoding="utf-8", errors="replace").split() if w.isalpha()})
+    vocab = sorted(
+        {
+            w
+            for f in ("fortunes", "wisdom", "people", "work")
+            for w in (root / f).read_text(encoding="utf-8", errors="replace").split()
+            if w.isalpha()
+        }
+    )
     drafts: list[Draft] = []
     t0 = datetime(2020, 1, 1)
     for i in range(n):
@@ -262,6 +372,7 @@ def synthetic_drafts(n: int, seed: int = 0, start_id: int = 1_500_000_000_000_00
             if roll > 0.97:
                 text = f"RT @{rng.choice(vocab).lower()}: {text}"
         reply = str(start_id + rng.randrange(i)) if i and rng.random() < 0.15 else None
-        drafts.append(Draft(str(start_id + i), text[:1000], (t0 + timedelta(seconds=37 * i)).replace(tzinfo=UTC),
-                            reply_to=reply))
+        drafts.append(
+            Draft(str(start_id + i), text[:1000], (t0 + timedelta(seconds=37 * i)).replace(tzinfo=UTC), reply_to=reply)
+        )
     return drafts

@@ -83,10 +83,23 @@ class _Split:
 class TokenLoader:
     """Batches `(input_ids, targets)` — or `(input_ids, targets, doc_ids)` with `doc_ids=True` — from one split."""
 
-    def __init__(self, shards: Path, split: str = "train", seq_len: int = 1024, batch_size: int = 32, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, shuffle: bool = True, loop: bool = True, doc_ids: bool = False,
-                 prefetch: int = 4, tokenizer_sha256: str | None = None, allow_stale: bool = False,
-                 pin_memory: bool = False):
+    def __init__(
+        self,
+        shards: Path,
+        split: str = "train",
+        seq_len: int = 1024,
+        batch_size: int = 32,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        loop: bool = True,
+        doc_ids: bool = False,
+        prefetch: int = 4,
+        tokenizer_sha256: str | None = None,
+        allow_stale: bool = False,
+        pin_memory: bool = False,
+    ):
         if seq_len < 1 or batch_size < 1:
             raise UsageError(f"seq_len and batch_size must be >= 1, got seq_len={seq_len}, batch_size={batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -95,12 +108,16 @@ class TokenLoader:
         self.manifest = verify(self.dir, checksums=False)
         m = self.manifest
         if m.get("stale") and not allow_stale:
-            raise RoostError(f"{self.dir}: shard set is stale ({m['stale'].get('reason')}, e.g. "
-                             f"{m['stale'].get('example')}); rebuild it with `roost tokenize --rebuild-stale`")
+            raise RoostError(
+                f"{self.dir}: shard set is stale ({m['stale'].get('reason')}, e.g. "
+                f"{m['stale'].get('example')}); rebuild it with `roost tokenize --rebuild-stale`"
+            )
         if tokenizer_sha256 is not None and m["tokenizer"]["sha256"] != tokenizer_sha256:
-            raise RoostError(f"{self.dir}: shards were built with tokenizer {m['tokenizer']['path']} "
-                             f"(sha256 {m['tokenizer']['sha256'][:12]}…), not the model's (sha256 "
-                             f"{tokenizer_sha256[:12]}…); run `roost tokenize --tokenizer <the model dir>`")
+            raise RoostError(
+                f"{self.dir}: shards were built with tokenizer {m['tokenizer']['path']} "
+                f"(sha256 {m['tokenizer']['sha256'][:12]}…), not the model's (sha256 "
+                f"{tokenizer_sha256[:12]}…); run `roost tokenize --tokenizer <the model dir>`"
+            )
         if split not in m["splits"]:
             raise UsageError(f"{self.dir}: no split {split!r}; have {sorted(m['splits'])}")
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
@@ -111,19 +128,27 @@ class TokenLoader:
         self._data = self._open(m["splits"][split], np.dtype(m["dtype"]))
         self.samples = (self._data.tokens - 1) // seq_len
         if self.samples < 1:
-            raise UsageError(f"seq_len {seq_len} is longer than the whole {split} split of {self.dir} "
-                             f"({self._data.tokens} tokens); use a smaller --seq-len or add posts")
+            raise UsageError(
+                f"seq_len {seq_len} is longer than the whole {split} split of {self.dir} "
+                f"({self._data.tokens} tokens); use a smaller --seq-len or add posts"
+            )
         self.position = 0  # next global position to hand out (the whole resumable state)
         self._perms: dict[int, FeistelPermutation] = {}
         self._generation = 0
 
     def _open(self, info: dict[str, Any], dtype: np.dtype[Any]) -> _Split:
-        files = [np.memmap(self.dir / f["file"], dtype=dtype, mode="r", shape=(f["tokens"],))
-                 for f in info["files"] if f["tokens"] > 0]
+        files = [
+            np.memmap(self.dir / f["file"], dtype=dtype, mode="r", shape=(f["tokens"],))
+            for f in info["files"]
+            if f["tokens"] > 0
+        ]
         sizes = [len(f) for f in files]
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        docs = np.memmap(self.dir / info["docs_file"], dtype=np.uint64, mode="r", shape=(info["docs"],)) \
-            if info["docs"] else np.zeros(0, dtype=np.uint64)
+        docs = (
+            np.memmap(self.dir / info["docs_file"], dtype=np.uint64, mode="r", shape=(info["docs"],))
+            if info["docs"]
+            else np.zeros(0, dtype=np.uint64)
+        )
         return _Split(files, bounds, docs, int(bounds[-1]))
 
     # -- state -------------------------------------------------------------------------------------------------
@@ -136,17 +161,27 @@ class TokenLoader:
         return self.position // self.samples
 
     def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len, "split": self.split,
-                "shuffle": self.shuffle, "samples": self.samples, "tokenizer_sha256": self.manifest["tokenizer"]["sha256"],
-                "world_size": self.world_size, "batch_size": self.batch_size}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "split": self.split,
+            "shuffle": self.shuffle,
+            "samples": self.samples,
+            "tokenizer_sha256": self.manifest["tokenizer"]["sha256"],
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where `state` left off; world size and batch size may differ, the sample layout may not."""
         for key in ("seed", "seq_len", "split", "shuffle", "samples", "tokenizer_sha256"):
             mine = self.state_dict()[key]
             if key in state and state[key] != mine:
-                raise RoostError(f"loader state: {key} was {state[key]!r} at save time but is {mine!r} now; resuming "
-                                 "would not continue the same data order (same shards, seq_len and seed needed)")
+                raise RoostError(
+                    f"loader state: {key} was {state[key]!r} at save time but is {mine!r} now; resuming "
+                    "would not continue the same data order (same shards, seq_len and seed needed)"
+                )
         self.position = int(state["position"])
         self._generation += 1  # a running iterator from before stops
 
@@ -171,12 +206,12 @@ class TokenLoader:
         i = int(np.searchsorted(d.bounds, start, side="right")) - 1
         lo = start - int(d.bounds[i])
         if end <= d.bounds[i + 1]:
-            return np.asarray(d.files[i][lo:lo + self.seq_len + 1])
+            return np.asarray(d.files[i][lo : lo + self.seq_len + 1])
         parts, pos = [], start
         while pos < end:
             i = int(np.searchsorted(d.bounds, pos, side="right")) - 1
             hi = min(end, int(d.bounds[i + 1]))
-            parts.append(np.asarray(d.files[i][pos - int(d.bounds[i]):hi - int(d.bounds[i])]))
+            parts.append(np.asarray(d.files[i][pos - int(d.bounds[i]) : hi - int(d.bounds[i])]))
             pos = hi
         return np.concatenate(parts)
 
@@ -191,8 +226,10 @@ class TokenLoader:
         win = np.stack([self._window(int(s)) for s in starts]) if count else np.zeros((0, self.seq_len + 1), np.int64)
         win = win.astype(np.int64)
         if win.size and int(win.max()) >= self.vocab_size:
-            raise RoostError(f"{self.dir}: token id {int(win.max())} ≥ vocab size {self.vocab_size} in split "
-                             f"{self.split}; the shard is corrupt — rebuild it with `roost tokenize`")
+            raise RoostError(
+                f"{self.dir}: token id {int(win.max())} ≥ vocab size {self.vocab_size} in split "
+                f"{self.split}; the shard is corrupt — rebuild it with `roost tokenize`"
+            )
         t = torch.from_numpy(win)
         out: tuple[torch.Tensor, ...] = (t[:, :-1], t[:, 1:])
         if self.want_doc_ids:

@@ -44,8 +44,7 @@ def is_val(keys: list[str], salt: str, fraction: float) -> list[bool]:
     """Deterministic split: blake2b(salt, key) as a number in [0, 1) below `fraction` → validation."""
     cut = int(fraction * 2**64)
     s = salt.encode()
-    return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8, key=s[:64]).digest(), "big") < cut
-            for k in keys]
+    return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8, key=s[:64]).digest(), "big") < cut for k in keys]
 
 
 class _SplitWriter:
@@ -87,7 +86,7 @@ class _SplitWriter:
             if self._f is None or self._in_file >= self.shard_tokens:
                 self._roll()
             take = min(len(tokens) - pos, self.shard_tokens - self._in_file)
-            b = tokens[pos:pos + take].tobytes()
+            b = tokens[pos : pos + take].tobytes()
             assert self._f is not None
             self._f.write(b)
             self._h.update(b)
@@ -104,11 +103,19 @@ class _SplitWriter:
         self._close_file()
         self._docs_f.close()
         self._ids_f.close()
-        return {"tokens": self.tokens, "docs": self.docs, "files": self.files, "docs_file": f"{self.split}.docs.bin",
-                "ids_file": f"{self.split}.ids", "ids_sha256": self._ids_h.hexdigest()}
+        return {
+            "tokens": self.tokens,
+            "docs": self.docs,
+            "files": self.files,
+            "docs_file": f"{self.split}.docs.bin",
+            "ids_file": f"{self.split}.ids",
+            "ids_sha256": self._ids_h.hexdigest(),
+        }
 
 
-def _read_batches(db: Path, batch: int, stop: threading.Event, meta: dict[str, Any]) -> Iterator[list[tuple[str, str, str]]]:
+def _read_batches(
+    db: Path, batch: int, stop: threading.Event, meta: dict[str, Any]
+) -> Iterator[list[tuple[str, str, str]]]:
     """Training rows (id, author, scrubbed text) in rowid order inside one read transaction; fills `meta` first."""
     if not db.is_file():
         raise RoostError(f"{db}: no post store here; run `roost ingest EXPORTS` first")
@@ -158,7 +165,9 @@ class BuildResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def build(db: Path, tok_path: Path, out: Path, cfg: ShardConfig, on_batch: Callable[[int, int], None] | None = None) -> BuildResult:
+def build(
+    db: Path, tok_path: Path, out: Path, cfg: ShardConfig, on_batch: Callable[[int, int], None] | None = None
+) -> BuildResult:
     """Tokenise the store into the shard set `out` (replaced atomically). `on_batch(posts_done, posts_total)`."""
     tok = toklib.load(tok_path)
     vocab = tok.get_vocab_size()
@@ -204,8 +213,12 @@ def build(db: Path, tok_path: Path, out: Path, cfg: ShardConfig, on_batch: Calla
         "version": MANIFEST_VERSION,
         "name": out.name,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tokenizer": {"path": str(tok_path), "sha256": toklib.sha256_file(tok_path), "vocab_size": vocab,
-                      "separator_id": sep},
+        "tokenizer": {
+            "path": str(tok_path),
+            "sha256": toklib.sha256_file(tok_path),
+            "vocab_size": vocab,
+            "separator_id": sep,
+        },
         "dtype": dtype.name,
         "corpus": {"db": str(db), **meta},
         "config": asdict(cfg),
@@ -266,8 +279,12 @@ def mark_stale(root: Path, forgotten_ids: Iterable[str]) -> list[str]:
                 with ids_path.open(encoding="utf-8") as f:
                     hits.extend(line.rstrip("\n") for line in f if line.rstrip("\n") in gone)
         if hits:
-            m["stale"] = {"reason": "holds forgotten posts", "posts": len(hits), "example": hits[0],
-                          "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            m["stale"] = {
+                "reason": "holds forgotten posts",
+                "posts": len(hits),
+                "example": hits[0],
+                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
             write_manifest(d, m)
             flagged.append(d.name)
     return flagged
@@ -283,8 +300,10 @@ def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
             if not p.is_file():
                 raise RoostError(f"{p}: shard file missing (split {split}); rebuild with `roost tokenize`")
             if p.stat().st_size != f["tokens"] * size:
-                raise RoostError(f"{p}: {p.stat().st_size} bytes, manifest says {f['tokens']} tokens × {size} bytes; "
-                                 "the shard is truncated or corrupt — rebuild with `roost tokenize`")
+                raise RoostError(
+                    f"{p}: {p.stat().st_size} bytes, manifest says {f['tokens']} tokens × {size} bytes; "
+                    "the shard is truncated or corrupt — rebuild with `roost tokenize`"
+                )
             if checksums and toklib.sha256_file(p) != f["sha256"]:
                 raise RoostError(f"{p}: sha256 differs from manifest.json; the shard is corrupt — rebuild it")
         docs = directory / info["docs_file"]

@@ -90,8 +90,13 @@ def count_posts(db: Path) -> int:
         con.close()
 
 
-def train(db: Path, out_dir: Path, cfg: TokenizerConfig, show_progress: bool = False,
-          on_batch: Callable[[int], None] | None = None) -> Path:
+def train(
+    db: Path,
+    out_dir: Path,
+    cfg: TokenizerConfig,
+    show_progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> Path:
     """Train on the store's training text and save the HF-loadable directory; returns the tokenizer.json path."""
     n = count_posts(db)
     if n == 0:
@@ -123,13 +128,23 @@ def save(tok: Tokenizer, out_dir: Path) -> Path:
     tok.save(str(tmp))
     tmp.replace(path)
     special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", **special, "unk_token": None,
-        "model_max_length": 8192, "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE,
-        "additional_special_tokens": [IM_START, IM_END],
-    }, indent=2))
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(
-        {**special, "additional_special_tokens": [IM_START, IM_END]}, indent=2))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                **special,
+                "unk_token": None,
+                "model_max_length": 8192,
+                "clean_up_tokenization_spaces": False,
+                "chat_template": CHAT_TEMPLATE,
+                "additional_special_tokens": [IM_START, IM_END],
+            },
+            indent=2,
+        )
+    )
+    (out_dir / "special_tokens_map.json").write_text(
+        json.dumps({**special, "additional_special_tokens": [IM_START, IM_END]}, indent=2)
+    )
     return path
 
 
@@ -139,8 +154,10 @@ def resolve(tokenizers_dir: Path, name_or_path: str) -> Path:
     for cand in (tokenizers_dir / name_or_path / "tokenizer.json", p / "tokenizer.json", p):
         if cand.is_file():
             return cand.resolve()
-    raise UsageError(f"tokenizer {name_or_path!r}: not a name under {tokenizers_dir}, a directory with "
-                     "tokenizer.json, or a tokenizer.json file; run `roost tokenizer train` first")
+    raise UsageError(
+        f"tokenizer {name_or_path!r}: not a name under {tokenizers_dir}, a directory with "
+        "tokenizer.json, or a tokenizer.json file; run `roost tokenizer train` first"
+    )
 
 
 def load(path: Path) -> Tokenizer:
@@ -186,13 +203,17 @@ def report(db: Path, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
         step = max(1, -(-n // n_posts))
         rows = con.execute(
             f"SELECT lang, text_scrubbed FROM (SELECT rowid r, lang, text_scrubbed FROM posts WHERE {TRAINING_WHERE}) "
-            "WHERE r % ? = 0", (step,)).fetchall()
+            "WHERE r % ? = 0",
+            (step,),
+        ).fetchall()
     finally:
         con.close()
     if not rows:
         raise RoostError(f"{db}: the store has no training posts to measure the tokenizer on")
     encs = tok.encode_batch_fast([t for _, t in rows], add_special_tokens=False)
-    acc: dict[str, dict[str, Any]] = defaultdict(lambda: {"posts": 0, "tokens": 0, "bytes": 0, "partial": 0, "used": set()})
+    acc: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"posts": 0, "tokens": 0, "bytes": 0, "partial": 0, "used": set()}
+    )
     for (lang, text), enc in zip(rows, encs, strict=True):
         for key in (lang, "all"):
             a = acc[key]
@@ -212,5 +233,11 @@ def report(db: Path, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
             "coverage": round(1 - a["partial"] / t, 4),  # share of tokens that are not bare UTF-8 fragments
             "vocab_used": round(len(a["used"]) / vocab, 4),
         }
-    return {"tokenizer": str(tok_path), "sha256": sha256_file(tok_path), "vocab_size": vocab,
-            "sampled_posts": len(rows), "of_posts": n, "languages": per_lang}
+    return {
+        "tokenizer": str(tok_path),
+        "sha256": sha256_file(tok_path),
+        "vocab_size": vocab,
+        "sampled_posts": len(rows),
+        "of_posts": n,
+        "languages": per_lang,
+    }

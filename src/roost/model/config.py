@@ -33,7 +33,9 @@ class ModelConfig:
     ffn_dim: int = 0  # 0 → Llama's rule: 8/3·dim rounded up to a multiple of 256
     max_seq_len: int = 2048
     rope_theta: float = 10_000.0
-    rope_scaling: dict[str, Any] | None = None  # Llama 3.1: {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}
+    rope_scaling: dict[str, Any] | None = (
+        None  # Llama 3.1: {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}
+    )
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     qk_norm: bool = False
@@ -49,8 +51,10 @@ class ModelConfig:
             self.n_kv_heads = self.n_heads
         if self.head_dim == 0:
             if self.dim % self.n_heads:
-                raise UsageError(f"model: {self.n_heads} heads do not divide dim {self.dim}; "
-                                 "change n_heads or dim, or set head_dim explicitly")
+                raise UsageError(
+                    f"model: {self.n_heads} heads do not divide dim {self.dim}; "
+                    "change n_heads or dim, or set head_dim explicitly"
+                )
             self.head_dim = self.dim // self.n_heads
         if self.head_dim % 2:
             raise UsageError(f"model.head_dim must be even for rotary embeddings, got {self.head_dim}")
@@ -123,6 +127,14 @@ def from_depth(depth: int, vocab_size: int = 32_768, max_seq_len: int = 1024) ->
     dim = 64 * depth
     heads = max(1, dim // 64)
     kv = heads // 2 if heads % 2 == 0 else heads
-    cfg = ModelConfig(name=f"d{depth}", vocab_size=vocab_size, dim=dim, n_layers=depth, n_heads=heads,
-                      n_kv_heads=kv, ffn_dim=64 * -(-int(8 * dim / 3) // 64), max_seq_len=max_seq_len)
+    cfg = ModelConfig(
+        name=f"d{depth}",
+        vocab_size=vocab_size,
+        dim=dim,
+        n_layers=depth,
+        n_heads=heads,
+        n_kv_heads=kv,
+        ffn_dim=64 * -(-int(8 * dim / 3) // 64),
+        max_seq_len=max_seq_len,
+    )
     return cfg, 6e-4 * (768 / dim) ** 0.5

@@ -25,13 +25,28 @@ def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None, pad_id: 
     if cfg.qk_norm:
         raise RoostError("a model with QK-norm has no LlamaForCausalLM equivalent; export needs qk_norm = false")
     out: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attention_bias,
-        "mlp_bias": False, "hidden_act": "silu", "initializer_range": cfg.init_std, "torch_dtype": "float32",
-        "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id, "use_cache": True,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": cfg.attention_bias,
+        "mlp_bias": False,
+        "hidden_act": "silu",
+        "initializer_range": cfg.init_std,
+        "torch_dtype": "float32",
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "use_cache": True,
     }
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling:
@@ -52,20 +67,30 @@ def config_from_hf(c: dict[str, Any], where: str) -> ModelConfig:
     if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
         scaling = None
     if scaling:
-        scaling = {k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
-                                           "original_max_position_embeddings")}
+        scaling = {
+            k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        }
     try:
         heads = int(c["num_attention_heads"])
-        return from_dict({
-            "name": c.get("_name_or_path") or "imported",
-            "vocab_size": int(c["vocab_size"]), "dim": int(c["hidden_size"]), "n_layers": int(c["num_hidden_layers"]),
-            "n_heads": heads, "n_kv_heads": int(c.get("num_key_value_heads") or heads),
-            "head_dim": int(c.get("head_dim") or int(c["hidden_size"]) // heads),
-            "ffn_dim": int(c["intermediate_size"]), "max_seq_len": int(c.get("max_position_embeddings", 2048)),
-            "rope_theta": float(c.get("rope_theta") or rope.get("rope_theta", 10_000.0)), "rope_scaling": scaling,
-            "norm_eps": float(c.get("rms_norm_eps", 1e-5)), "tie_embeddings": bool(c.get("tie_word_embeddings", False)),
-            "attention_bias": bool(c.get("attention_bias", False)),
-        }, where)
+        return from_dict(
+            {
+                "name": c.get("_name_or_path") or "imported",
+                "vocab_size": int(c["vocab_size"]),
+                "dim": int(c["hidden_size"]),
+                "n_layers": int(c["num_hidden_layers"]),
+                "n_heads": heads,
+                "n_kv_heads": int(c.get("num_key_value_heads") or heads),
+                "head_dim": int(c.get("head_dim") or int(c["hidden_size"]) // heads),
+                "ffn_dim": int(c["intermediate_size"]),
+                "max_seq_len": int(c.get("max_position_embeddings", 2048)),
+                "rope_theta": float(c.get("rope_theta") or rope.get("rope_theta", 10_000.0)),
+                "rope_scaling": scaling,
+                "norm_eps": float(c.get("rms_norm_eps", 1e-5)),
+                "tie_embeddings": bool(c.get("tie_word_embeddings", False)),
+                "attention_bias": bool(c.get("attention_bias", False)),
+            },
+            where,
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise RoostError(f"{where}: missing or bad field {e}") from None
 
@@ -85,8 +110,9 @@ def load_hf_weights(model: Llama, tensors: dict[str, torch.Tensor], where: str) 
     tensors = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
     if model.config.tie_embeddings:
         tensors.pop("lm_head.weight", None)
-    want = {k: v.shape for k, v in model.state_dict().items()
-            if not (model.config.tie_embeddings and k == "lm_head.weight")}
+    want = {
+        k: v.shape for k, v in model.state_dict().items() if not (model.config.tie_embeddings and k == "lm_head.weight")
+    }
     missing = sorted(set(want) - set(tensors))
     extra = sorted(set(tensors) - set(want))
     if missing or extra:
@@ -111,8 +137,10 @@ def load_hf_dir(path: Path) -> tuple[Llama, ModelConfig]:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         bins = list(path.glob("*.bin")) + list(path.glob("*.pt"))
-        raise RoostError(f"{path}: no .safetensors weights" + (" (pickled .bin/.pt files are never loaded: convert "
-                                                               "them to safetensors first)" if bins else ""))
+        raise RoostError(
+            f"{path}: no .safetensors weights"
+            + (" (pickled .bin/.pt files are never loaded: convert them to safetensors first)" if bins else "")
+        )
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
         try:
@@ -127,10 +155,17 @@ def load_hf_dir(path: Path) -> tuple[Llama, ModelConfig]:
 # -- GGUF --------------------------------------------------------------------------------------------------------
 
 _GGUF_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
 
@@ -164,17 +199,23 @@ def read_gguf(path: Path) -> tuple[Llama, ModelConfig, dict[str, Any]]:
     kv = int(_field(reader, "llama.attention.head_count_kv", heads))
     dim = int(_field(reader, "llama.embedding_length"))
     names = {t.name for t in reader.tensors}
-    cfg = from_dict({
-        "name": str(_field(reader, "general.name", path.stem)),
-        "vocab_size": int(_field(reader, "llama.vocab_size", len(tokens))), "dim": dim,
-        "n_layers": int(_field(reader, "llama.block_count")), "n_heads": heads, "n_kv_heads": kv,
-        "head_dim": int(_field(reader, "llama.rope.dimension_count", dim // heads)),
-        "ffn_dim": int(_field(reader, "llama.feed_forward_length")),
-        "max_seq_len": int(_field(reader, "llama.context_length", 2048)),
-        "rope_theta": float(_field(reader, "llama.rope.freq_base", 10_000.0)),
-        "norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        "tie_embeddings": "output.weight" not in names,
-    }, str(path))
+    cfg = from_dict(
+        {
+            "name": str(_field(reader, "general.name", path.stem)),
+            "vocab_size": int(_field(reader, "llama.vocab_size", len(tokens))),
+            "dim": dim,
+            "n_layers": int(_field(reader, "llama.block_count")),
+            "n_heads": heads,
+            "n_kv_heads": kv,
+            "head_dim": int(_field(reader, "llama.rope.dimension_count", dim // heads)),
+            "ffn_dim": int(_field(reader, "llama.feed_forward_length")),
+            "max_seq_len": int(_field(reader, "llama.context_length", 2048)),
+            "rope_theta": float(_field(reader, "llama.rope.freq_base", 10_000.0)),
+            "norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+            "tie_embeddings": "output.weight" not in names,
+        },
+        str(path),
+    )
     tensors: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
@@ -198,8 +239,17 @@ def read_gguf(path: Path) -> tuple[Llama, ModelConfig, dict[str, Any]]:
         tensors[name] = torch.from_numpy(np.ascontiguousarray(arr))
     model = Llama(cfg)
     load_hf_weights(model, tensors, str(path))
-    meta = {k: _field(reader, k) for k in ("general.name", "general.organization", "general.license",
-                                           "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre")}
+    meta = {
+        k: _field(reader, k)
+        for k in (
+            "general.name",
+            "general.organization",
+            "general.license",
+            "general.file_type",
+            "tokenizer.ggml.model",
+            "tokenizer.ggml.pre",
+        )
+    }
     return model, cfg, meta
 
 
@@ -231,9 +281,13 @@ def gguf_tokenizer(path: Path) -> tuple[Any, dict[str, Any]]:
         i = _field(reader, key)
         return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
 
-    extra = {"bos_token": tid("tokenizer.ggml.bos_token_id"), "eos_token": tid("tokenizer.ggml.eos_token_id"),
-             "pad_token": tid("tokenizer.ggml.padding_token_id"), "unk_token": tid("tokenizer.ggml.unknown_token_id"),
-             "chat_template": _field(reader, "tokenizer.chat_template")}
+    extra = {
+        "bos_token": tid("tokenizer.ggml.bos_token_id"),
+        "eos_token": tid("tokenizer.ggml.eos_token_id"),
+        "pad_token": tid("tokenizer.ggml.padding_token_id"),
+        "unk_token": tid("tokenizer.ggml.unknown_token_id"),
+        "chat_template": _field(reader, "tokenizer.chat_template"),
+    }
     return tok, extra
 
 
@@ -250,8 +304,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model_dir(model: Llama, out: Path, tokenizer_json: Path | Any, tokenizer_config: dict[str, Any],
-                   provenance: dict[str, Any]) -> dict[str, Any]:
+def save_model_dir(
+    model: Llama, out: Path, tokenizer_json: Path | Any, tokenizer_config: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
     """Write a HF Llama directory that `AutoModelForCausalLM.from_pretrained(out)` loads as it is, plus roost.json.
     `tokenizer_json` is a path to copy or a `tokenizers.Tokenizer` to save. Written to a temp dir, then renamed."""
     import shutil
@@ -277,17 +332,33 @@ def save_model_dir(model: Llama, out: Path, tokenizer_json: Path | Any, tokenize
     bos, eos, pad = tid("bos_token"), tid("eos_token"), tid("pad_token")
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg, bos, eos, pad), indent=2))
     save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    tc = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-          "model_max_length": cfg.max_seq_len, **tokenizer_config}
+    tc = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": cfg.max_seq_len,
+        **tokenizer_config,
+    }
     (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
-    (tmp / "special_tokens_map.json").write_text(json.dumps(
-        {k: v for k, v in tokenizer_config.items() if k.endswith("_token") and v}, indent=2))
-    gen = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": True, "temperature": 0.8,
-           "top_p": 0.95, "max_new_tokens": 80}
+    (tmp / "special_tokens_map.json").write_text(
+        json.dumps({k: v for k, v in tokenizer_config.items() if k.endswith("_token") and v}, indent=2)
+    )
+    gen = {
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "max_new_tokens": 80,
+    }
     (tmp / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if v is not None}, indent=2))
-    meta = {**provenance, "model_sha256": _sha256(tmp / "model.safetensors"),
-            "tokenizer_sha256": _sha256(tmp / "tokenizer.json"), "roost_config": cfg.to_dict(),
-            "params": cfg.num_params()}
+    meta = {
+        **provenance,
+        "model_sha256": _sha256(tmp / "model.safetensors"),
+        "tokenizer_sha256": _sha256(tmp / "tokenizer.json"),
+        "roost_config": cfg.to_dict(),
+        "params": cfg.num_params(),
+    }
     (tmp / "roost.json").write_text(json.dumps(meta, indent=2))
     if out.exists():
         shutil.rmtree(out)

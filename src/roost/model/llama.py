@@ -66,8 +66,15 @@ class RMSNorm(nn.Module):
 class KVCache(nn.Module):
     """Preallocated keys/values [batch, kv_heads, max_seq, head_dim]; written at `input_pos` (gpt-fast style)."""
 
-    def __init__(self, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | None = None):
+    def __init__(
+        self,
+        batch: int,
+        kv_heads: int,
+        max_seq: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+    ):
         super().__init__()
         shape = (batch, kv_heads, max_seq, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
@@ -97,8 +104,14 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.hd).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
@@ -135,8 +148,14 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -173,7 +192,11 @@ class Llama(nn.Module):
             if p.dim() == 1:
                 nn.init.ones_(p) if name.endswith("norm.weight") else nn.init.zeros_(p)
                 continue
-            s = std / math.sqrt(2 * self.config.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+            s = (
+                std / math.sqrt(2 * self.config.n_layers)
+                if name.endswith(("o_proj.weight", "down_proj.weight"))
+                else std
+            )
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=gen) * s)
         rope = rope_cache(self.config, self.config.max_seq_len, self.rope_cos.device)
@@ -191,8 +214,14 @@ class Llama(nn.Module):
             layer.self_attn.kv_cache = None
 
     # -- forward ----------------------------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
-                input_pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """idx [B, T]. `doc_ids` [B, T] keeps attention inside each packed document. With a KV cache, `input_pos`
         ([T] or [B, T]) gives the positions and `attn_mask` ([B, 1, T, S] bool) which cached keys each query sees."""
         b, t = idx.shape

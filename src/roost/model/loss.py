@@ -23,8 +23,9 @@ def _chunk_rows(vocab: int) -> int:
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor,
-                compute_dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx: Any, h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, compute_dtype: torch.dtype
+    ) -> torch.Tensor:
         n = h.shape[0]
         count = (targets != IGNORE).sum().clamp(min=1).to(torch.float32)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -34,8 +35,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         step = _chunk_rows(w.shape[0])
         for s in range(0, n, step):
-            hc = h[s:s + step].to(compute_dtype)
-            t = targets[s:s + step]
+            hc = h[s : s + step].to(compute_dtype)
+            t = targets[s : s + step]
             valid = t != IGNORE
             tt = t.clamp(min=0)
             logits = (hc @ wc.t()).float()
@@ -51,7 +52,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 p.mul_((valid.to(torch.float32) / count)[:, None])
                 pc = p.to(compute_dtype)
                 if grad_h is not None:
-                    grad_h[s:s + step] = (pc @ wc).to(h.dtype)
+                    grad_h[s : s + step] = (pc @ wc).to(h.dtype)
                 if grad_w is not None:
                     grad_w += (pc.t() @ hc).float()
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))

@@ -72,8 +72,7 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors[f"torch_cuda_{i}"] = s
     np_state = np.random.get_state()
     py = random.getstate()
-    return tensors, {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-                     "python": [py[0], list(py[1]), py[2]]}
+    return tensors, {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": [py[0], list(py[1]), py[2]]}
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
@@ -87,8 +86,14 @@ def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> No
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def save(ckpt_dir: Path, step: int, model_state: dict[str, torch.Tensor], optim_states: list[dict[str, Any]],
-         meta: dict[str, Any], keep: int = 3) -> Path:
+def save(
+    ckpt_dir: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    optim_states: list[dict[str, Any]],
+    meta: dict[str, Any],
+    keep: int = 3,
+) -> Path:
     """Write step_N atomically, then drop all but the newest `keep` checkpoints."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
@@ -109,8 +114,7 @@ def save(ckpt_dir: Path, step: int, model_state: dict[str, torch.Tensor], optim_
     save_file(opt_tensors, str(tmp / "optim.safetensors"))
     rng_t, rng_plain = rng_state()
     save_file(rng_t, str(tmp / "rng.safetensors"))
-    full = {**meta, "step": step, "optimizers": opt_meta, "rng": rng_plain,
-            "sha256": {f: _sha(tmp / f) for f in FILES}}
+    full = {**meta, "step": step, "optimizers": opt_meta, "rng": rng_plain, "sha256": {f: _sha(tmp / f) for f in FILES}}
     (tmp / "meta.json").write_text(json.dumps(full, indent=1))
     for f in list(tmp.iterdir()):
         with f.open("rb") as fh:
@@ -139,8 +143,9 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dic
     for f in FILES:
         p = path / f
         if not p.is_file() or _sha(p) != meta.get("sha256", {}).get(f):
-            raise RoostError(f"{p}: missing or its sha256 does not match meta.json — the checkpoint is corrupt"
-                             f"{_previous_hint(path)}")
+            raise RoostError(
+                f"{p}: missing or its sha256 does not match meta.json — the checkpoint is corrupt{_previous_hint(path)}"
+            )
     model = load_file(str(path / "model.safetensors"))
     optim = _optim_from_flat(load_file(str(path / "optim.safetensors")), meta["optimizers"])
     meta["_rng_tensors"] = load_file(str(path / "rng.safetensors"))

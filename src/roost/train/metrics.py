@@ -16,8 +16,17 @@ from typing import Any
 
 import torch
 
-GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
-                   "L4": 121.0, "RTX 4090": 165.0, "MI300X": 1307.0}
+GPU_PEAK_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "L4": 121.0,
+    "RTX 4090": 165.0,
+    "MI300X": 1307.0,
+}
 
 
 def device_peak_tflops(device: torch.device, dtype: str = "fp32") -> tuple[float, str]:
@@ -47,7 +56,10 @@ def device_peak_tflops(device: torch.device, dtype: str = "fp32") -> tuple[float
         per_cycle, kind = per_cycle * 2, "bf16"
     cores = torch.get_num_threads() or os.cpu_count() or 1
     peak = cores * ghz * per_cycle / 1000
-    return peak, f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} {kind} FLOP/cycle = {peak:.3f} TFLOP/s (base clock)"
+    return (
+        peak,
+        f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} {kind} FLOP/cycle = {peak:.3f} TFLOP/s (base clock)",
+    )
 
 
 class MetricsLog:
@@ -56,8 +68,11 @@ class MetricsLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             # drop what a killed run logged after the checkpoint we resume from: those steps run again
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            keep = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()

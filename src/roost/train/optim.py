@@ -51,7 +51,9 @@ class Optimizers:
             o.load_state_dict(s)
 
 
-def _adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.AdamW:
+def _adamw(
+    groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.AdamW:
     fused = device.type in ("cuda", "cpu")  # fused AdamW has CPU and CUDA kernels in torch >= 2.4
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, fused=fused)
@@ -59,8 +61,14 @@ def _adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], 
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8)
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
-                    muon_lr: float = 0.02) -> Optimizers:
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    muon_lr: float = 0.02,
+) -> Optimizers:
     """`name` is "adamw" or "muon" (Muon on hidden matrices, AdamW on embeddings, head, norms, biases)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     device = params[0][1].device if params else torch.device("cpu")
@@ -88,7 +96,9 @@ def _groups(decay: Iterable[torch.Tensor], no_decay: Iterable[torch.Tensor], wd:
     return [g for g in groups if g["params"]]
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float = 0.1, decay_frac: float = 0.2) -> float:
+def lr_factor(
+    step: int, total: int, warmup: int, schedule: str, min_ratio: float = 0.1, decay_frac: float = 0.2
+) -> float:
     """Multiplier of the peak LR at `step` (0-based) of `total`: linear warmup, then cosine to `min_ratio`, or
     WSD — flat until the last `decay_frac` of the run, then linear to `min_ratio`."""
     if warmup and step < warmup:

@@ -32,15 +32,18 @@ def reply_pairs(db: Path) -> list[tuple[str, str, str]]:
         raise RoostError(f"{db}: no post store; `roost ingest` exports first")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     where = " AND ".join(f"c.{w.strip()}" for w in TRAINING_WHERE.split(" AND "))
-    rows = con.execute(f"SELECT c.id, p.text_scrubbed, c.text_scrubbed FROM posts c JOIN posts p ON c.reply_to = p.id "
-                       f"WHERE {where} ORDER BY c.rowid").fetchall()
+    rows = con.execute(
+        f"SELECT c.id, p.text_scrubbed, c.text_scrubbed FROM posts c JOIN posts p ON c.reply_to = p.id "
+        f"WHERE {where} ORDER BY c.rowid"
+    ).fetchall()
     con.close()
     return rows
 
 
 class SFTLoader:
-    def __init__(self, db: Path, tokenizer_path: Path, seq_len: int, batch_size: int, seed: int = 0,
-                 val_fraction: float = 0.05):
+    def __init__(
+        self, db: Path, tokenizer_path: Path, seq_len: int, batch_size: int, seed: int = 0, val_fraction: float = 0.05
+    ):
         pairs = reply_pairs(db)
         if not pairs:
             raise RoostError(f"{db}: no (post → reply) pairs: SFT needs replies whose parent post is in the store")
@@ -78,14 +81,16 @@ class SFTLoader:
         while True:
             pos = np.arange(self.position, self.position + self.batch_size, dtype=np.int64)
             epochs, idx = np.divmod(pos, n)
-            order = np.concatenate([FeistelPermutation(n, self.seed, int(e))(idx[epochs == e]) for e in np.unique(epochs)])
+            order = np.concatenate(
+                [FeistelPermutation(n, self.seed, int(e))(idx[epochs == e]) for e in np.unique(epochs)]
+            )
             self.position += self.batch_size
             yield self._batch([self.rows["train"][int(i)] for i in order])
 
     def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         val = self.rows["val"] or self.rows["train"][: self.batch_size]
         for i in range(0, len(val), self.batch_size):
-            yield self._batch(val[i:i + self.batch_size])
+            yield self._batch(val[i : i + self.batch_size])
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position, "seed": self.seed, "n_train": self.n_train, "seq_len": self.seq_len}
@@ -93,6 +98,8 @@ class SFTLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k in ("seed", "n_train", "seq_len"):
             if state.get(k) != getattr(self, k):
-                raise RoostError(f"SFT loader state: {k} was {state.get(k)} at save time, now {getattr(self, k)} "
-                                 "(the store's reply pairs changed); start a new run")
+                raise RoostError(
+                    f"SFT loader state: {k} was {state.get(k)} at save time, now {getattr(self, k)} "
+                    "(the store's reply pairs changed); start a new run"
+                )
         self.position = int(state["position"])

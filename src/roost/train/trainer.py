@@ -112,8 +112,14 @@ def _resolve_model_dir(home: Path, init: str) -> Path:
 
 
 class Trainer:
-    def __init__(self, home: Path, cfg: TrainConfig, resume: bool = False, resume_from: str = "",
-                 on_step: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        cfg: TrainConfig,
+        resume: bool = False,
+        resume_from: str = "",
+        on_step: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.paths = Paths.of(home, cfg)
         self.on_step = on_step
         self.start_ckpt: Path | None = None
@@ -122,8 +128,9 @@ class Trainer:
             if resume_from:
                 found = [p for p in found if p.name == resume_from]
             if not found:
-                raise RoostError(f"{self.paths.run}: no checkpoint to resume from" +
-                                 (f" named {resume_from}" if resume_from else ""))
+                raise RoostError(
+                    f"{self.paths.run}: no checkpoint to resume from" + (f" named {resume_from}" if resume_from else "")
+                )
             self.start_ckpt = found[-1]
             saved = json.loads((self.start_ckpt / "meta.json").read_text())["train_config"]
             # a resumed run keeps the settings it was started with; only these may change
@@ -144,8 +151,11 @@ class Trainer:
             self.model, init_meta = load_model_dir(model_dir)
             self.tokenizer_path = model_dir / "tokenizer.json"
             self.tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
-            self.provenance |= {"init": str(model_dir), "init_source": init_meta.get("source"),
-                                "init_model_sha256": init_meta.get("model_sha256")}
+            self.provenance |= {
+                "init": str(model_dir),
+                "init_source": init_meta.get("source"),
+                "init_model_sha256": init_meta.get("model_sha256"),
+            }
             lr = cfg.lr or (1e-3 if cfg.lora_rank else 1e-4)
         else:
             if manifest is None:
@@ -154,8 +164,11 @@ class Trainer:
             if not self.tokenizer_path.is_file():
                 raise RoostError(f"{p.shards}: its tokenizer {self.tokenizer_path} is gone; rebuild the shards")
             tdir = self.tokenizer_path.parent
-            self.tokenizer_config = json.loads((tdir / "tokenizer_config.json").read_text()) \
-                if (tdir / "tokenizer_config.json").is_file() else {"eos_token": toklib.EOS}
+            self.tokenizer_config = (
+                json.loads((tdir / "tokenizer_config.json").read_text())
+                if (tdir / "tokenizer_config.json").is_file()
+                else {"eos_token": toklib.EOS}
+            )
             vocab = int(manifest["tokenizer"]["vocab_size"])
             if cfg.depth:
                 mcfg, depth_lr = from_depth(cfg.depth, vocab_size=vocab, max_seq_len=max(cfg.seq_len, 256))
@@ -166,18 +179,30 @@ class Trainer:
             self.model.init_weights(cfg.seed)
         mc: ModelConfig = self.model.config
         if cfg.seq_len > mc.max_seq_len and not mc.rope_scaling:
-            raise UsageError(f"--seq-len {cfg.seq_len} is longer than the model's RoPE range (max_seq_len "
-                             f"{mc.max_seq_len}); shorten it or use a model with rope scaling")
+            raise UsageError(
+                f"--seq-len {cfg.seq_len} is longer than the model's RoPE range (max_seq_len "
+                f"{mc.max_seq_len}); shorten it or use a model with rope scaling"
+            )
         self.tokenizer_sha = toklib.sha256_file(self.tokenizer_path)
         tok_vocab = toklib.load(self.tokenizer_path).get_vocab_size()
         if tok_vocab > mc.vocab_size:
             raise RoostError(f"the tokenizer has {tok_vocab} tokens but the model's vocab_size is {mc.vocab_size}")
         self.manifest = manifest
         if manifest is not None:
-            self.loader = TokenLoader(p.shards, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed,
-                                      doc_ids=cfg.doc_mask, tokenizer_sha256=self.tokenizer_sha)
-            self.provenance |= {"shards": str(p.shards), "shards_manifest_created": manifest["created_at"],
-                                "corpus_snapshot": manifest["corpus"]["snapshot_time"]}
+            self.loader = TokenLoader(
+                p.shards,
+                "train",
+                cfg.seq_len,
+                cfg.batch_size,
+                seed=cfg.seed,
+                doc_ids=cfg.doc_mask,
+                tokenizer_sha256=self.tokenizer_sha,
+            )
+            self.provenance |= {
+                "shards": str(p.shards),
+                "shards_manifest_created": manifest["created_at"],
+                "corpus_snapshot": manifest["corpus"]["snapshot_time"],
+            }
         else:
             from roost.train.sft import SFTLoader
 
@@ -194,7 +219,9 @@ class Trainer:
         self.flops_per_token = mc.flops_per_token(cfg.seq_len)
         if cfg.lora_rank:  # frozen base: no weight gradients, ~2/3 of the FLOPs
             self.flops_per_token *= 2 / 3
-        self.peak, self.peak_note = (cfg.peak_tflops, "given") if cfg.peak_tflops else device_peak_tflops(self.device, cfg.dtype)
+        self.peak, self.peak_note = (
+            (cfg.peak_tflops, "given") if cfg.peak_tflops else device_peak_tflops(self.device, cfg.dtype)
+        )
         self.step = 0
         if self.start_ckpt is not None:
             self._restore(self.start_ckpt)
@@ -233,8 +260,17 @@ class Trainer:
         if self.manifest is not None:
             if self.manifest["splits"]["val"]["tokens"] < cfg.seq_len + 1:
                 return None
-            val: Any = TokenLoader(self.paths.shards, "val", cfg.seq_len, cfg.batch_size, shuffle=False, loop=False,
-                                   doc_ids=cfg.doc_mask, prefetch=0, tokenizer_sha256=self.tokenizer_sha)
+            val: Any = TokenLoader(
+                self.paths.shards,
+                "val",
+                cfg.seq_len,
+                cfg.batch_size,
+                shuffle=False,
+                loop=False,
+                doc_ids=cfg.doc_mask,
+                prefetch=0,
+                tokenizer_sha256=self.tokenizer_sha,
+            )
         else:
             val = self.loader.val_batches()
         self.model.eval()
@@ -247,20 +283,39 @@ class Trainer:
         return sum(losses) / len(losses) if losses else None
 
     def save_checkpoint(self) -> Path:
-        meta = {"train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict(),
-                "loader": self.loader.state_dict(), "tokenizer_sha256": self.tokenizer_sha,
-                "provenance": self.provenance, "lr": self.lr}
-        return ckpt.save(self.paths.run / "checkpoints", self.step, self.model.state_dict(), self.opt.state_dict(),
-                         meta, keep=self.cfg.keep)
+        meta = {
+            "train_config": dataclasses.asdict(self.cfg),
+            "model_config": self.model.config.to_dict(),
+            "loader": self.loader.state_dict(),
+            "tokenizer_sha256": self.tokenizer_sha,
+            "provenance": self.provenance,
+            "lr": self.lr,
+        }
+        return ckpt.save(
+            self.paths.run / "checkpoints",
+            self.step,
+            self.model.state_dict(),
+            self.opt.state_dict(),
+            meta,
+            keep=self.cfg.keep,
+        )
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         stop: list[int] = []
         old = {s: signal.signal(s, lambda n, f: stop.append(n)) for s in (signal.SIGTERM, signal.SIGINT)}
         log = MetricsLog(self.paths.run, resume_step=self.step if self.start_ckpt else None)
-        (self.paths.run / "config.json").write_text(json.dumps(
-            {"train": dataclasses.asdict(cfg), "model": self.model.config.to_dict(), "peak_tflops": self.peak,
-             "peak_note": self.peak_note}, indent=1))
+        (self.paths.run / "config.json").write_text(
+            json.dumps(
+                {
+                    "train": dataclasses.asdict(cfg),
+                    "model": self.model.config.to_dict(),
+                    "peak_tflops": self.peak,
+                    "peak_note": self.peak_note,
+                },
+                indent=1,
+            )
+        )
         it: Iterator[tuple[torch.Tensor, ...]] = iter(self.loader)
         self.model.train()
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum
@@ -287,9 +342,15 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
-                row: dict[str, Any] = {"step": self.step, "loss": total, "lr": self.lr * factor, "grad_norm": gnorm,
-                                       "tokens_per_s": tokens_per_step / dt, "step_s": dt,
-                                       "mfu": tokens_per_step * self.flops_per_token / dt / (self.peak * 1e12)}
+                row: dict[str, Any] = {
+                    "step": self.step,
+                    "loss": total,
+                    "lr": self.lr * factor,
+                    "grad_norm": gnorm,
+                    "tokens_per_s": tokens_per_step / dt,
+                    "step_s": dt,
+                    "mfu": tokens_per_step * self.flops_per_token / dt / (self.peak * 1e12),
+                }
                 if self.device.type == "cuda":
                     row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                 else:
@@ -320,10 +381,15 @@ class Trainer:
             model = merge_lora(model)
         model = model.to("cpu").float()
         ck = ckpt.list_checkpoints(self.paths.run / "checkpoints")
-        prov = {**self.provenance, "steps": self.step, "train_config": dataclasses.asdict(self.cfg),
-                "checkpoint": str(ck[-1]) if ck else None}
-        return save_model_dir(model, out or self.paths.models / self.cfg.name, self.tokenizer_path,
-                              self.tokenizer_config, prov)
+        prov = {
+            **self.provenance,
+            "steps": self.step,
+            "train_config": dataclasses.asdict(self.cfg),
+            "checkpoint": str(ck[-1]) if ck else None,
+        }
+        return save_model_dir(
+            model, out or self.paths.models / self.cfg.name, self.tokenizer_path, self.tokenizer_config, prov
+        )
 
 
 def _rss_peak_gb() -> float:

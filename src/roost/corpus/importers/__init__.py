@@ -69,13 +69,16 @@ def detect_format(path: Path) -> str | None:
         return "mastodon"
     if text.startswith(("{", "[")):
         first_obj = text[:4000]
-        if ('"data"' in first_obj and ('"author_id"' in first_obj or '"includes"' in first_obj)) or (
-            '"id_str"' in first_obj and ('"full_text"' in first_obj or '"text"' in first_obj)
-        ) or '"statuses"' in first_obj:
+        if (
+            ('"data"' in first_obj and ('"author_id"' in first_obj or '"includes"' in first_obj))
+            or ('"id_str"' in first_obj and ('"full_text"' in first_obj or '"text"' in first_obj))
+            or '"statuses"' in first_obj
+        ):
             return "twitter-api"
         return "jsonl"
-    raise FormatError(f"{path}: cannot tell the format (starts with {text[:24]!r}); use --format, one of "
-                      + ", ".join(FORMATS))
+    raise FormatError(
+        f"{path}: cannot tell the format (starts with {text[:24]!r}); use --format, one of " + ", ".join(FORMATS)
+    )
 
 
 def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]]:
@@ -115,4 +118,3 @@ def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | Ba
     if fmt in ("jsonl", "csv", "parquet"):
         return read_generic(path, fmt, opts.mapping, opts.source)
     raise FormatError(f"--format {fmt}: unknown; one of {', '.join(FORMATS)}")
-

@@ -113,13 +113,22 @@ def record_to_post(rec: dict, did: str, rkey: str) -> Post:
     text = rec.get("text")
     if not isinstance(text, str):
         raise RecordError("text", "missing")
-    post = Post(id=f"{SOURCE}:at://{did}/{POST_TYPE}/{rkey}", author=did, text=text, source=SOURCE,
-                created_at=parse_iso_date(rec.get("createdAt"), "createdAt"))
+    post = Post(
+        id=f"{SOURCE}:at://{did}/{POST_TYPE}/{rkey}",
+        author=did,
+        text=text,
+        source=SOURCE,
+        created_at=parse_iso_date(rec.get("createdAt"), "createdAt"),
+    )
     langs = rec.get("langs")
     if isinstance(langs, list) and langs and isinstance(langs[0], str):
         post.lang = langs[0]
     reply = rec.get("reply")
-    if isinstance(reply, dict) and isinstance(reply.get("parent"), dict) and isinstance(reply["parent"].get("uri"), str):
+    if (
+        isinstance(reply, dict)
+        and isinstance(reply.get("parent"), dict)
+        and isinstance(reply["parent"].get("uri"), str)
+    ):
         post.reply_to = f"{SOURCE}:{reply['parent']['uri']}"
     embed = rec.get("embed")
     if isinstance(embed, dict):
@@ -156,8 +165,12 @@ def read_bluesky(path: Path) -> Iterator[Post | BadRecord]:
     else:
         yield BadRecord(label, "commit", "data", "no readable repository commit; post ids derive from CIDs")
     for cid in missing:
-        yield BadRecord(label, f"block {_cid_str(cid)}", None, "tree node missing or damaged; its posts are kept "
-                        "with ids derived from their CIDs")
+        yield BadRecord(
+            label,
+            f"block {_cid_str(cid)}",
+            None,
+            "tree node missing or damaged; its posts are kept with ids derived from their CIDs",
+        )
     if not isinstance(did, str):
         did = "did:unknown"
     for cid, rec in blocks.items():

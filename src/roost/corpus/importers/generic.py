@@ -21,8 +21,20 @@ from roost.corpus.importers.jsonstream import Item, iter_json_array, iter_jsonl
 from roost.corpus.post import VISIBILITIES, BadRecord, Post, RecordError, parse_iso_date
 from roost.errors import UsageError
 
-FIELDS = ("id", "author", "created_at", "text", "lang", "reply_to", "quote_of", "repost_of", "hashtags",
-          "mentions", "urls", "visibility")
+FIELDS = (
+    "id",
+    "author",
+    "created_at",
+    "text",
+    "lang",
+    "reply_to",
+    "quote_of",
+    "repost_of",
+    "hashtags",
+    "mentions",
+    "urls",
+    "visibility",
+)
 LISTS = ("hashtags", "mentions", "urls")
 
 
@@ -97,8 +109,9 @@ def row_to_post(row: dict[str, Any], mapping: dict[str, str], source: str) -> Po
     return post
 
 
-def _convert(items: Iterator[Item | BadRecord], label: str, mapping: dict[str, str], source: str
-             ) -> Iterator[Post | BadRecord]:
+def _convert(
+    items: Iterator[Item | BadRecord], label: str, mapping: dict[str, str], source: str
+) -> Iterator[Post | BadRecord]:
     for item in items:
         if isinstance(item, BadRecord):
             yield item

@@ -107,8 +107,13 @@ def iter_json_array(fp: IO[bytes], filename: str, key: str | None = None) -> Ite
     while True:
         c = buf.skip_ws()
         if c == "":
-            yield BadRecord(filename, f"#{index}", None, "file is truncated: the records array never closes "
-                            f"(the {index} complete record(s) before the cut are kept)")
+            yield BadRecord(
+                filename,
+                f"#{index}",
+                None,
+                "file is truncated: the records array never closes "
+                f"(the {index} complete record(s) before the cut are kept)",
+            )
             return
         if c == "]":
             return
@@ -133,8 +138,12 @@ def iter_json_array(fp: IO[bytes], filename: str, key: str | None = None) -> Ite
                 continue
             last_err = None
             if buf.eof and e.pos >= len(buf.text) - 1 or e.msg.startswith("Unterminated string") and buf.eof:
-                yield BadRecord(filename, f"#{index}", None, "file is truncated inside this record "
-                                f"(the {index} complete record(s) before it are kept)")
+                yield BadRecord(
+                    filename,
+                    f"#{index}",
+                    None,
+                    f"file is truncated inside this record (the {index} complete record(s) before it are kept)",
+                )
                 return
             yield BadRecord(filename, f"#{index}", None, f"invalid JSON: {e.msg} (character {err[0]} of the record)")
             index += 1

@@ -95,9 +95,15 @@ def activity_to_post(act: Any) -> Post | None:
         aid = act.get("id")
         if not isinstance(aid, str) or not aid:
             raise RecordError("id", "missing")
-        return Post(id=f"{SOURCE}:{aid}", author=actor_handle(act.get("actor")),
-                    created_at=parse_iso_date(act.get("published"), "published"), text="", source=SOURCE,
-                    repost_of=f"{SOURCE}:{target}", visibility=visibility(act.get("to"), act.get("cc")))
+        return Post(
+            id=f"{SOURCE}:{aid}",
+            author=actor_handle(act.get("actor")),
+            created_at=parse_iso_date(act.get("published"), "published"),
+            text="",
+            source=SOURCE,
+            repost_of=f"{SOURCE}:{target}",
+            visibility=visibility(act.get("to"), act.get("cc")),
+        )
     if kind != "Create":
         return None
     obj = act.get("object")
@@ -113,7 +119,9 @@ def activity_to_post(act: Any) -> Post | None:
         content = next(iter(obj["contentMap"].values()))
     if not isinstance(content, str):
         raise RecordError("object.content", "missing" if content is None else "expected an HTML string")
-    lang = next(iter(obj["contentMap"]), None) if isinstance(obj.get("contentMap"), dict) and obj["contentMap"] else None
+    lang = (
+        next(iter(obj["contentMap"]), None) if isinstance(obj.get("contentMap"), dict) and obj["contentMap"] else None
+    )
     post = Post(
         id=f"{SOURCE}:{oid}",
         author=actor_handle(act.get("actor") or obj.get("attributedTo")),

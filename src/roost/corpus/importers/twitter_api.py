@@ -42,8 +42,14 @@ def v2_to_post(t: dict, users: dict[str, str]) -> Post:
     text = note.get("text") if isinstance(note, dict) and note.get("text") else t.get("text")
     if not isinstance(text, str):
         raise RecordError("text", "missing")
-    post = Post(id=f"x:{tid}", author=author, created_at=parse_iso_date(t.get("created_at")), text=text,
-                source=SOURCE, lang=t.get("lang") if isinstance(t.get("lang"), str) else None)
+    post = Post(
+        id=f"x:{tid}",
+        author=author,
+        created_at=parse_iso_date(t.get("created_at")),
+        text=text,
+        source=SOURCE,
+        lang=t.get("lang") if isinstance(t.get("lang"), str) else None,
+    )
     entities = (note.get("entities") if isinstance(note, dict) else None) or t.get("entities") or {}
     if isinstance(entities, dict):
         for u in entities.get("urls") or []:
@@ -51,9 +57,14 @@ def v2_to_post(t: dict, users: dict[str, str]) -> Post:
                 if isinstance(u.get("url"), str):
                     post.text = post.text.replace(u["url"], u["expanded_url"])
                 post.urls.append(u["expanded_url"])
-        post.hashtags = [h["tag"] for h in entities.get("hashtags") or [] if isinstance(h, dict) and isinstance(h.get("tag"), str)]
-        post.mentions = [m["username"] for m in entities.get("mentions") or []
-                         if isinstance(m, dict) and isinstance(m.get("username"), str)]
+        post.hashtags = [
+            h["tag"] for h in entities.get("hashtags") or [] if isinstance(h, dict) and isinstance(h.get("tag"), str)
+        ]
+        post.mentions = [
+            m["username"]
+            for m in entities.get("mentions") or []
+            if isinstance(m, dict) and isinstance(m.get("username"), str)
+        ]
     for ref in t.get("referenced_tweets") or []:
         if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
             raise RecordError("referenced_tweets", "entry without an id")
@@ -74,15 +85,20 @@ def _page_posts(item: Item, label: str) -> Iterator[Post | BadRecord]:
         return
     if "data" in page:  # v2 page
         includes: dict[str, Any] = page["includes"] if isinstance(page.get("includes"), dict) else {}
-        users = {u["id"]: u["username"] for u in includes.get("users") or []
-                 if isinstance(u, dict) and isinstance(u.get("id"), str) and isinstance(u.get("username"), str)}
+        users = {
+            u["id"]: u["username"]
+            for u in includes.get("users") or []
+            if isinstance(u, dict) and isinstance(u.get("id"), str) and isinstance(u.get("username"), str)
+        }
         data = page["data"]
         tweets = data if isinstance(data, list) else [data]
         for i, t in enumerate(tweets):
             try:
                 yield v2_to_post(t, users)
             except RecordError as e:
-                yield BadRecord(label, _where(item, i, t.get("id") if isinstance(t, dict) else None), e.field, e.message)
+                yield BadRecord(
+                    label, _where(item, i, t.get("id") if isinstance(t, dict) else None), e.field, e.message
+                )
         return
     if "statuses" in page and isinstance(page["statuses"], list):  # v1.1 search response
         for i, t in enumerate(page["statuses"]):
@@ -125,4 +141,3 @@ def _read_single_object(fp: Any, label: str) -> Iterator[Item | BadRecord]:
         yield Item(0, json.loads(raw, strict=False), "#0")
     except json.JSONDecodeError as e:
         yield BadRecord(label, "#0", None, f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})")
-

@@ -124,8 +124,9 @@ def tweet_to_post(t: dict, author: str | None, source: str = "x") -> Post:
             post.text = post.text.replace(short, "").rstrip()
     post.urls = urls
     post.hashtags = [h["text"] for h in _entity_list(entities, "hashtags") if isinstance(h.get("text"), str)]
-    post.mentions = [m["screen_name"] for m in _entity_list(entities, "user_mentions")
-                     if isinstance(m.get("screen_name"), str)]
+    post.mentions = [
+        m["screen_name"] for m in _entity_list(entities, "user_mentions") if isinstance(m.get("screen_name"), str)
+    ]
     reply = t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")
     post.reply_to = f"x:{reply}" if reply else None
     post.quote_of = f"x:{quote}" if quote else None
@@ -151,8 +152,14 @@ def _entity_list(entities: Any, key: str) -> list[dict]:
 def _read_account(files: ArchiveFiles) -> tuple[str | None, list[BadRecord]]:
     names = files.find(ACCOUNT)
     if not names:
-        return None, [BadRecord(str(files.path), "data/account.js", None, "missing: posts get the author from "
-                                "their own 'user' field or are rejected")]
+        return None, [
+            BadRecord(
+                str(files.path),
+                "data/account.js",
+                None,
+                "missing: posts get the author from their own 'user' field or are rejected",
+            )
+        ]
     with files.open(names[0]) as fp:
         for item in iter_json_array(fp, files.label(names[0])):
             if isinstance(item, BadRecord):
@@ -201,11 +208,19 @@ def _join_note(post: Post, notes: dict[int, list[dict]]) -> None:
             if not note["_used"] and html.unescape(core["text"]).startswith(prefix):
                 note["_used"] = True
                 post.text = core["text"]
-                post.urls = [str(u.get("expandedUrl") or u.get("expanded_url")) for u in core.get("urls") or []
-                             if isinstance(u, dict) and (u.get("expandedUrl") or u.get("expanded_url"))]
-                post.hashtags = [str(h.get("text")) for h in core.get("hashtags") or [] if isinstance(h, dict) and h.get("text")]
-                post.mentions = [str(m.get("screenName") or m.get("screen_name")) for m in core.get("mentions") or []
-                                 if isinstance(m, dict) and (m.get("screenName") or m.get("screen_name"))]
+                post.urls = [
+                    str(u.get("expandedUrl") or u.get("expanded_url"))
+                    for u in core.get("urls") or []
+                    if isinstance(u, dict) and (u.get("expandedUrl") or u.get("expanded_url"))
+                ]
+                post.hashtags = [
+                    str(h.get("text")) for h in core.get("hashtags") or [] if isinstance(h, dict) and h.get("text")
+                ]
+                post.mentions = [
+                    str(m.get("screenName") or m.get("screen_name"))
+                    for m in core.get("mentions") or []
+                    if isinstance(m, dict) and (m.get("screenName") or m.get("screen_name"))
+                ]
                 return
 
 
