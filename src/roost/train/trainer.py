@@ -200,6 +200,7 @@ class Trainer:
             )
             self.provenance |= {
                 "shards": str(p.shards),
+                "shards_manifest_sha256": toklib.sha256_file(p.shards / "manifest.json"),
                 "shards_manifest_created": manifest["created_at"],
                 "corpus_snapshot": manifest["corpus"]["snapshot_time"],
             }
