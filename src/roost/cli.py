@@ -377,6 +377,10 @@ from roost.cli_model import register as _register_model_verbs  # noqa: E402
 
 _register_model_verbs(app, _state)
 
+from roost.cli_serve import register as _register_serve_verbs  # noqa: E402
+
+_register_serve_verbs(app, _state)
+
 
 def main() -> None:
     app()

@@ -10,6 +10,7 @@ are applied from `roost.train`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Preallocated keys/values [batch, kv_heads, max_seq, head_dim]; written at `input_pos` (gpt-fast style)."""
+    """Preallocated keys/values [batch, kv_heads, max_seq, head_dim]; written at given rows and positions (gpt-fast style)."""
 
     def __init__(
         self,
@@ -80,16 +81,20 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_pos: [T] positions shared by the batch, or [B, T] per row."""
-        if input_pos.dim() == 1:
-            self.k[: k.shape[0], :, input_pos] = k
-            self.v[: v.shape[0], :, input_pos] = v
-        else:
-            rows = torch.arange(k.shape[0], device=k.device)[:, None]
-            self.k[rows, :, input_pos] = k.transpose(1, 2)
-            self.v[rows, :, input_pos] = v.transpose(1, 2)
-        return self.k[: k.shape[0]], self.v[: v.shape[0]]
+    def update(self, at: CacheAt, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, T, D] at rows `at.rows`, positions `at.pos` [B, T]; return each row's first
+        `at.span` cached positions."""
+        self.k[at.rows[:, None], :, at.pos] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[at.rows[:, None], :, at.pos] = v.transpose(1, 2).to(self.v.dtype)
+        return self.k[at.rows, :, : at.span], self.v[at.rows, :, : at.span]
+
+
+class CacheAt(NamedTuple):
+    """Where a forward pass reads and writes the KV cache: cache rows [B], positions [B, T], keys visible [0, span)."""
+
+    rows: torch.Tensor
+    pos: torch.Tensor
+    span: int
 
 
 class Attention(nn.Module):
@@ -110,7 +115,7 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        input_pos: torch.Tensor | None = None,
+        cache_at: CacheAt | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.hd).transpose(1, 2)
@@ -119,8 +124,9 @@ class Attention(nn.Module):
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.kv_cache is not None and input_pos is not None:
-            k, v = self.kv_cache.update(input_pos, k, v)
+        if self.kv_cache is not None and cache_at is not None:
+            k, v = self.kv_cache.update(cache_at, k, v)
+            k, v = k.to(q.dtype), v.to(q.dtype)
         gqa = self.n_heads != self.n_kv
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -154,9 +160,9 @@ class Block(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        input_pos: torch.Tensor | None = None,
+        cache_at: CacheAt | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_at)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -220,22 +226,26 @@ class Llama(nn.Module):
         targets: torch.Tensor | None = None,
         doc_ids: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        cache_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """idx [B, T]. `doc_ids` [B, T] keeps attention inside each packed document. With a KV cache, `input_pos`
-        ([T] or [B, T]) gives the positions and `attn_mask` ([B, 1, T, S] bool) which cached keys each query sees."""
+        """idx [B, T]. `doc_ids` [B, T] keeps attention inside each packed document. With a KV cache
+        (`setup_kv_cache`), `input_pos` ([T], or [B, T] per row) gives the tokens' positions and `cache_rows` [B]
+        the cache row of each batch row (default 0..B-1); each query sees its row's cached keys up to its position."""
         b, t = idx.shape
+        mask: torch.Tensor | None = None
+        cache_at: CacheAt | None = None
         if input_pos is None:
             if t > self.config.max_seq_len:
                 raise ValueError(f"sequence of {t} tokens exceeds max_seq_len {self.config.max_seq_len}")
             cos, sin = self.rope_cos[:t][None, None], self.rope_sin[:t][None, None]
         else:
-            pos = input_pos if input_pos.dim() == 2 else input_pos[None]
+            pos = input_pos if input_pos.dim() == 2 else input_pos[None].expand(b, -1)
             cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]
-        mask = attn_mask
-        if input_pos is not None and mask is None and self.model.layers[0].self_attn.kv_cache is not None:
-            span = self.model.layers[0].self_attn.kv_cache.k.shape[2]
-            mask = (torch.arange(span, device=idx.device)[None, None, :] <= pos[:, :, None])[:, None]
+            if self.model.layers[0].self_attn.kv_cache is not None:
+                rows = cache_rows if cache_rows is not None else torch.arange(b, device=idx.device)
+                span = int(pos.max()) + 1
+                cache_at = CacheAt(rows, pos, span)
+                mask = (torch.arange(span, device=idx.device)[None, None, :] <= pos[:, :, None])[:, None]
         if doc_ids is not None:
             causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
             mask = (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
@@ -243,9 +253,9 @@ class Llama(nn.Module):
         x = self.model.embed_tokens(idx)
         for layer in self.model.layers:
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, input_pos, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache_at, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, mask, input_pos)
+                x = layer(x, cos, sin, mask, cache_at)
         x = self.model.norm(x)
         if targets is None:
             return self.lm_head(x)

@@ -1,0 +1,171 @@
+"""CLI verbs of generation: `roost serve`, `roost compose`, `roost reply`.
+
+Registered on the main typer app by `roost.cli`; thin calls into `roost.infer` and `roost.serve`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from roost.errors import RoostError, UsageError
+
+console = Console()
+
+
+def load_engine(home: Path, name: str, max_batch: int = 8, max_queue: int = 32, max_seq: int = 2048,
+                dtype: str = "bf16") -> tuple[Any, str, str]:
+    import torch
+
+    from roost.cli_model import resolve_model
+    from roost.data import tokenizer as toklib
+    from roost.infer.engine import Engine
+    from roost.model.convert import load_model_dir
+
+    path = resolve_model(home, name)
+    model, meta = load_model_dir(path)
+    tok = toklib.load(path / "tokenizer.json")
+    tc_path = path / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
+    eos = {i for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or "")) if i is not None}
+    if dtype not in ("bf16", "fp32"):
+        raise UsageError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+    engine = Engine(model, tok, eos, max_batch=max_batch, max_seq=max_seq, max_queue=max_queue,
+                    dtype=torch.bfloat16 if dtype == "bf16" else None)
+    return engine, path.name, str(meta.get("model_sha256", "unknown"))
+
+
+def _print_suggestions(out: dict[str, Any], title: str) -> None:
+    t = Table(title=title, show_lines=True)
+    t.add_column("#", justify="right")
+    t.add_column("candidate")
+    t.add_column("chars", justify="right")
+    for i, c in enumerate(out["candidates"], 1):
+        t.add_row(str(i), c["text"], str(c["chars"]))
+    console.print(t)
+    d = out["dropped"]
+    c0 = out["candidates"][0] if out["candidates"] else {"model": "?", "model_sha256": "?"}
+    console.print(f"[dim]ai_generated: true · model {c0['model']} · sha256 {c0['model_sha256'][:12]}… · dropped: "
+                  f"{d['near_duplicate']} near-duplicate, {d['leak']} copying a corpus post, {d['empty']} empty[/]")
+
+
+def register(app: typer.Typer, state: Any) -> None:
+    @app.command()
+    def serve(
+        ctx: typer.Context,
+        model: Annotated[str, typer.Argument(help="models/NAME or a model directory.")],
+        host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port")] = 8000,
+        api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' "
+                                                    "(default $ROOST_API_KEY).")] = None,
+        max_batch: Annotated[int, typer.Option("--max-batch", help="Requests decoded together.")] = 8,
+        max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests before 429.")] = 32,
+        max_seq: Annotated[int, typer.Option("--max-seq", help="Context length served.")] = 2048,
+        dtype: Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp32.")] = "bf16",
+    ) -> None:
+        """Serve a model over an OpenAI-compatible API with compose/reply endpoints, metrics and a web page.
+
+        Example: [bold]roost serve smollm2-replies --port 8000[/] then open http://127.0.0.1:8000/
+        """
+        import uvicorn
+
+        from roost.infer.guard import LeakGuard
+        from roost.serve.app import ServeConfig, build_app
+
+        key = api_key or os.environ.get("ROOST_API_KEY") or None
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and not key:
+            raise UsageError(f"refusing to bind {host} without an API key: pass --api-key or set ROOST_API_KEY")
+        if max_batch < 1 or max_queue < 0 or not 1 <= port <= 65535:
+            raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
+        home = state(ctx).ws.root
+        engine, name, sha = load_engine(home, model, max_batch, max_queue, max_seq, dtype)
+        db = home / "corpus.db"
+        guard = LeakGuard(db) if db.is_file() else None
+        cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)
+        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None)
+        console.print(f"serving {name} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
+        console.print(f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
+                      f"-d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'")
+        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
+        try:
+            server.run()
+        finally:
+            app_.state.closing = True
+            engine.shutdown()
+
+    def _suggest(ctx: typer.Context, model: str, prompt: str, n: int, max_chars: int, seed: int | None,
+                 title: str) -> None:
+        from roost.infer.compose import ComposeConfig, suggest
+        from roost.infer.guard import LeakGuard
+
+        if not 1 <= n <= 8 or max_chars < 20:
+            raise UsageError("-n must be in 1..8 and --max-chars >= 20")
+        home = state(ctx).ws.root
+        engine, name, sha = load_engine(home, model, max_batch=max(n, 1))
+        db = home / "corpus.db"
+        guard = LeakGuard(db) if db.is_file() else None
+        try:
+            out = suggest(engine, prompt, ComposeConfig(n=n, max_chars=max_chars, seed=seed,
+                                                        max_tokens=min(256, max(48, max_chars // 2))),
+                          guard, {"model": name, "model_sha256": sha})
+        finally:
+            engine.shutdown()
+        _print_suggestions(out, title)
+
+    @app.command()
+    def compose(
+        ctx: typer.Context,
+        topic: Annotated[str, typer.Argument(help="What the post is about (or a draft).")],
+        model: Annotated[str, typer.Option("--model", "-m", help="models/NAME.")] = "smollm2",
+        n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
+        max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+    ) -> None:
+        """Suggest N posts on a topic: within the character limit, no near-duplicates, no copies of corpus posts.
+
+        Example: [bold]roost compose "the first snow of the year" -m smollm2-replies -n 3[/]
+        """
+        from roost.infer.compose import COMPOSE_SYSTEM, chat_prompt
+
+        _suggest(ctx, model, chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {topic}"), n, max_chars, seed,
+                 f"compose: {topic}")
+
+    @app.command()
+    def reply(
+        ctx: typer.Context,
+        post: Annotated[str, typer.Argument(help="A post id in the store (e.g. x:123) or the text to reply to.")],
+        model: Annotated[str, typer.Option("--model", "-m", help="models/NAME.")] = "smollm2",
+        n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
+        max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+    ) -> None:
+        """Suggest N replies to a post (by id from the store, or its text).
+
+        Example: [bold]roost reply x:1500000000000000042 -m smollm2-replies[/]
+        """
+        import sqlite3
+
+        from roost.infer.compose import REPLY_SYSTEM, chat_prompt
+
+        text = post
+        db = state(ctx).ws.corpus_db
+        if ":" in post and " " not in post and db.is_file():
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            row = con.execute("SELECT text FROM posts WHERE id = ?", (post,)).fetchone()
+            con.close()
+            if row is None:
+                raise RoostError(f"no post {post!r} in {db}")
+            text = row[0]
+        _suggest(ctx, model, chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"), n, max_chars, seed,
+                 f"reply to: {text[:80]}")

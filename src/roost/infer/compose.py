@@ -1,0 +1,100 @@
+"""Compose and reply suggestions: N diverse candidates, each within the character limit by construction (cut at a
+sentence end, else a word end — never mid-word), near-duplicates removed, leaks of corpus posts regenerated, and
+every candidate labelled AI-generated with the model's name and sha256.
+
+`roost compose "topic" --model NAME -n 3`, `roost reply x:123 --model NAME`, `POST /v1/compose`, `POST /v1/reply`.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from roost.corpus.dedup import shingles
+from roost.infer.engine import Engine, Event
+from roost.infer.guard import LeakGuard
+from roost.infer.sampling import SamplingParams
+
+_SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
+
+
+@dataclass
+class ComposeConfig:
+    n: int = 3
+    max_chars: int = 280
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_tokens: int = 96
+    attempts: int = 3  # generations per requested candidate before giving up on it
+    near_dup: float = 0.6  # Jaccard of character 5-shingles above which a candidate is a near-duplicate
+    seed: int | None = None
+
+
+def fit(text: str, limit: int) -> str | None:
+    """`text` within `limit` characters: whole if it fits, else up to its last sentence end, else its last word
+    end; None when not even one word fits."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text or None
+    head = text[: limit + 1]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head) if m.end() <= limit]
+    if ends and ends[-1] >= limit // 3:
+        return head[: ends[-1]].strip()
+    cut = head.rfind(" ")
+    if cut <= 0:
+        return None
+    return head[:cut].rstrip(" ,;:-–—")
+
+
+def jaccard(a: str, b: str) -> float:
+    sa, sb = set(shingles(a.lower(), 5)), set(shingles(b.lower(), 5))
+    return len(sa & sb) / max(1, len(sa | sb))
+
+
+def chat_prompt(system: str | None, user: str) -> str:
+    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    return f"{head}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+COMPOSE_SYSTEM = "You write short social media posts. Answer with the post only."
+REPLY_SYSTEM = "You write short, friendly replies to social media posts. Answer with the reply only."
+
+
+def suggest(engine: Engine, prompt: str, cfg: ComposeConfig, guard: LeakGuard | None,
+            provenance: dict[str, Any]) -> dict[str, Any]:
+    """Generate cfg.n candidates for a chat prompt; returns {candidates, dropped: {near_duplicate, leak, empty}}."""
+    ids = engine.tok.encode(prompt, add_special_tokens=False).ids
+    kept: list[str] = []
+    dropped = {"near_duplicate": 0, "leak": 0, "empty": 0}
+    leaks: list[str] = []
+    round_ = 0
+    while len(kept) < cfg.n and round_ < cfg.attempts:
+        want = cfg.n - len(kept)
+        q: queue.Queue[tuple[int, Event]] = queue.Queue()
+        texts = [""] * want
+        for i in range(want):
+            seed = None if cfg.seed is None else cfg.seed + round_ * 1000 + i
+            params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    seed=seed, repetition_penalty=1.1)
+            engine.submit(ids, params, lambda ev, i=i, q=q: q.put((i, ev)))
+        done = 0
+        while done < want:
+            i, ev = q.get(timeout=600)
+            texts[i] += ev.text
+            done += ev.kind == "done"
+        for t in texts:
+            c = fit(t, cfg.max_chars)
+            if not c:
+                dropped["empty"] += 1
+            elif guard is not None and (post := guard.check(c)):
+                dropped["leak"] += 1
+                leaks.append(post)
+            elif any(jaccard(c, k) >= cfg.near_dup for k in kept):
+                dropped["near_duplicate"] += 1
+            else:
+                kept.append(c)
+        round_ += 1
+    cands = [{"text": c, "chars": len(c), "ai_generated": True, **provenance} for c in kept[: cfg.n]]
+    return {"candidates": cands, "dropped": dropped, "leaked_posts": leaks}
