@@ -97,16 +97,20 @@ def main() -> None:
     rows.append(("roost engine, int8 weights (bf16 activations)", r8))
     if cpp is not None:
         rows.append(("llama.cpp (llama-cpp-python), Q4_1 GGUF", cpp))
-    table = Table(title=f"batch-1 greedy decode, SmolLM2-135M, {args.tokens} tokens — {platform.machine()}, "
-                  f"{os.cpu_count()} cores, torch {torch.__version__}")
+    table = Table(
+        title=f"batch-1 greedy decode, SmolLM2-135M, {args.tokens} tokens — {platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}"
+    )
     for col in ("implementation", "tokens/s", "roost best ÷ this"):
         table.add_column(col, justify="left" if col == "implementation" else "right")
     best = max(r32, r16, r8)
     for name, r in rows:
         table.add_row(name, f"{r:.1f}", f"{best / r:.2f}×")
     console.print(table)
-    console.print(f"roost best ÷ transformers best: {best / best_hf:.2f}×" +
-                  (f"; roost best ÷ llama.cpp: {best / cpp:.2f}×" if cpp else "; llama-cpp-python not installed"))
+    console.print(
+        f"roost best ÷ transformers best: {best / best_hf:.2f}×"
+        + (f"; roost best ÷ llama.cpp: {best / cpp:.2f}×" if cpp else "; llama-cpp-python not installed")
+    )
 
 
 if __name__ == "__main__":

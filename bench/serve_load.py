@@ -36,8 +36,11 @@ def _port() -> int:
 def start(home: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     port = _port()
     exe = Path(sys.executable).with_name("roost")
-    proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "smollm2", "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(exe), "--home", str(home), "serve", "smollm2", "--port", str(port), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -51,8 +54,15 @@ def start(home: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def one(client: httpx.AsyncClient, url: str, i: int, tokens: int) -> tuple[int, float | None, int]:
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": f"Write a post about {TOPICS[i % len(TOPICS)]}"}],
-            "max_tokens": tokens, "temperature": 0.8, "seed": i, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": f"Write a post about {TOPICS[i % len(TOPICS)]}"}],
+        "max_tokens": tokens,
+        "temperature": 0.8,
+        "seed": i,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     ttft, n = None, 0
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as r:
@@ -73,6 +83,7 @@ async def one(client: httpx.AsyncClient, url: str, i: int, tokens: int) -> tuple
 async def level(url: str, clients: int, requests: int, tokens: int) -> dict[str, float]:
     sem = asyncio.Semaphore(clients)
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4)) as client:
+
         async def task(i: int) -> tuple[int, float | None, int]:
             async with sem:
                 return await one(client, url, i, tokens)
@@ -83,9 +94,15 @@ async def level(url: str, clients: int, requests: int, tokens: int) -> dict[str,
     ttfts = sorted(t for s, t, _ in res if t is not None)
     toks = sum(n for _, _, n in res)
     q = statistics.quantiles(ttfts, n=100) if len(ttfts) > 1 else ttfts * 99
-    return {"ok": sum(s == 200 for s, _, _ in res), "429": sum(s == 429 for s, _, _ in res), "tokens": toks,
-            "wall": wall, "tps": toks / wall, "p50": statistics.median(ttfts) if ttfts else float("nan"),
-            "p99": q[98] if ttfts else float("nan")}
+    return {
+        "ok": sum(s == 200 for s, _, _ in res),
+        "429": sum(s == 429 for s, _, _ in res),
+        "tokens": toks,
+        "wall": wall,
+        "tps": toks / wall,
+        "p50": statistics.median(ttfts) if ttfts else float("nan"),
+        "p99": q[98] if ttfts else float("nan"),
+    }
 
 
 def main() -> None:
@@ -98,13 +115,18 @@ def main() -> None:
     extra = ["--quant", args.quant] if args.quant else []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        subprocess.run([str(Path(sys.executable).with_name("roost")), "--home", str(home), "import", "smollm2"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("roost")), "--home", str(home), "import", "smollm2"],
+            check=True,
+            capture_output=True,
+        )
         proc, url = start(home, ["--max-batch", "32", "--max-queue", "64", *extra])
         try:
             asyncio.run(level(url, 2, 2, 4))  # warm-up
-            rows = {c: asyncio.run(level(url, c, args.requests if c > 1 else max(8, args.requests // 4), args.tokens))
-                    for c in (1, 8, 32)}
+            rows = {
+                c: asyncio.run(level(url, c, args.requests if c > 1 else max(8, args.requests // 4), args.tokens))
+                for c in (1, 8, 32)
+            }
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -115,16 +137,46 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
     seq = rows[1]["tps"]
-    t = Table(title=f"roost serve, SmolLM2-135M{' int8' if args.quant else ' bf16'}, streaming chat, ≤ {args.tokens} "
-              f"tokens each — {platform.machine()}, {os.cpu_count()} cores")
-    for col in ("clients", "requests ok", "429", "tokens", "seconds", "tokens/s", "× sequential", "TTFT p50", "TTFT p99"):
+    t = Table(
+        title=f"roost serve, SmolLM2-135M{' int8' if args.quant else ' bf16'}, streaming chat, ≤ {args.tokens} "
+        f"tokens each — {platform.machine()}, {os.cpu_count()} cores"
+    )
+    for col in (
+        "clients",
+        "requests ok",
+        "429",
+        "tokens",
+        "seconds",
+        "tokens/s",
+        "× sequential",
+        "TTFT p50",
+        "TTFT p99",
+    ):
         t.add_column(col, justify="right")
     for c, r in rows.items():
-        t.add_row(str(c), str(r["ok"]), str(r["429"]), str(r["tokens"]), f"{r['wall']:.1f}", f"{r['tps']:.1f}",
-                  f"{r['tps'] / seq:.2f}×", f"{r['p50'] * 1e3:.0f} ms", f"{r['p99'] * 1e3:.0f} ms")
+        t.add_row(
+            str(c),
+            str(r["ok"]),
+            str(r["429"]),
+            str(r["tokens"]),
+            f"{r['wall']:.1f}",
+            f"{r['tps']:.1f}",
+            f"{r['tps'] / seq:.2f}×",
+            f"{r['p50'] * 1e3:.0f} ms",
+            f"{r['p99'] * 1e3:.0f} ms",
+        )
     r = capped
-    t.add_row("32 (batch 4, queue cap 4)", str(r["ok"]), str(r["429"]), str(r["tokens"]), f"{r['wall']:.1f}",
-              f"{r['tps']:.1f}", f"{r['tps'] / seq:.2f}×", f"{r['p50'] * 1e3:.0f} ms", f"{r['p99'] * 1e3:.0f} ms")
+    t.add_row(
+        "32 (batch 4, queue cap 4)",
+        str(r["ok"]),
+        str(r["429"]),
+        str(r["tokens"]),
+        f"{r['wall']:.1f}",
+        f"{r['tps']:.1f}",
+        f"{r['tps'] / seq:.2f}×",
+        f"{r['p50'] * 1e3:.0f} ms",
+        f"{r['p99'] * 1e3:.0f} ms",
+    )
     console.print(t)
 
 

@@ -20,8 +20,16 @@ from roost.errors import RoostError, UsageError
 console = Console()
 
 
-def load_engine(home: Path, name: str, max_batch: int = 8, max_queue: int = 32, max_seq: int = 2048,
-                dtype: str = "bf16", quant: str | None = None, start: bool = True) -> tuple[Any, str, str]:
+def load_engine(
+    home: Path,
+    name: str,
+    max_batch: int = 8,
+    max_queue: int = 32,
+    max_seq: int = 2048,
+    dtype: str = "bf16",
+    quant: str | None = None,
+    start: bool = True,
+) -> tuple[Any, str, str]:
     import torch
 
     from roost.cli_model import resolve_model
@@ -34,13 +42,26 @@ def load_engine(home: Path, name: str, max_batch: int = 8, max_queue: int = 32, 
     tok = toklib.load(path / "tokenizer.json")
     tc_path = path / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
-    eos = {i for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or "")) if i is not None}
+    eos = {
+        i
+        for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
+        if i is not None
+    }
     if dtype not in ("bf16", "fp32"):
         raise UsageError(f"--dtype must be bf16 or fp32, got {dtype!r}")
     if quant not in (None, "int8"):
         raise UsageError(f"--quant must be int8 (or left out), got {quant!r}")
-    engine = Engine(model, tok, eos, max_batch=max_batch, max_seq=max_seq, max_queue=max_queue,
-                    dtype=torch.bfloat16 if dtype == "bf16" else None, quant=quant, start=start)
+    engine = Engine(
+        model,
+        tok,
+        eos,
+        max_batch=max_batch,
+        max_seq=max_seq,
+        max_queue=max_queue,
+        dtype=torch.bfloat16 if dtype == "bf16" else None,
+        quant=quant,
+        start=start,
+    )
     return engine, path.name, str(meta.get("model_sha256", "unknown"))
 
 
@@ -54,8 +75,10 @@ def _print_suggestions(out: dict[str, Any], title: str) -> None:
     console.print(t)
     d = out["dropped"]
     c0 = out["candidates"][0] if out["candidates"] else {"model": "?", "model_sha256": "?"}
-    console.print(f"[dim]ai_generated: true · model {c0['model']} · sha256 {c0['model_sha256'][:12]}… · dropped: "
-                  f"{d['near_duplicate']} near-duplicate, {d['leak']} copying a corpus post, {d['empty']} empty[/]")
+    console.print(
+        f"[dim]ai_generated: true · model {c0['model']} · sha256 {c0['model_sha256'][:12]}… · dropped: "
+        f"{d['near_duplicate']} near-duplicate, {d['leak']} copying a corpus post, {d['empty']} empty[/]"
+    )
 
 
 def register(app: typer.Typer, state: Any) -> None:
@@ -65,14 +88,16 @@ def register(app: typer.Typer, state: Any) -> None:
         model: Annotated[str, typer.Argument(help="models/NAME or a model directory.")],
         host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port")] = 8000,
-        api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' "
-                                                    "(default $ROOST_API_KEY).")] = None,
+        api_key: Annotated[
+            str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' (default $ROOST_API_KEY).")
+        ] = None,
         max_batch: Annotated[int, typer.Option("--max-batch", help="Requests decoded together.")] = 8,
         max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests before 429.")] = 32,
         max_seq: Annotated[int, typer.Option("--max-seq", help="Context length served.")] = 2048,
         dtype: Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp32.")] = "bf16",
-        quant: Annotated[str | None, typer.Option("--quant", help="int8: weight-only int8, ~1.7× faster decoding "
-                                                  "on CPU.")] = None,
+        quant: Annotated[
+            str | None, typer.Option("--quant", help="int8: weight-only int8, ~1.7× faster decoding on CPU.")
+        ] = None,
     ) -> None:
         """Serve a model over an OpenAI-compatible API with compose/reply endpoints, metrics and a web page.
 
@@ -102,8 +127,10 @@ def register(app: typer.Typer, state: Any) -> None:
         cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)
         app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None)
         console.print(f"serving {name} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
-        console.print(f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
-                      f"-d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'")
+        console.print(
+            f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
+        )
         server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
         # HTTP in a thread, the engine in the main thread (torch's warm OpenMP team lives there)
         web = threading.Thread(target=server.run, daemon=True, name="roost-http")
@@ -119,8 +146,9 @@ def register(app: typer.Typer, state: Any) -> None:
         engine.run()
         web.join(timeout=10)
 
-    def _suggest(ctx: typer.Context, model: str, prompt: str, n: int, max_chars: int, seed: int | None,
-                 title: str) -> None:
+    def _suggest(
+        ctx: typer.Context, model: str, prompt: str, n: int, max_chars: int, seed: int | None, title: str
+    ) -> None:
         from roost.infer.compose import ComposeConfig, suggest
         from roost.infer.guard import LeakGuard
 
@@ -131,9 +159,13 @@ def register(app: typer.Typer, state: Any) -> None:
         db = home / "corpus.db"
         guard = LeakGuard(db) if db.is_file() else None
         try:
-            out = suggest(engine, prompt, ComposeConfig(n=n, max_chars=max_chars, seed=seed,
-                                                        max_tokens=min(256, max(48, max_chars // 2))),
-                          guard, {"model": name, "model_sha256": sha})
+            out = suggest(
+                engine,
+                prompt,
+                ComposeConfig(n=n, max_chars=max_chars, seed=seed, max_tokens=min(256, max(48, max_chars // 2))),
+                guard,
+                {"model": name, "model_sha256": sha},
+            )
         finally:
             engine.shutdown()
         _print_suggestions(out, title)
@@ -153,8 +185,15 @@ def register(app: typer.Typer, state: Any) -> None:
         """
         from roost.infer.compose import COMPOSE_SYSTEM, chat_prompt
 
-        _suggest(ctx, model, chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {topic}"), n, max_chars, seed,
-                 f"compose: {topic}")
+        _suggest(
+            ctx,
+            model,
+            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {topic}"),
+            n,
+            max_chars,
+            seed,
+            f"compose: {topic}",
+        )
 
     @app.command()
     def reply(
@@ -182,5 +221,12 @@ def register(app: typer.Typer, state: Any) -> None:
             if row is None:
                 raise RoostError(f"no post {post!r} in {db}")
             text = row[0]
-        _suggest(ctx, model, chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"), n, max_chars, seed,
-                 f"reply to: {text[:80]}")
+        _suggest(
+            ctx,
+            model,
+            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"),
+            n,
+            max_chars,
+            seed,
+            f"reply to: {text[:80]}",
+        )

@@ -27,7 +27,7 @@ def test_fit_is_within_limit_and_never_cuts_a_word(ws: list[str], limit: int) ->
         assert not norm or all(len(w) > limit for w in norm.split()[:1])
         return
     assert len(out) <= limit and norm.startswith(out)
-    rest = norm[len(out):]
+    rest = norm[len(out) :]
     # the cut is at a word end (possibly after dropping trailing , ; : dashes) or right after a sentence end
     assert rest == "" or rest[0] == " " or rest.lstrip(",;:-–—")[:1] in ("", " ") or out[-1] in ".!?…\"')]"
 

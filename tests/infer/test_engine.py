@@ -29,7 +29,9 @@ def test_batched_equals_sequential(model_dir: Path) -> None:
         got: list[str | None] = [None] * len(PROMPTS)
 
         def run(i: int) -> None:
-            got[i] = eng.complete(_ids(eng, PROMPTS[i]), SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))[0]
+            got[i] = eng.complete(_ids(eng, PROMPTS[i]), SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))[
+                0
+            ]
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
         for t in threads:
@@ -59,7 +61,9 @@ def test_seed_stop_and_streaming_utf8(model_dir: Path) -> None:
         text = "".join(deltas)
         assert text == eng.complete(ids, SamplingParams(max_tokens=80, temperature=1.0, seed=3, ignore_eos=True))[0]
         stop = text[4:7]
-        cut, ev = eng.complete(ids, SamplingParams(max_tokens=80, temperature=1.0, seed=3, ignore_eos=True, stop=[stop]))
+        cut, ev = eng.complete(
+            ids, SamplingParams(max_tokens=80, temperature=1.0, seed=3, ignore_eos=True, stop=[stop])
+        )
         assert cut == text[: text.index(stop)] and ev.finish_reason == "stop"
     finally:
         eng.shutdown()
@@ -96,8 +100,10 @@ def test_sampling_filters() -> None:
         s = RequestSampler(SamplingParams(temperature=1.0, top_k=2, seed=seed), 5, torch.device("cpu"))
         picks.add(s(logits)[0])
     assert picks == {0, 1}
-    picks = {RequestSampler(SamplingParams(temperature=1.0, min_p=0.5, seed=k), 5, torch.device("cpu"))(logits)[0]
-             for k in range(200)}
+    picks = {
+        RequestSampler(SamplingParams(temperature=1.0, min_p=0.5, seed=k), 5, torch.device("cpu"))(logits)[0]
+        for k in range(200)
+    }
     assert picks == {0}  # p(1) = e^-1·p(0) ≈ 0.37·p(0) < 0.5·p(0): only token 0 survives min_p 0.5
     s = RequestSampler(SamplingParams(temperature=0, repetition_penalty=10.0, logprobs=2), 5, torch.device("cpu"))
     first, lp, top = s(logits)

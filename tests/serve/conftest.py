@@ -22,8 +22,12 @@ from roost.model.llama import Llama
 from roost.serve.app import ServeConfig, build_app
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 
-TOKCONF = {"bos_token": toklib.BOS, "eos_token": toklib.EOS, "pad_token": toklib.PAD,
-           "chat_template": toklib.CHAT_TEMPLATE}
+TOKCONF = {
+    "bos_token": toklib.BOS,
+    "eos_token": toklib.EOS,
+    "pad_token": toklib.PAD,
+    "chat_template": toklib.CHAT_TEMPLATE,
+}
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +66,9 @@ class Server:
         self.thread.join(timeout=10)
 
 
-def serve(model_dir: Path, store: Path | None = None, engine_kw: dict[str, Any] | None = None,
-          **cfg: Any) -> tuple[Server, Engine, Any]:
+def serve(
+    model_dir: Path, store: Path | None = None, engine_kw: dict[str, Any] | None = None, **cfg: Any
+) -> tuple[Server, Engine, Any]:
     engine = make_engine(model_dir, **(engine_kw or {}))
     guard = LeakGuard(store) if store else None
     meta_sha = load_model_dir(model_dir)[1]["model_sha256"]

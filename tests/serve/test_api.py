@@ -29,19 +29,38 @@ def test_completion_and_chat(client: openai.OpenAI) -> None:
     r = client.completions.create(model="tiny", prompt="hello #world", max_tokens=12, temperature=0)
     assert r.choices[0].finish_reason in ("length", "stop") and r.usage.completion_tokens <= 12
     assert r.model_extra["ai_generated"] is True and len(r.model_extra["model_sha256"]) == 64
-    c = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=10,
-                                       temperature=0)
+    c = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=10, temperature=0
+    )
     assert c.choices[0].message.role == "assistant" and c.usage.prompt_tokens > 3
-    assert c.choices[0].message.content == client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=10, temperature=0).choices[0].message.content
+    assert (
+        c.choices[0].message.content
+        == client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=10, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
 
 
 def test_streaming_matches_and_ends_with_usage(client: openai.OpenAI) -> None:
-    full = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "tell me"}],
-                                          max_tokens=20, temperature=0).choices[0].message.content
-    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "tell me"}],
-                                                 max_tokens=20, temperature=0, stream=True,
-                                                 stream_options={"include_usage": True}))
+    full = (
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "tell me"}], max_tokens=20, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "tell me"}],
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
@@ -63,21 +82,25 @@ def test_stop_seed_n_logprobs(client: openai.OpenAI) -> None:
     assert [ch.index for ch in two.choices] == [0, 1]
     lp = two.choices[0].logprobs
     assert lp.token_logprobs and all(x <= 0 for x in lp.token_logprobs) and all(len(t) == 2 for t in lp.top_logprobs)
-    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=5,
-                                          logprobs=True, top_logprobs=3)
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=5, logprobs=True, top_logprobs=3
+    )
     assert len(chat.choices[0].logprobs.content[0].top_logprobs) == 3
 
 
-@pytest.mark.parametrize("body,status,code", [
-    ({"model": "nope", "prompt": "x"}, 404, "model_not_found"),
-    ({"model": "tiny", "prompt": "x", "max_tokens": 600}, 400, "context_length_exceeded"),
-    ({"model": "tiny", "prompt": "x", "max_tokens": -1}, 400, "invalid_value"),
-    ({"model": "tiny", "prompt": "x", "temperature": "hot"}, 400, "invalid_value"),
-    ({"model": "tiny", "prompt": "x", "top_p": 0}, 400, "invalid_value"),
-    ({"model": "tiny", "prompt": [999999]}, 400, "invalid_value"),
-    ({"model": "tiny"}, 400, "invalid_value"),
-    ({"model": "tiny", "prompt": "x", "n": 1000}, 400, "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        ({"model": "nope", "prompt": "x"}, 404, "model_not_found"),
+        ({"model": "tiny", "prompt": "x", "max_tokens": 600}, 400, "context_length_exceeded"),
+        ({"model": "tiny", "prompt": "x", "max_tokens": -1}, 400, "invalid_value"),
+        ({"model": "tiny", "prompt": "x", "temperature": "hot"}, 400, "invalid_value"),
+        ({"model": "tiny", "prompt": "x", "top_p": 0}, 400, "invalid_value"),
+        ({"model": "tiny", "prompt": [999999]}, 400, "invalid_value"),
+        ({"model": "tiny"}, 400, "invalid_value"),
+        ({"model": "tiny", "prompt": "x", "n": 1000}, 400, "invalid_value"),
+    ],
+)
 def test_bad_requests_are_4xx_in_openai_shape(server: Server, body: dict, status: int, code: str) -> None:
     r = httpx.post(f"{server.url}/v1/completions", json=body)
     assert r.status_code == status, r.text
@@ -86,9 +109,13 @@ def test_bad_requests_are_4xx_in_openai_shape(server: Server, body: dict, status
 
 
 def test_malformed_and_huge_bodies(server: Server, client: openai.OpenAI) -> None:
-    r = httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    r = httpx.post(f"{server.url}/v1/chat/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "body" in r.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
@@ -117,8 +144,14 @@ def test_compose_and_reply(server: Server, store_db: Path) -> None:
 def test_metrics_exposed(server: Server, client: openai.OpenAI) -> None:
     client.completions.create(model="tiny", prompt="a", max_tokens=3)
     text = httpx.get(f"{server.url}/metrics").text
-    for name in ("roost_requests_total", "roost_request_seconds_bucket", "roost_time_to_first_token_seconds",
-                 "roost_generated_tokens_total", "roost_queue_depth", "roost_kv_cache_usage"):
+    for name in (
+        "roost_requests_total",
+        "roost_request_seconds_bucket",
+        "roost_time_to_first_token_seconds",
+        "roost_generated_tokens_total",
+        "roost_queue_depth",
+        "roost_kv_cache_usage",
+    ):
         assert name in text
     assert 'route="/v1/completions",status="200"' in text
 
@@ -129,8 +162,11 @@ def test_queue_full_is_429_with_retry_after(model_dir: Path) -> None:
         results: list[int] = []
 
         def call() -> None:
-            r = httpx.post(f"{srv.url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 200,
-                                                              "temperature": 0.0, "stop_token_ids": []}, timeout=120)
+            r = httpx.post(
+                f"{srv.url}/v1/completions",
+                json={"model": "tiny", "prompt": "x", "max_tokens": 200, "temperature": 0.0, "stop_token_ids": []},
+                timeout=120,
+            )
             results.append(r.status_code)
             if r.status_code == 429:
                 assert r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "rate_limit_error"
@@ -149,9 +185,19 @@ def test_queue_full_is_429_with_retry_after(model_dir: Path) -> None:
 def test_disconnect_cancels_generation(model_dir: Path) -> None:
     srv, engine, _ = serve(model_dir)
     try:
-        with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={
-                "model": "tiny", "messages": [{"role": "user", "content": "go"}], "max_tokens": 400, "stream": True,
-                "stop_token_ids": [], "temperature": 1.0}, timeout=60) as r:
+        with httpx.stream(
+            "POST",
+            f"{srv.url}/v1/chat/completions",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "go"}],
+                "max_tokens": 400,
+                "stream": True,
+                "stop_token_ids": [],
+                "temperature": 1.0,
+            },
+            timeout=60,
+        ) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     break

@@ -34,8 +34,10 @@ def test_no_5xx_anywhere_in_the_spec(model_dir: Path, store_db: Path) -> None:  
             def check(case: schemathesis.Case) -> None:
                 _bound(case)
                 response = case.call(timeout=120)
-                assert response.status_code < 500, f"{case.method} {case.path} → {response.status_code}: " \
-                                                    f"{response.text[:300]} (body {case.body!r:.300})"
+                assert response.status_code < 500, (
+                    f"{case.method} {case.path} → {response.status_code}: "
+                    f"{response.text[:300]} (body {case.body!r:.300})"
+                )
 
             check()
             seen.append(f"{op.method.upper()} {op.path}")

@@ -62,8 +62,9 @@ COMPOSE_SYSTEM = "You write short social media posts. Answer with the post only.
 REPLY_SYSTEM = "You write short, friendly replies to social media posts. Answer with the reply only."
 
 
-def suggest(engine: Engine, prompt: str, cfg: ComposeConfig, guard: LeakGuard | None,
-            provenance: dict[str, Any]) -> dict[str, Any]:
+def suggest(
+    engine: Engine, prompt: str, cfg: ComposeConfig, guard: LeakGuard | None, provenance: dict[str, Any]
+) -> dict[str, Any]:
     """Generate cfg.n candidates for a chat prompt; returns {candidates, dropped: {near_duplicate, leak, empty}}."""
     ids = engine.tok.encode(prompt, add_special_tokens=False).ids
     kept: list[str] = []
@@ -76,8 +77,13 @@ def suggest(engine: Engine, prompt: str, cfg: ComposeConfig, guard: LeakGuard | 
         texts = [""] * want
         for i in range(want):
             seed = None if cfg.seed is None else cfg.seed + round_ * 1000 + i
-            params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    seed=seed, repetition_penalty=1.1)
+            params = SamplingParams(
+                max_tokens=cfg.max_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                seed=seed,
+                repetition_penalty=1.1,
+            )
             engine.submit(ids, params, lambda ev, i=i, q=q: q.put((i, ev)))
         done = 0
         while done < want:

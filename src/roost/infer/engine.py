@@ -71,8 +71,18 @@ class Request:
 
 
 class Engine:
-    def __init__(self, model: Llama, tokenizer: Any, eos_ids: set[int], max_batch: int = 8, max_seq: int = 2048,
-                 max_queue: int = 64, dtype: torch.dtype | None = None, start: bool = True, quant: str | None = None):
+    def __init__(
+        self,
+        model: Llama,
+        tokenizer: Any,
+        eos_ids: set[int],
+        max_batch: int = 8,
+        max_seq: int = 2048,
+        max_queue: int = 64,
+        dtype: torch.dtype | None = None,
+        start: bool = True,
+        quant: str | None = None,
+    ):
         self.model = model.eval()
         if dtype is not None or quant == "int8":
             self.model.to(dtype or torch.bfloat16)
@@ -112,9 +122,13 @@ class Engine:
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         if len(prompt_ids) + params.max_tokens > self.max_seq:
-            raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                             f"context length {self.max_seq}")
-        if any(not 0 <= t < self.vocab for t in prompt_ids) or any(not 0 <= t < self.vocab for t in params.stop_token_ids):
+            raise ValueError(
+                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                f"context length {self.max_seq}"
+            )
+        if any(not 0 <= t < self.vocab for t in prompt_ids) or any(
+            not 0 <= t < self.vocab for t in params.stop_token_ids
+        ):
             raise ValueError(f"token ids must be in [0, {self.vocab})")
         req = Request(prompt_ids, params, emit)
         with self.cv:
@@ -195,8 +209,9 @@ class Engine:
         req.sampler = RequestSampler(req.params, self.vocab, self.device)
         n = len(req.prompt_ids)
         x = torch.tensor([req.prompt_ids], device=self.device)
-        logits = self.model(x, input_pos=torch.arange(n, device=self.device)[None],
-                            cache_rows=torch.tensor([slot], device=self.device))[0, -1]
+        logits = self.model(
+            x, input_pos=torch.arange(n, device=self.device)[None], cache_rows=torch.tensor([slot], device=self.device)
+        )[0, -1]
         req.pos = n
         self.stats["prefill_tokens"] += n
         self._accept(slot, req, logits)
@@ -245,15 +260,18 @@ class Engine:
         self._emit(req, safe[: len(safe) - hold] if hold else safe)
 
     def _emit(self, req: Request, text: str) -> None:
-        delta = text[len(req.emitted):] if text.startswith(req.emitted) else ""
+        delta = text[len(req.emitted) :] if text.startswith(req.emitted) else ""
         if delta or req.pending_logprobs:
             req.emitted += delta
             req.emit(Event("delta", delta, token_ids=list(req.out_ids[-1:]), logprobs=req.pending_logprobs))
             req.pending_logprobs = []
 
     def _usage(self, req: Request) -> dict[str, int]:
-        return {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(req.out_ids),
-                "total_tokens": len(req.prompt_ids) + len(req.out_ids)}
+        return {
+            "prompt_tokens": len(req.prompt_ids),
+            "completion_tokens": len(req.out_ids),
+            "total_tokens": len(req.prompt_ids) + len(req.out_ids),
+        }
 
     def _finish(self, slot: int, req: Request, reason: str, error: str | None = None) -> None:
         self.slots[slot] = None

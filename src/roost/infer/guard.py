@@ -38,8 +38,9 @@ class LeakGuard:
     def refresh(self) -> int:
         """Index posts added since the last call; returns how many."""
         with self._lock:
-            rows = self._con.execute("SELECT rowid, text, text_scrubbed FROM posts WHERE rowid > ?",
-                                     (self.max_rowid,)).fetchall()
+            rows = self._con.execute(
+                "SELECT rowid, text, text_scrubbed FROM posts WHERE rowid > ?", (self.max_rowid,)
+            ).fetchall()
         if not rows:
             return 0
         hs: list[int] = []
@@ -48,7 +49,7 @@ class LeakGuard:
         for rowid, text, scrubbed in rows:
             for body in {text, scrubbed}:
                 for i in range(0, len(body) - ANCHOR + 1, ANCHOR):
-                    hs.append(_h(body[i:i + ANCHOR]))
+                    hs.append(_h(body[i : i + ANCHOR]))
                     rs.append(rowid)
                     offs.append(i if body is text else -1 - i)  # negative: offset into the scrubbed text
         h = np.concatenate([self._hashes, np.array(hs, dtype=np.int64)])
@@ -63,7 +64,7 @@ class LeakGuard:
         """The id of a post the candidate copies >= min_chars characters from, else None."""
         if len(candidate) < self.min_chars or not len(self._hashes):
             return None
-        wins = [_h(candidate[j:j + ANCHOR]) for j in range(len(candidate) - ANCHOR + 1)]
+        wins = [_h(candidate[j : j + ANCHOR]) for j in range(len(candidate) - ANCHOR + 1)]
         keys = np.array(wins, dtype=np.int64)
         lo = np.searchsorted(self._hashes, keys, side="left")
         hi = np.searchsorted(self._hashes, keys, side="right")
@@ -71,13 +72,14 @@ class LeakGuard:
             for k in range(lo[j], hi[j]):
                 rowid, off = int(self._rowids[k]), int(self._offsets[k])
                 with self._lock:
-                    row = self._con.execute("SELECT id, text, text_scrubbed FROM posts WHERE rowid = ?",
-                                            (rowid,)).fetchone()
+                    row = self._con.execute(
+                        "SELECT id, text, text_scrubbed FROM posts WHERE rowid = ?", (rowid,)
+                    ).fetchone()
                 if row is None:  # forgotten since indexing
                     continue
                 body, i = (row[1], off) if off >= 0 else (row[2], -1 - off)
                 j0 = int(j)
-                if body[i:i + ANCHOR] != candidate[j0:j0 + ANCHOR]:
+                if body[i : i + ANCHOR] != candidate[j0 : j0 + ANCHOR]:
                     continue
                 a, b = j0, i
                 while a > 0 and b > 0 and candidate[a - 1] == body[b - 1]:

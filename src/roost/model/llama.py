@@ -86,11 +86,11 @@ class KVCache(nn.Module):
         first `at.span` cached positions (a view when the rows are consecutive)."""
         t = k.shape[2]
         for b, (r, p) in enumerate(zip(at.rows, at.starts, strict=True)):
-            self.k[r, :, p:p + t] = k[b]
-            self.v[r, :, p:p + t] = v[b]
+            self.k[r, :, p : p + t] = k[b]
+            self.v[r, :, p : p + t] = v[b]
         r0 = at.rows[0]
         if at.rows == list(range(r0, r0 + len(at.rows))):
-            return self.k[r0:r0 + len(at.rows), :, : at.span], self.v[r0:r0 + len(at.rows), :, : at.span]
+            return self.k[r0 : r0 + len(at.rows), :, : at.span], self.v[r0 : r0 + len(at.rows), :, : at.span]
         idx = torch.tensor(at.rows, device=self.k.device)
         return self.k[idx, :, : at.span], self.v[idx, :, : at.span]
 

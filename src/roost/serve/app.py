@@ -55,15 +55,28 @@ class ServeConfig:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
         self.headers = headers or {}
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -72,23 +85,45 @@ class Metrics:
     def __init__(self, engine: Engine):
         self.registry = r = CollectorRegistry()
         self.requests = Counter("roost_requests", "HTTP requests", ["route", "status"], registry=r)
-        self.latency = Histogram("roost_request_seconds", "request latency", ["route"], registry=r,
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.ttft = Histogram("roost_time_to_first_token_seconds", "time to first token", registry=r,
-                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+        self.latency = Histogram(
+            "roost_request_seconds",
+            "request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.ttft = Histogram(
+            "roost_time_to_first_token_seconds",
+            "time to first token",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+        )
         self.tokens = Counter("roost_generated_tokens", "generated tokens", registry=r)
-        self.tps = Histogram("roost_request_tokens_per_second", "decode tokens/s per request", registry=r,
-                             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
+        self.tps = Histogram(
+            "roost_request_tokens_per_second",
+            "decode tokens/s per request",
+            registry=r,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+        )
         Gauge("roost_queue_depth", "requests waiting", registry=r).set_function(engine.queue_depth)
         Gauge("roost_running_requests", "requests in the running batch", registry=r).set_function(engine.active)
         Gauge("roost_kv_cache_usage", "share of KV cache positions in use", registry=r).set_function(engine.kv_usage)
 
 
-def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConfig,
-              guard: LeakGuard | None = None, store_db: Path | None = None) -> FastAPI:
-    app = FastAPI(title="roost", version="0.1.0", description="OpenAI-compatible API for your network's own model.",
-                  responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                             429: {"model": ErrorResponse}})
+def build_app(
+    engine: Engine,
+    model_name: str,
+    model_sha256: str,
+    cfg: ServeConfig,
+    guard: LeakGuard | None = None,
+    store_db: Path | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="roost",
+        version="0.1.0",
+        description="OpenAI-compatible API for your network's own model.",
+        responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
+    )
     metrics = Metrics(engine)
     app.state.engine, app.state.closing = engine, False
     prov = {"model": model_name, "model_sha256": model_sha256}
@@ -123,13 +158,21 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
             resp: Response = _error(413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large")
-        elif cfg.api_key and route.startswith("/v1/") and \
-                request.headers.get("authorization", "") != f"Bearer {cfg.api_key}":
-            resp = _error(401, "missing or wrong API key (Authorization: Bearer …)", "authentication_error",
-                          code="invalid_api_key")
+        elif (
+            cfg.api_key
+            and route.startswith("/v1/")
+            and request.headers.get("authorization", "") != f"Bearer {cfg.api_key}"
+        ):
+            resp = _error(
+                401,
+                "missing or wrong API key (Authorization: Bearer …)",
+                "authentication_error",
+                code="invalid_api_key",
+            )
         elif app.state.closing and route.startswith("/v1/"):
-            resp = _error(503, "the server is shutting down", "server_error", code="shutting_down",
-                          headers={"Retry-After": "5"})
+            resp = _error(
+                503, "the server is shutting down", "server_error", code="shutting_down", headers={"Retry-After": "5"}
+            )
         else:
             resp = await call_next(request)
         known = route if route in {r.path for r in app.routes} else "other"  # type: ignore[attr-defined]
@@ -140,15 +183,29 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
     # -- helpers -------------------------------------------------------------------------------------------------------
     def check_model(name: str | None) -> None:
         if name is not None and name != model_name:
-            raise ApiError(404, f"model {name!r} does not exist; this server serves {model_name!r}", param="model",
-                           code="model_not_found")
+            raise ApiError(
+                404,
+                f"model {name!r} does not exist; this server serves {model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     def params_of(req: CompletionRequest | ChatRequest, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        p = SamplingParams(max_tokens=max_tokens or min(256, engine.max_seq // 2), temperature=req.temperature,
-                           top_k=req.top_k, top_p=req.top_p, min_p=req.min_p, repetition_penalty=req.repetition_penalty,
-                           frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty, stop=stop,
-                           stop_token_ids=list(req.stop_token_ids or []), seed=req.seed, logprobs=logprobs)
+        p = SamplingParams(
+            max_tokens=max_tokens or min(256, engine.max_seq // 2),
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+            min_p=req.min_p,
+            repetition_penalty=req.repetition_penalty,
+            frequency_penalty=req.frequency_penalty,
+            presence_penalty=req.presence_penalty,
+            stop=stop,
+            stop_token_ids=list(req.stop_token_ids or []),
+            seed=req.seed,
+            logprobs=logprobs,
+        )
         try:
             p.check()
         except ValueError as e:
@@ -160,15 +217,22 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
         try:
             return engine.submit(ids, p, lambda ev: loop.call_soon_threadsafe(q.put_nowait, (idx, ev)))
         except QueueFull as e:
-            raise ApiError(429, f"server busy: {e}; retry shortly", "rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                429,
+                f"server busy: {e}; retry shortly",
+                "rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": "1"},
+            ) from None
         except EngineStopped:
             raise ApiError(503, "the server is shutting down", "server_error", code="shutting_down") from None
         except ValueError as e:
             code = "context_length_exceeded" if "context length" in str(e) else "invalid_value"
             raise ApiError(400, str(e), param="max_tokens" if code != "invalid_value" else None, code=code) from None
 
-    async def run(ids_list: list[list[int]], p: SamplingParams, n: int, request: Request) -> AsyncIterator[tuple[int, Event]]:
+    async def run(
+        ids_list: list[list[int]], p: SamplingParams, n: int, request: Request
+    ) -> AsyncIterator[tuple[int, Event]]:
         """Submit n requests per prompt; yield (choice index, event) until all are done; cancel on disconnect."""
         q: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         reqs = []
@@ -233,8 +297,12 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "shutting_down" if app.state.closing else "ok", "model": model_name,
-                "queue_depth": engine.queue_depth(), "running": engine.active()}
+        return {
+            "status": "shutting_down" if app.state.closing else "ok",
+            "model": model_name,
+            "queue_depth": engine.queue_depth(),
+            "running": engine.active(),
+        }
 
     @app.get("/metrics", include_in_schema=False)
     async def prom() -> Response:
@@ -242,8 +310,9 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model_name, created=created, model_sha256=model_sha256,
-                                         context_length=engine.max_seq)])
+        return ModelList(
+            data=[ModelCard(id=model_name, created=created, model_sha256=model_sha256, context_length=engine.max_seq)]
+        )
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
@@ -260,8 +329,12 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
             if req.logprobs is None:
                 return None
             dec = engine.tok.decode
-            return {"tokens": [dec([x["token_id"]]) for x in items], "token_logprobs": [x["logprob"] for x in items],
-                    "top_logprobs": [{dec([t]): lp for t, lp in x["top"]} for x in items], "text_offset": []}
+            return {
+                "tokens": [dec([x["token_id"]]) for x in items],
+                "token_logprobs": [x["logprob"] for x in items],
+                "top_logprobs": [{dec([t]): lp for t, lp in x["top"]} for x in items],
+                "text_offset": [],
+            }
 
         def add_usage(ev: Event) -> None:
             for key in usage:
@@ -281,17 +354,41 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
                 for idx, ev in pending:
                     yield from_event(idx, ev)
                 if req.stream_options and req.stream_options.include_usage:
-                    yield sse({"id": rid, "object": "text_completion", "created": now, "model": model_name,
-                               "choices": [], "usage": usage, **prov, "ai_generated": True})
+                    yield sse(
+                        {
+                            "id": rid,
+                            "object": "text_completion",
+                            "created": now,
+                            "model": model_name,
+                            "choices": [],
+                            "usage": usage,
+                            **prov,
+                            "ai_generated": True,
+                        }
+                    )
                 yield "data: [DONE]\n\n"
 
             def from_event(idx: int, ev: Event) -> str:
                 if ev.kind == "done":
                     add_usage(ev)
-                return sse({"id": rid, "object": "text_completion", "created": now, "model": model_name,
-                            "choices": [{"index": idx, "text": ev.text, "logprobs": lp_obj(ev.logprobs) if ev.kind
-                                         == "delta" else None, "finish_reason": ev.finish_reason}],
-                            "ai_generated": True, "model_sha256": model_sha256})
+                return sse(
+                    {
+                        "id": rid,
+                        "object": "text_completion",
+                        "created": now,
+                        "model": model_name,
+                        "choices": [
+                            {
+                                "index": idx,
+                                "text": ev.text,
+                                "logprobs": lp_obj(ev.logprobs) if ev.kind == "delta" else None,
+                                "finish_reason": ev.finish_reason,
+                            }
+                        ],
+                        "ai_generated": True,
+                        "model_sha256": model_sha256,
+                    }
+                )
 
             return StreamingResponse(stream(), media_type="text/event-stream")
         async for idx, ev in gen:
@@ -301,10 +398,25 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
             else:
                 reasons[idx] = ev.finish_reason
                 add_usage(ev)
-        choices = [{"index": i, "text": (engine.tok.decode(prompts[i // req.n]) if req.echo else "") + texts[i],
-                    "logprobs": lp_obj(lps[i]), "finish_reason": reasons.get(i)} for i in sorted(texts)]
-        return {"id": rid, "object": "text_completion", "created": now, "model": model_name, "choices": choices,
-                "usage": usage, "ai_generated": True, "model_sha256": model_sha256}
+        choices = [
+            {
+                "index": i,
+                "text": (engine.tok.decode(prompts[i // req.n]) if req.echo else "") + texts[i],
+                "logprobs": lp_obj(lps[i]),
+                "finish_reason": reasons.get(i),
+            }
+            for i in sorted(texts)
+        ]
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": now,
+            "model": model_name,
+            "choices": choices,
+            "usage": usage,
+            "ai_generated": True,
+            "model_sha256": model_sha256,
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Any:
@@ -319,10 +431,19 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
             if not req.logprobs:
                 return None
             dec = engine.tok.decode
-            return {"content": [{"token": dec([x["token_id"]]), "logprob": x["logprob"],
-                                 "bytes": list(dec([x["token_id"]]).encode()),
-                                 "top_logprobs": [{"token": dec([t]), "logprob": lp, "bytes": list(dec([t]).encode())}
-                                                  for t, lp in x["top"]]} for x in items]}
+            return {
+                "content": [
+                    {
+                        "token": dec([x["token_id"]]),
+                        "logprob": x["logprob"],
+                        "bytes": list(dec([x["token_id"]]).encode()),
+                        "top_logprobs": [
+                            {"token": dec([t]), "logprob": lp, "bytes": list(dec([t]).encode())} for t, lp in x["top"]
+                        ],
+                    }
+                    for x in items
+                ]
+            }
 
         gen = run([ids], p, req.n, request)
         if req.stream:
@@ -342,17 +463,39 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
                         else:
                             for key in usage:
                                 usage[key] += (ev.usage or {}).get(key, 0)
-                        yield sse({"id": rid, "object": "chat.completion.chunk", "created": now, "model": model_name,
-                                   "choices": [{"index": idx, "delta": delta, "finish_reason": ev.finish_reason,
-                                                "logprobs": lp_content(ev.logprobs) if ev.kind == "delta" else None}],
-                                   "ai_generated": True, "model_sha256": model_sha256})
+                        yield sse(
+                            {
+                                "id": rid,
+                                "object": "chat.completion.chunk",
+                                "created": now,
+                                "model": model_name,
+                                "choices": [
+                                    {
+                                        "index": idx,
+                                        "delta": delta,
+                                        "finish_reason": ev.finish_reason,
+                                        "logprobs": lp_content(ev.logprobs) if ev.kind == "delta" else None,
+                                    }
+                                ],
+                                "ai_generated": True,
+                                "model_sha256": model_sha256,
+                            }
+                        )
                     try:
                         items = [await anext(gen)]
                     except StopAsyncIteration:
                         items = []
                 if req.stream_options and req.stream_options.include_usage:
-                    yield sse({"id": rid, "object": "chat.completion.chunk", "created": now, "model": model_name,
-                               "choices": [], "usage": usage})
+                    yield sse(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk",
+                            "created": now,
+                            "model": model_name,
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(stream(), media_type="text/event-stream")
@@ -366,21 +509,38 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
                 reasons[idx] = ev.finish_reason
                 for key in usage:
                     usage[key] += (ev.usage or {}).get(key, 0)
-        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]}, "logprobs": lp_content(lps[i]),
-                    "finish_reason": reasons.get(i)} for i in sorted(texts)]
-        return {"id": rid, "object": "chat.completion", "created": now, "model": model_name, "choices": choices,
-                "usage": usage, "ai_generated": True, "model_sha256": model_sha256}
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": texts[i]},
+                "logprobs": lp_content(lps[i]),
+                "finish_reason": reasons.get(i),
+            }
+            for i in sorted(texts)
+        ]
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": now,
+            "model": model_name,
+            "choices": choices,
+            "usage": usage,
+            "ai_generated": True,
+            "model_sha256": model_sha256,
+        }
 
     async def suggestions(prompt: str, n: int, max_chars: int, temperature: float, seed: int | None) -> SuggestResponse:
-        cfg_c = ComposeConfig(n=n, max_chars=max_chars, temperature=temperature, seed=seed,
-                              max_tokens=min(256, max(48, max_chars // 2)))
+        cfg_c = ComposeConfig(
+            n=n, max_chars=max_chars, temperature=temperature, seed=seed, max_tokens=min(256, max(48, max_chars // 2))
+        )
         if guard is not None:
             guard.refresh()
         try:
             out = await asyncio.to_thread(suggest, engine, prompt, cfg_c, guard, prov)
         except QueueFull as e:
-            raise ApiError(429, f"server busy: {e}", "rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
+            ) from None
         except ValueError as e:
             raise ApiError(400, str(e), code="invalid_value") from None
         return SuggestResponse(candidates=out["candidates"], dropped=out["dropped"], **prov)
@@ -388,8 +548,13 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
     @app.post("/v1/compose", response_model=SuggestResponse)
     async def compose(req: ComposeRequest) -> SuggestResponse:
         check_model(req.model)
-        return await suggestions(chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {req.topic}"), req.n,
-                                 req.max_chars, req.temperature, req.seed)
+        return await suggestions(
+            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {req.topic}"),
+            req.n,
+            req.max_chars,
+            req.temperature,
+            req.seed,
+        )
 
     @app.post("/v1/reply", response_model=SuggestResponse)
     async def reply(req: ReplyRequest) -> SuggestResponse:
@@ -399,8 +564,9 @@ def build_app(engine: Engine, model_name: str, model_sha256: str, cfg: ServeConf
             text = lookup_post(req.post_id)
         if not text:
             raise ApiError(400, "give post_id (a post in the store) or text", param="post_id", code="invalid_value")
-        return await suggestions(chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"), req.n, req.max_chars,
-                                 req.temperature, req.seed)
+        return await suggestions(
+            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"), req.n, req.max_chars, req.temperature, req.seed
+        )
 
     def lookup_post(post_id: str) -> str:
         import sqlite3
