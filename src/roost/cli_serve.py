@@ -121,11 +121,11 @@ def register(app: typer.Typer, state: Any) -> None:
         if max_batch < 1 or max_queue < 0 or not 1 <= port <= 65535:
             raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
         home = state(ctx).ws.root
-        engine, name, sha = load_engine(home, model, max_batch, max_queue, max_seq, dtype, quant, start=False)
+        engine, name, sha, template = load_engine(home, model, max_batch, max_queue, max_seq, dtype, quant, start=False)
         db = home / "corpus.db"
         guard = LeakGuard(db) if db.is_file() else None
         cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)
-        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None)
+        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template)
         console.print(f"serving {name} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
         console.print(
             f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
@@ -147,7 +147,7 @@ def register(app: typer.Typer, state: Any) -> None:
         web.join(timeout=10)
 
     def _suggest(
-        ctx: typer.Context, model: str, prompt: str, n: int, max_chars: int, seed: int | None, title: str
+        ctx: typer.Context, model: str, system: str, user: str, n: int, max_chars: int, seed: int | None, title: str
     ) -> None:
         from roost.infer.compose import ComposeConfig, suggest
         from roost.infer.guard import LeakGuard
@@ -155,7 +155,10 @@ def register(app: typer.Typer, state: Any) -> None:
         if not 1 <= n <= 8 or max_chars < 20:
             raise UsageError("-n must be in 1..8 and --max-chars >= 20")
         home = state(ctx).ws.root
-        engine, name, sha = load_engine(home, model, max_batch=max(n, 1))
+        engine, name, sha, template = load_engine(home, model, max_batch=max(n, 1))
+        from roost.infer.compose import chat_prompt
+
+        prompt = chat_prompt(system, user, template)
         db = home / "corpus.db"
         guard = LeakGuard(db) if db.is_file() else None
         try:
@@ -183,12 +186,13 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost compose "the first snow of the year" -m smollm2-replies -n 3[/]
         """
-        from roost.infer.compose import COMPOSE_SYSTEM, chat_prompt
+        from roost.infer.compose import COMPOSE_SYSTEM
 
         _suggest(
             ctx,
             model,
-            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {topic}"),
+            COMPOSE_SYSTEM,
+            f"Write a post about: {topic}",
             n,
             max_chars,
             seed,
@@ -210,7 +214,7 @@ def register(app: typer.Typer, state: Any) -> None:
         """
         import sqlite3
 
-        from roost.infer.compose import REPLY_SYSTEM, chat_prompt
+        from roost.infer.compose import REPLY_SYSTEM
 
         text = post
         db = state(ctx).ws.corpus_db
@@ -224,7 +228,8 @@ def register(app: typer.Typer, state: Any) -> None:
         _suggest(
             ctx,
             model,
-            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"),
+            REPLY_SYSTEM,
+            f"Reply to this post:\n{text}",
             n,
             max_chars,
             seed,

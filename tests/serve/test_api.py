@@ -240,3 +240,56 @@ def test_openapi_spec_from_schemas(server: Server) -> None:
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/completions", "/v1/chat/completions", "/v1/compose", "/v1/reply", "/v1/models"} <= set(spec["paths"])
     assert "ComposeRequest" in json.dumps(spec)
+
+
+def test_in_process_with_the_async_client(model_dir: Path) -> None:
+    """The same app in process: the async OpenAI client over httpx's ASGI transport (no socket)."""
+    import asyncio
+
+    from roost.serve.app import ServeConfig, build_app
+    from tests.serve.conftest import make_engine
+
+    engine = make_engine(model_dir)
+    app = build_app(engine, "tiny", "0" * 64, ServeConfig())
+
+    async def go() -> tuple[list[str], str | None]:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://roost")
+        client = openai.AsyncOpenAI(base_url="http://roost/v1", api_key="x", http_client=http, max_retries=0)
+        ids = [m.id async for m in client.models.list()]
+        r = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+        await http.aclose()
+        return ids, r.choices[0].finish_reason
+
+    try:
+        ids, reason = asyncio.run(go())
+        assert ids == ["tiny"] and reason in ("stop", "length")
+    finally:
+        engine.shutdown()
+
+
+def test_chat_template_is_the_models_own() -> None:
+    from roost.infer.chat import ChatTemplate
+
+    smol = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\nYou are SmolLM<|im_end|>\\n' }}{% endif %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    out = ChatTemplate(smol).render([{"role": "user", "content": "hi"}])
+    assert (
+        out == "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert ChatTemplate(None).render([{"role": "user", "content": "hi"}]).startswith("<|im_start|>user\nhi")
+    strict = ChatTemplate("{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}x")
+    with pytest.raises(ValueError, match="user first"):
+        strict.render([{"role": "assistant", "content": "a"}])
+
+
+def test_serve_refuses_public_bind_without_key(tmp_path: Path) -> None:
+    from tests.conftest import run_roost
+
+    p = run_roost("--home", str(tmp_path), "serve", "whatever", "--host", "0.0.0.0", check=False)
+    assert p.returncode == 2 and "without an API key" in p.stderr and "Traceback" not in p.stderr

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.corpus.dedup import shingles
+from roost.infer.chat import ChatTemplate
 from roost.infer.engine import Engine, Event
 from roost.infer.guard import LeakGuard
 from roost.infer.sampling import SamplingParams
@@ -53,9 +54,10 @@ def jaccard(a: str, b: str) -> float:
     return len(sa & sb) / max(1, len(sa | sb))
 
 
-def chat_prompt(system: str | None, user: str) -> str:
-    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
-    return f"{head}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+def chat_prompt(system: str | None, user: str, template: ChatTemplate | None = None) -> str:
+    """The prompt in the model's chat template (ChatML when it has none)."""
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return (template or ChatTemplate(None)).render(msgs)
 
 
 COMPOSE_SYSTEM = "You write short social media posts. Answer with the post only."

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from roost.infer.chat import ChatTemplate
 from roost.infer.compose import COMPOSE_SYSTEM, REPLY_SYSTEM, ComposeConfig, chat_prompt, suggest
 from roost.infer.engine import Engine, EngineStopped, Event, QueueFull
 from roost.infer.guard import LeakGuard
@@ -117,6 +118,7 @@ def build_app(
     cfg: ServeConfig,
     guard: LeakGuard | None = None,
     store_db: Path | None = None,
+    chat_template: ChatTemplate | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="roost",
@@ -276,16 +278,21 @@ def build_app(
             raise ApiError(400, "prompt is empty", param="prompt", code="invalid_value")
         return [engine.tok.encode(s, add_special_tokens=False).ids for s in prompt]  # type: ignore[union-attr]
 
+    template = chat_template or ChatTemplate(None)
+
     def render_chat(req: ChatRequest) -> list[int]:
-        parts = []
+        msgs = []
         for m in req.messages:
             if isinstance(m.content, list):
                 text = "".join(str(c.get("text", "")) for c in m.content if isinstance(c, dict))
             else:
                 text = m.content or ""
-            role = "system" if m.role == "developer" else m.role
-            parts.append(f"<|im_start|>{role}\n{text}<|im_end|>\n")
-        return engine.tok.encode("".join(parts) + "<|im_start|>assistant\n", add_special_tokens=False).ids
+            msgs.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+        try:
+            prompt = template.render(msgs)
+        except ValueError as e:
+            raise ApiError(400, str(e), param="messages", code="invalid_value") from None
+        return engine.tok.encode(prompt, add_special_tokens=False).ids
 
     def sse(obj: dict[str, Any]) -> str:
         return f"data: {json.dumps(obj)}\n\n"
@@ -549,7 +556,7 @@ def build_app(
     async def compose(req: ComposeRequest) -> SuggestResponse:
         check_model(req.model)
         return await suggestions(
-            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {req.topic}"),
+            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {req.topic}", template),
             req.n,
             req.max_chars,
             req.temperature,
@@ -565,7 +572,11 @@ def build_app(
         if not text:
             raise ApiError(400, "give post_id (a post in the store) or text", param="post_id", code="invalid_value")
         return await suggestions(
-            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}"), req.n, req.max_chars, req.temperature, req.seed
+            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}", template),
+            req.n,
+            req.max_chars,
+            req.temperature,
+            req.seed,
         )
 
     def lookup_post(post_id: str) -> str:
