@@ -26,6 +26,9 @@ def test_help_has_an_example_per_verb() -> None:
         "export",
         "train",
         "generate",
+        "serve",
+        "compose",
+        "reply",
     ):
         assert verb in out
     for verb in (
@@ -38,6 +41,9 @@ def test_help_has_an_example_per_verb() -> None:
         ["tokenize"],
         ["shards", "list"],
         ["shards", "verify"],
+        ["serve"],
+        ["compose"],
+        ["reply"],
         ["import"],
         ["export"],
         ["train"],
