@@ -42,6 +42,7 @@ def resolve_model(home: Path, name: str) -> Path:
 
 
 def import_model(home: Path, source: str, name: str | None) -> tuple[Path, dict[str, Any]]:
+    from roost.hashing import sha256_file
     from roost.model import convert
 
     path = smollm2_gguf() if source == "smollm2" else Path(source).expanduser()
@@ -54,7 +55,7 @@ def import_model(home: Path, source: str, name: str | None) -> tuple[Path, dict[
         prov = {
             "source": str(path),
             "format": "gguf",
-            "source_sha256": convert._sha256(path),
+            "source_sha256": sha256_file(path),
             "gguf": meta,
             "note": "weights dequantised to fp32 from the GGUF's quantisation",
         }

@@ -8,7 +8,6 @@ The directory loads in `transformers` as it is (`AutoTokenizer.from_pretrained(d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections import defaultdict
@@ -21,6 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from roost.config import TokenizerConfig
 from roost.corpus.store import TRAINING_WHERE
 from roost.errors import RoostError, UsageError
+from roost.hashing import sha256_file
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -165,14 +165,6 @@ def load(path: Path) -> Tokenizer:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises a plain Exception for bad JSON / unknown model types
         raise RoostError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0][:200]})") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def separator_id(tok: Tokenizer) -> int:

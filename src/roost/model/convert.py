@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from roost.errors import RoostError
+from roost.hashing import sha256_file
 from roost.model.config import ModelConfig, from_dict
 from roost.model.llama import Llama
 
@@ -294,16 +295,6 @@ def gguf_tokenizer(path: Path) -> tuple[Any, dict[str, Any]]:
 # -- the models/<name>/ directory ----------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model_dir(
     model: Llama, out: Path, tokenizer_json: Path | Any, tokenizer_config: dict[str, Any], provenance: dict[str, Any]
 ) -> dict[str, Any]:
@@ -354,8 +345,8 @@ def save_model_dir(
     (tmp / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if v is not None}, indent=2))
     meta = {
         **provenance,
-        "model_sha256": _sha256(tmp / "model.safetensors"),
-        "tokenizer_sha256": _sha256(tmp / "tokenizer.json"),
+        "model_sha256": sha256_file(tmp / "model.safetensors"),
+        "tokenizer_sha256": sha256_file(tmp / "tokenizer.json"),
         "roost_config": cfg.to_dict(),
         "params": cfg.num_params(),
     }

@@ -294,6 +294,18 @@ def build_app(
             raise ApiError(400, str(e), param="messages", code="invalid_value") from None
         return engine.tok.encode(prompt, add_special_tokens=False).ids
 
+    def envelope(rid: str, obj: str, now: int, choices: list[Any], usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": obj,
+            "created": now,
+            "model": model_name,
+            "choices": choices,
+            "usage": usage,
+            "ai_generated": True,
+            "model_sha256": model_sha256,
+        }
+
     def sse(obj: dict[str, Any]) -> str:
         return f"data: {json.dumps(obj)}\n\n"
 
@@ -414,16 +426,7 @@ def build_app(
             }
             for i in sorted(texts)
         ]
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": now,
-            "model": model_name,
-            "choices": choices,
-            "usage": usage,
-            "ai_generated": True,
-            "model_sha256": model_sha256,
-        }
+        return envelope(rid, "text_completion", now, choices, usage)
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Any:
@@ -525,16 +528,7 @@ def build_app(
             }
             for i in sorted(texts)
         ]
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": now,
-            "model": model_name,
-            "choices": choices,
-            "usage": usage,
-            "ai_generated": True,
-            "model_sha256": model_sha256,
-        }
+        return envelope(rid, "chat.completion", now, choices, usage)
 
     async def suggestions(prompt: str, n: int, max_chars: int, temperature: float, seed: int | None) -> SuggestResponse:
         cfg_c = ComposeConfig(

@@ -13,7 +13,6 @@ half-written `step_N/`. Loading verifies every checksum and names the previous c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,16 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from roost.errors import RoostError
+from roost.hashing import sha256_file
 
 FILES = ("model.safetensors", "optim.safetensors", "rng.safetensors")
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _optim_to_flat(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -114,7 +106,13 @@ def save(
     save_file(opt_tensors, str(tmp / "optim.safetensors"))
     rng_t, rng_plain = rng_state()
     save_file(rng_t, str(tmp / "rng.safetensors"))
-    full = {**meta, "step": step, "optimizers": opt_meta, "rng": rng_plain, "sha256": {f: _sha(tmp / f) for f in FILES}}
+    full = {
+        **meta,
+        "step": step,
+        "optimizers": opt_meta,
+        "rng": rng_plain,
+        "sha256": {f: sha256_file(tmp / f) for f in FILES},
+    }
     (tmp / "meta.json").write_text(json.dumps(full, indent=1))
     for f in list(tmp.iterdir()):
         with f.open("rb") as fh:
@@ -142,7 +140,7 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dic
         raise RoostError(f"{path}/meta.json: unreadable ({e}){_previous_hint(path)}") from None
     for f in FILES:
         p = path / f
-        if not p.is_file() or _sha(p) != meta.get("sha256", {}).get(f):
+        if not p.is_file() or sha256_file(p) != meta.get("sha256", {}).get(f):
             raise RoostError(
                 f"{p}: missing or its sha256 does not match meta.json — the checkpoint is corrupt{_previous_hint(path)}"
             )
