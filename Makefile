@@ -46,6 +46,10 @@ demo: $(STAMP)
 	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) generate demo-small "I love" --vs smollm2 --vs smollm2-replies \
 	  --seed 1 --max-tokens 48
 	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) compose "the first snow of the year" -m smollm2-replies -n 3 --seed 1
+	# Search: keyword (tantivy BM25) + vectors (all-MiniLM-L6-v2, usearch HNSW), fused with RRF.
+	$(BIN)/roost --home $(HOME_DIR) index
+	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) search "#jokes python" -k 3
+	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) search "good morning coffee -filter:replies" --mode semantic -k 3
 	# The server, left running in the background on 127.0.0.1:$(PORT) with the fine-tuned model.
 	nohup $(BIN)/roost --home $(HOME_DIR) serve smollm2-replies --port $(PORT) > $(HOME_DIR)/serve.log 2>&1 & echo $$! > $(HOME_DIR)/serve.pid
 	for i in $$(seq 1 60); do curl -sf http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 1; done

@@ -171,6 +171,11 @@ def forget(
         n = store.forget(author or [], post or [])
     console.print(f"forgot {n['posts']:,} post(s); tombstoned {n['authors']} author(s) and {n['post_ids']} post id(s)")
     stale = mark_stale(ws.shards, n["ids"]) if ws.shards.is_dir() else []
+    if (ws.root / "index" / "meta.json").is_file() and n["ids"]:
+        from roost.search.hybrid import SearchIndex
+
+        SearchIndex(ws.root, embedder=False).forget(n["ids"], n["rowids"])
+        console.print(f"removed {len(n['ids'])} post(s) from the search index")
     for name in stale:
         console.print(
             f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
@@ -378,8 +383,10 @@ from roost.cli_model import register as _register_model_verbs  # noqa: E402
 _register_model_verbs(app, _state)
 
 from roost.cli_serve import register as _register_serve_verbs  # noqa: E402
+from roost.cli_serve import register_search as _register_search_verbs  # noqa: E402
 
 _register_serve_verbs(app, _state)
+_register_search_verbs(app, _state)
 
 
 def main() -> None:

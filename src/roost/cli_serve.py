@@ -235,3 +235,71 @@ def register(app: typer.Typer, state: Any) -> None:
             seed,
             f"reply to: {text[:80]}",
         )
+
+
+def register_search(app: typer.Typer, state: Any) -> None:
+    @app.command("index")
+    def index_cmd(
+        ctx: typer.Context,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Build the search indexes from the store: keyword (tantivy BM25) and vectors (MiniLM + usearch HNSW).
+
+        Example: [bold]roost index && roost search "#coffee from:alice"[/]
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from roost.search.hybrid import SearchIndex
+
+        home = state(ctx).ws.root
+        with Progress(
+            TextColumn("[bold]indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=quiet or not console.is_terminal,
+            transient=True,
+            console=console,
+        ) as progress:
+            task = progress.add_task("index", total=None)
+            meta = SearchIndex.build(home, on_batch=lambda d, t: progress.update(task, completed=d, total=t))
+        console.print(
+            f"indexed {meta['posts']:,} posts in {meta['seconds']:.1f} s "
+            f"({meta['posts'] / max(meta['seconds'], 1e-9):,.0f} posts/s) → {home / 'index'}"
+        )
+
+    @app.command()
+    def search(
+        ctx: typer.Context,
+        query: Annotated[
+            str,
+            typer.Argument(
+                help='Words, "phrases", -exclusions, OR, #tags, from:, to:, since:, until:, lang:, filter:replies.'
+            ),
+        ],
+        mode: Annotated[str, typer.Option("--mode", help="keyword, semantic or hybrid.")] = "hybrid",
+        k: Annotated[int, typer.Option("-k", help="Results.")] = 10,
+        recency: Annotated[float, typer.Option("--recency", help="Boost for recent posts (0 = off).")] = 0.0,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    ) -> None:
+        """Search the posts: keyword (BM25), semantic (MiniLM vectors) or hybrid (reciprocal rank fusion).
+
+        Example: [bold]roost search 'rain OR snow since:2024-01-01 -filter:replies' --mode hybrid[/]
+        """
+        from roost.search.hybrid import SearchIndex
+
+        if not 1 <= k <= 1000 or recency < 0:
+            raise UsageError("-k must be in 1..1000 and --recency >= 0")
+        hits = SearchIndex(state(ctx).ws.root).search(query, mode, k, recency)
+        if as_json:
+            for h in hits:
+                console.print_json(json.dumps(h.to_json()))
+            return
+        t = Table(title=f"{mode}: {query}")
+        for col in ("id", "author", "time", "text", "score"):
+            t.add_column(col, overflow="fold", max_width=60 if col == "text" else None)
+        for h in hits:
+            t.add_row(h.id, h.author, h.created_at, h.text, f"{h.score:.4f}")
+        console.print(t)
+        if not hits:
+            console.print("no posts match")

@@ -1,0 +1,161 @@
+"""The keyword index: tantivy with BM25. One analyser keeps #hashtags, @mentions, $cashtags and URLs as exact
+tokens, lowercases and folds diacritics (café = cafe), works for Cyrillic/Arabic words, and indexes CJK as
+overlapping bigrams. Fast fields for author, time, language and reply/repost flags make filters cheap.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from roost.search.query import Query, cjk_bigrams
+
+ANALYZER = "roost_posts"
+_PATTERN = r"https?://[^\s]+|[#@$][\w]+|\w+"
+
+
+def _schema() -> tantivy.Schema:
+    b = tantivy.SchemaBuilder()
+    b.add_text_field("id", stored=True, tokenizer_name="raw")
+    b.add_text_field("body", stored=False, tokenizer_name=ANALYZER)
+    b.add_text_field("author", stored=True, fast=True, tokenizer_name="raw")
+    b.add_text_field("mentions", stored=False, tokenizer_name="raw")
+    b.add_text_field("lang", stored=True, fast=True, tokenizer_name="raw")
+    b.add_integer_field("created", stored=True, indexed=True, fast=True)
+    b.add_integer_field("is_reply", stored=False, indexed=True, fast=True)
+    b.add_integer_field("rowid", stored=True, indexed=True, fast=True)
+    return b.build()
+
+
+def _analyzer() -> Any:
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(_PATTERN))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .build()
+    )
+
+
+class KeywordIndex:
+    def __init__(self, path: Path, create: bool = False):
+        if create:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+        self.schema = _schema()
+        self.index = tantivy.Index(self.schema, path=str(path), reuse=not create)
+        self.index.register_tokenizer(ANALYZER, _analyzer())
+        self._writer: Any = None
+
+    def writer(self) -> Any:
+        if self._writer is None:
+            self._writer = self.index.writer(heap_size=64_000_000, num_threads=1)
+        return self._writer
+
+    def add(self, rows: Iterable[tuple[int, str, str, str, str, str, str | None, str]]) -> int:
+        """rows: (rowid, id, author, created_at ISO, text, lang, reply_to, mentions JSON)."""
+        import json
+
+        w = self.writer()
+        n = 0
+        for rowid, pid, author, created, text, lang, reply_to, mentions in rows:
+            doc = tantivy.Document()
+            doc.add_text("id", pid)
+            doc.add_text("body", cjk_bigrams(text))
+            doc.add_text("author", author.lower())
+            for m in json.loads(mentions or "[]"):
+                doc.add_text("mentions", str(m).lstrip("@").lower())
+            doc.add_text("lang", lang)
+            doc.add_integer("created", int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()))
+            doc.add_integer("is_reply", 1 if reply_to else 0)
+            doc.add_integer("rowid", rowid)
+            w.add_document(doc)
+            n += 1
+        return n
+
+    def delete(self, post_ids: Iterable[str]) -> None:
+        w = self.writer()
+        for pid in post_ids:
+            w.delete_documents("id", pid)
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.commit()
+            self._writer.wait_merging_threads()
+            self._writer = None
+        self.index.reload()
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+    def _filters(self, q: Query) -> list[Any]:
+        s, out = self.schema, []
+        occ = tantivy.Occur
+        if q.authors:
+            out.append((occ.Must, tantivy.Query.term_set_query(s, "author", [a.lower() for a in q.authors])))
+        if q.to:
+            out.append((occ.Must, tantivy.Query.term_set_query(s, "mentions", [a.lower() for a in q.to])))
+        if q.langs:
+            out.append((occ.Must, tantivy.Query.term_set_query(s, "lang", q.langs)))
+        if q.since or q.until:
+            lo = int(q.since.timestamp()) if q.since else None
+            hi = int(q.until.timestamp()) - 1 if q.until else None
+            out.append((occ.Must, tantivy.Query.range_query(s, "created", tantivy.FieldType.Integer, lo, hi)))
+        if q.replies is not None:
+            out.append((occ.Must, tantivy.Query.term_query(s, "is_reply", 1 if q.replies else 0)))
+        return out
+
+    def _text_query(self, q: Query) -> Any | None:
+        def quote(t: str) -> str:
+            return '"' + t.replace("\\", " ").replace('"', " ") + '"'
+
+        parts = [t if t == "OR" else quote(cjk_bigrams(t)) for t in q.terms]
+        parts += [quote(cjk_bigrams(p)) for p in q.phrases]
+        if not [p for p in parts if p != "OR"]:
+            return None
+        text = " ".join(parts)
+        text = re.sub(r"(^| )OR( OR)+", " OR", text)
+        if "OR" in parts:
+            return self.index.parse_query(text, ["body"])
+        return self.index.parse_query(" AND ".join(p for p in parts if p != "OR"), ["body"])
+
+    def query(self, q: Query) -> Any:
+        clauses = self._filters(q)
+        text = self._text_query(q)
+        if text is not None:
+            clauses.append((tantivy.Occur.Must, text))
+        for ex in q.exclude:
+            clauses.append(
+                (tantivy.Occur.MustNot, self.index.parse_query('"' + cjk_bigrams(ex).replace('"', " ") + '"', ["body"]))
+            )
+        if not any(o == tantivy.Occur.Must for o, _ in clauses):
+            clauses.append((tantivy.Occur.Must, tantivy.Query.all_query()))
+        return tantivy.Query.boolean_query(clauses)
+
+    def search(self, q: Query, limit: int) -> list[tuple[str, int, float]]:
+        """(post id, rowid, BM25 score) best first."""
+        searcher = self.index.searcher()
+        hits = searcher.search(self.query(q), limit).hits
+        out = []
+        for score, addr in hits:
+            d = searcher.doc(addr)
+            out.append((d["id"][0], int(d["rowid"][0]), float(score)))
+        return out
+
+    def filter_rowids(self, q: Query, cap: int) -> list[int] | None:
+        """Rowids of every post passing q's filters (None when there are more than `cap`)."""
+        clauses = self._filters(q)
+        if not clauses:
+            return None
+        searcher = self.index.searcher()
+        query = tantivy.Query.boolean_query(clauses)
+        res = searcher.search(query, cap + 1)
+        if res.count is not None and res.count > cap:
+            return None
+        return [int(searcher.doc(a)["rowid"][0]) for _, a in res.hits]
+
+    def num_docs(self) -> int:
+        return int(self.index.searcher().num_docs)

@@ -1,0 +1,107 @@
+"""X-style search queries: `from:alice to:bob since:2024-01-01 until:2024-02-01 #tag lang:de "exact phrase" -term
+filter:replies -filter:replies OR`. `parse()` splits a query into free text and filters, with a clear error for
+anything malformed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from roost.errors import UsageError
+
+MAX_QUERY_CHARS = 1000
+_TOKEN = re.compile(r'-?"[^"]*"|\S+')
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
+
+
+@dataclass
+class Query:
+    terms: list[str] = field(default_factory=list)  # words, #tags, @mentions, URLs; "OR" kept as an operator
+    phrases: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
+    to: list[str] = field(default_factory=list)
+    since: datetime | None = None
+    until: datetime | None = None
+    langs: list[str] = field(default_factory=list)
+    replies: bool | None = None  # True: only replies; False: no replies
+
+    @property
+    def text(self) -> str:
+        """The free text (for embeddings): terms and phrases without operators."""
+        return " ".join([t for t in self.terms if t != "OR"] + self.phrases)
+
+    def has_filters(self) -> bool:
+        return bool(self.authors or self.to or self.since or self.until or self.langs or self.replies is not None)
+
+
+def _date(value: str, op: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(f"{op}:{value} — dates are YYYY-MM-DD") from None
+
+
+def parse(q: str) -> Query:
+    if len(q) > MAX_QUERY_CHARS:
+        raise UsageError(f"query of {len(q)} characters; the limit is {MAX_QUERY_CHARS}")
+    if not q.strip():
+        raise UsageError("empty query")
+    if q.count('"') % 2:
+        raise UsageError('unbalanced " in the query')
+    out = Query()
+    for tok in _TOKEN.findall(q):
+        neg = tok.startswith("-") and len(tok) > 1
+        body = tok[1:] if neg else tok
+        if body.startswith('"'):
+            phrase = body.strip('"').strip()
+            if phrase:
+                (out.exclude if neg else out.phrases).append(phrase)
+            continue
+        op, sep, value = body.partition(":")
+        low = op.lower()
+        if (
+            sep
+            and low in ("from", "to", "since", "until", "lang", "filter")
+            and not body.startswith(("http:", "https:"))
+        ):
+            if not value:
+                raise UsageError(f"{op}: needs a value, e.g. {op}:alice")
+            if low == "from":
+                out.authors.append(value.lstrip("@"))
+            elif low == "to":
+                out.to.append(value.lstrip("@"))
+            elif low == "since":
+                out.since = _date(value, op)
+            elif low == "until":
+                out.until = _date(value, op)
+            elif low == "lang":
+                if not re.fullmatch(r"[a-z]{2,3}", value.lower()):
+                    raise UsageError(f"lang:{value} — use a 2- or 3-letter language code")
+                out.langs.append(value.lower())
+            elif value.lower() == "replies":
+                out.replies = not neg
+            else:
+                raise UsageError(f"filter:{value} — only filter:replies / -filter:replies are supported")
+            continue
+        if neg:
+            out.exclude.append(body)
+        elif tok == "OR":
+            if out.terms and out.terms[-1] != "OR":
+                out.terms.append("OR")
+        else:
+            out.terms.append(tok)
+    if out.terms and out.terms[-1] == "OR":
+        out.terms.pop()
+    if out.since and out.until and out.since >= out.until:
+        raise UsageError("since: must be before until:")
+    if not (out.terms or out.phrases or out.has_filters()):
+        raise UsageError("the query has nothing to search for (only exclusions?)")
+    return out
+
+
+def cjk_bigrams(text: str) -> str:
+    """CJK runs → overlapping bigrams (what the keyword index stores and queries)."""
+    return _CJK.sub(lambda m: " ".join(m.group()[i : i + 2] for i in range(len(m.group()) - 1)), text)
