@@ -29,7 +29,7 @@ def load_engine(
     dtype: str = "bf16",
     quant: str | None = None,
     start: bool = True,
-) -> tuple[Any, str, str]:
+) -> tuple[Any, str, str, Any]:
     import torch
 
     from roost.cli_model import resolve_model
@@ -51,6 +51,10 @@ def load_engine(
         raise UsageError(f"--dtype must be bf16 or fp32, got {dtype!r}")
     if quant not in (None, "int8"):
         raise UsageError(f"--quant must be int8 (or left out), got {quant!r}")
+    if torch.cuda.is_available():
+        model.to("cuda")
+        if quant:
+            raise UsageError("--quant int8 is the CPU path; on a GPU serve bf16")
     engine = Engine(
         model,
         tok,
@@ -62,7 +66,10 @@ def load_engine(
         quant=quant,
         start=start,
     )
-    return engine, path.name, str(meta.get("model_sha256", "unknown"))
+    from roost.infer.chat import ChatTemplate
+
+    template = ChatTemplate(tc.get("chat_template"), tc)
+    return engine, path.name, str(meta.get("model_sha256", "unknown")), template
 
 
 def _print_suggestions(out: dict[str, Any], title: str) -> None:

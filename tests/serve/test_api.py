@@ -4,6 +4,7 @@ completions, chat, streaming with usage, stop, seeds, n, logprobs, compose/reply
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -293,3 +294,20 @@ def test_serve_refuses_public_bind_without_key(tmp_path: Path) -> None:
 
     p = run_roost("--home", str(tmp_path), "serve", "whatever", "--host", "0.0.0.0", check=False)
     assert p.returncode == 2 and "without an API key" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_compose_and_reply(model_dir: Path, store_db: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import run_roost
+
+    shutil.copyfile(store_db, tmp_path / "corpus.db")
+    out = run_roost(
+        "--home", str(tmp_path), "compose", "rain", "-m", str(model_dir), "-n", "2", "--seed", "1", "--max-chars", "80"
+    ).stdout
+    assert "ai_generated: true · model tiny" in out and "dropped:" in out
+    post_id = sqlite3.connect(store_db).execute("SELECT id FROM posts LIMIT 1").fetchone()[0]
+    out = run_roost("--home", str(tmp_path), "reply", post_id, "-m", str(model_dir), "-n", "1", "--seed", "2").stdout
+    assert "reply to:" in out and "ai_generated: true" in out
+    bad = run_roost("--home", str(tmp_path), "reply", "x:does-not-exist", "-m", str(model_dir), check=False)
+    assert bad.returncode == 1 and "no post 'x:does-not-exist'" in bad.stderr
