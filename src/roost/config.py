@@ -95,10 +95,7 @@ SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardC
 
 
 def build_section(cls: type, table: dict[str, Any], where: str) -> Any:
-    return _build(cls, table, where)
-
-
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    """A config dataclass from a TOML table; unknown keys and wrong arguments are UsageErrors naming `where`."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(table) - names
     if unknown:
@@ -123,5 +120,5 @@ def load_config(path: Path | None) -> RoostConfig:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise UsageError(f"{path}: [{name}] must be a table of settings")
-    typed = {name: _build(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in SECTIONS.items()}
+    typed = {name: build_section(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in SECTIONS.items()}
     return RoostConfig(**typed, train=dict(data.get("train", {})))

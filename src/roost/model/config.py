@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.config import build_section
 from roost.errors import UsageError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -96,14 +97,8 @@ class ModelConfig:
 
 
 def from_dict(d: dict[str, Any], where: str = "model config") -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = set(d) - names
-    if unknown:
-        raise UsageError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
-    try:
-        return ModelConfig(**d)
-    except TypeError as e:
-        raise UsageError(f"{where}: {e}") from None
+    cfg: ModelConfig = build_section(ModelConfig, d, where)
+    return cfg
 
 
 def presets() -> list[str]:

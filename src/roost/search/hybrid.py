@@ -172,15 +172,23 @@ class SearchIndex:
                         )
                     }
                 )
-            gone_posts = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'post'")}
-            gone_authors = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'author'")}
+            # only the tombstones of these candidates, not the whole table, on every query
+            keys = list({k for row in found.values() for k in (row[0], row[1])})
+            gone: set[tuple[str, str]] = set()
+            for s0 in range(0, len(keys), 500):
+                part = keys[s0 : s0 + 500]
+                gone.update(
+                    con.execute(
+                        f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(part))})", part
+                    ).fetchall()
+                )
         finally:
             con.close()
         hits = []
         now = time.time()
         for rowid, score in scores.items():
             row = found.get(rowid)
-            if row is None or row[0] in gone_posts or row[1] in gone_authors:
+            if row is None or ("post", row[0]) in gone or ("author", row[1]) in gone:
                 continue  # forgotten: never returned, whatever the index still holds
             if recency:
                 from datetime import datetime

@@ -294,7 +294,39 @@ def build_app(
             raise ApiError(400, str(e), param="messages", code="invalid_value") from None
         return engine.tok.encode(prompt, add_special_tokens=False).ids
 
-    def envelope(rid: str, obj: str, now: int, choices: list[Any], usage: dict[str, int]) -> dict[str, Any]:
+    def add_usage(usage: dict[str, int], ev: Event) -> None:
+        for key in usage:
+            usage[key] += (ev.usage or {}).get(key, 0)
+
+    def stream_of(
+        first: tuple[int, Event],
+        gen: AsyncIterator[tuple[int, Event]],
+        rid: str,
+        obj: str,
+        now: int,
+        choice_of: Any,
+        include_usage: bool,
+    ) -> StreamingResponse:
+        """SSE chunks, one per engine event, then a usage chunk when asked for, then [DONE]."""
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+        async def events() -> AsyncIterator[tuple[int, Event]]:
+            yield first
+            async for item in gen:
+                yield item
+
+        async def chunks() -> AsyncIterator[str]:
+            async for idx, ev in events():
+                if ev.kind == "done":
+                    add_usage(usage, ev)
+                yield sse(envelope(rid, obj, now, [choice_of(idx, ev)], None))
+            if include_usage:
+                yield sse(envelope(rid, obj, now, [], usage))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    def envelope(rid: str, obj: str, now: int, choices: list[Any], usage: dict[str, int] | None) -> dict[str, Any]:
         return {
             "id": rid,
             "object": obj,
@@ -355,68 +387,23 @@ def build_app(
                 "text_offset": [],
             }
 
-        def add_usage(ev: Event) -> None:
-            for key in usage:
-                usage[key] += (ev.usage or {}).get(key, 0)
-
         gen = run(prompts, p, req.n, request)
         if req.stream:
-            first_idx, first_ev = await anext(gen)  # errors (429, 400) surface before the stream starts
+            first = await anext(gen)  # errors (429, 400) surface before the stream starts
 
-            async def stream() -> AsyncIterator[str]:
-                pending: list[tuple[int, Event]] = [(first_idx, first_ev)]
-                async for item in gen:
-                    pending.append(item)
-                    for idx, ev in pending:
-                        yield from_event(idx, ev)
-                    pending = []
-                for idx, ev in pending:
-                    yield from_event(idx, ev)
-                if req.stream_options and req.stream_options.include_usage:
-                    yield sse(
-                        {
-                            "id": rid,
-                            "object": "text_completion",
-                            "created": now,
-                            "model": model_name,
-                            "choices": [],
-                            "usage": usage,
-                            **prov,
-                            "ai_generated": True,
-                        }
-                    )
-                yield "data: [DONE]\n\n"
+            def choice_of(idx: int, ev: Event) -> dict[str, Any]:
+                lp = lp_obj(ev.logprobs) if ev.kind == "delta" else None
+                return {"index": idx, "text": ev.text, "logprobs": lp, "finish_reason": ev.finish_reason}
 
-            def from_event(idx: int, ev: Event) -> str:
-                if ev.kind == "done":
-                    add_usage(ev)
-                return sse(
-                    {
-                        "id": rid,
-                        "object": "text_completion",
-                        "created": now,
-                        "model": model_name,
-                        "choices": [
-                            {
-                                "index": idx,
-                                "text": ev.text,
-                                "logprobs": lp_obj(ev.logprobs) if ev.kind == "delta" else None,
-                                "finish_reason": ev.finish_reason,
-                            }
-                        ],
-                        "ai_generated": True,
-                        "model_sha256": model_sha256,
-                    }
-                )
-
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return stream_of(first, gen, rid, "text_completion", now, choice_of, include)
         async for idx, ev in gen:
             texts[idx] += ev.text
             if ev.kind == "delta":
                 lps[idx].extend(ev.logprobs)
             else:
                 reasons[idx] = ev.finish_reason
-                add_usage(ev)
+                add_usage(usage, ev)
         choices = [
             {
                 "index": i,
@@ -458,57 +445,20 @@ def build_app(
         gen = run([ids], p, req.n, request)
         if req.stream:
             first = await anext(gen)
+            started: set[int] = set()
 
-            async def stream() -> AsyncIterator[str]:
-                started: set[int] = set()
-                items = [first]
-                while items:
-                    for idx, ev in items:
-                        delta: dict[str, Any] = {}
-                        if idx not in started:
-                            delta["role"] = "assistant"
-                            started.add(idx)
-                        if ev.kind == "delta":
-                            delta["content"] = ev.text
-                        else:
-                            for key in usage:
-                                usage[key] += (ev.usage or {}).get(key, 0)
-                        yield sse(
-                            {
-                                "id": rid,
-                                "object": "chat.completion.chunk",
-                                "created": now,
-                                "model": model_name,
-                                "choices": [
-                                    {
-                                        "index": idx,
-                                        "delta": delta,
-                                        "finish_reason": ev.finish_reason,
-                                        "logprobs": lp_content(ev.logprobs) if ev.kind == "delta" else None,
-                                    }
-                                ],
-                                "ai_generated": True,
-                                "model_sha256": model_sha256,
-                            }
-                        )
-                    try:
-                        items = [await anext(gen)]
-                    except StopAsyncIteration:
-                        items = []
-                if req.stream_options and req.stream_options.include_usage:
-                    yield sse(
-                        {
-                            "id": rid,
-                            "object": "chat.completion.chunk",
-                            "created": now,
-                            "model": model_name,
-                            "choices": [],
-                            "usage": usage,
-                        }
-                    )
-                yield "data: [DONE]\n\n"
+            def chat_choice(idx: int, ev: Event) -> dict[str, Any]:
+                delta: dict[str, Any] = {}
+                if idx not in started:  # the first chunk of each choice names the role
+                    delta["role"] = "assistant"
+                    started.add(idx)
+                if ev.kind == "delta":
+                    delta["content"] = ev.text
+                lp = lp_content(ev.logprobs) if ev.kind == "delta" else None
+                return {"index": idx, "delta": delta, "finish_reason": ev.finish_reason, "logprobs": lp}
 
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return stream_of(first, gen, rid, "chat.completion.chunk", now, chat_choice, include)
         texts: dict[int, str] = {}
         reasons: dict[int, str | None] = {}
         lps: dict[int, list[dict[str, Any]]] = {}
@@ -517,8 +467,7 @@ def build_app(
             lps.setdefault(idx, []).extend(ev.logprobs if ev.kind == "delta" else [])
             if ev.kind == "done":
                 reasons[idx] = ev.finish_reason
-                for key in usage:
-                    usage[key] += (ev.usage or {}).get(key, 0)
+                add_usage(usage, ev)
         choices = [
             {
                 "index": i,
