@@ -135,6 +135,17 @@ def ingest(
     st.ws.ensure()
     report = run_ingest(paths, st.ws.corpus_db, cfg, opts, show_progress=not quiet and console.is_terminal)
     print_ingest_report(report.to_json(), console)
+    if report.stored and (st.ws.root / "index" / "meta.json").is_file():
+        from roost.search.hybrid import SearchIndex
+        from roost.search.keyword import IndexBusy
+
+        try:  # keep search current (a running `roost serve` does this itself within a second)
+            meta = SearchIndex.build(st.ws.root, cfg=st.config.search, rebuild=False)
+            console.print(f"search index updated: +{meta['added']:,} posts")
+        except IndexBusy:
+            console.print(
+                "a running `roost serve` holds the search index: the new posts are searchable within a second"
+            )
 
 
 @corpus_app.command("stats")
@@ -173,9 +184,13 @@ def forget(
     stale = mark_stale(ws.shards, n["ids"]) if ws.shards.is_dir() else []
     if (ws.root / "index" / "meta.json").is_file() and n["ids"]:
         from roost.search.hybrid import SearchIndex
+        from roost.search.keyword import IndexBusy
 
-        SearchIndex(ws.root, embedder=False).forget(n["ids"], n["rowids"])
-        console.print(f"removed {len(n['ids'])} post(s) from the search index")
+        try:
+            SearchIndex(ws.root, embedder=False).forget(n["ids"], n["rowids"])
+            console.print(f"removed {len(n['ids'])} post(s) from the search index")
+        except IndexBusy:
+            console.print("a running `roost serve` holds the search index: it drops them within a second")
     for name in stale:
         console.print(
             f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
@@ -382,8 +397,8 @@ from roost.cli_model import register as _register_model_verbs  # noqa: E402
 
 _register_model_verbs(app, _state)
 
+from roost.cli_search import register as _register_search_verbs  # noqa: E402
 from roost.cli_serve import register as _register_serve_verbs  # noqa: E402
-from roost.cli_serve import register_search as _register_search_verbs  # noqa: E402
 
 _register_serve_verbs(app, _state)
 _register_search_verbs(app, _state)

@@ -92,7 +92,9 @@ def register(app: typer.Typer, state: Any) -> None:
     @app.command()
     def serve(
         ctx: typer.Context,
-        model: Annotated[str, typer.Argument(help="models/NAME or a model directory.")],
+        model: Annotated[
+            str | None, typer.Argument(help="models/NAME or a model directory; leave out to serve search only.")
+        ] = None,
         host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port")] = 8000,
         api_key: Annotated[
@@ -105,8 +107,12 @@ def register(app: typer.Typer, state: Any) -> None:
         quant: Annotated[
             str | None, typer.Option("--quant", help="int8: weight-only int8, ~1.7× faster decoding on CPU.")
         ] = None,
+        no_search: Annotated[
+            bool, typer.Option("--no-search", help="Do not serve search (/v1/search, /v1/ask).")
+        ] = False,
     ) -> None:
-        """Serve a model over an OpenAI-compatible API with compose/reply endpoints, metrics and a web page.
+        """Serve a model over an OpenAI-compatible API (chat, completions, compose, reply), real-time search over
+        the posts (/v1/search, /v1/posts, /v1/ask), metrics and a web page. Without a model: search only.
 
         Example: [bold]roost serve smollm2-replies --port 8000[/] then open http://127.0.0.1:8000/
         """
@@ -127,31 +133,59 @@ def register(app: typer.Typer, state: Any) -> None:
             raise UsageError(f"refusing to bind {host} without an API key: pass --api-key or set ROOST_API_KEY")
         if max_batch < 1 or max_queue < 0 or not 1 <= port <= 65535:
             raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
-        home = state(ctx).ws.root
-        engine, name, sha, template = load_engine(home, model, max_batch, max_queue, max_seq, dtype, quant, start=False)
+        st = state(ctx)
+        home = st.ws.root
         db = home / "corpus.db"
-        guard = LeakGuard(db) if db.is_file() else None
+        if model is None and (no_search or not db.is_file()):
+            raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
+        engine = name = sha = template = None
+        if model is not None:
+            engine, name, sha, template = load_engine(
+                home, model, max_batch, max_queue, max_seq, dtype, quant, start=False
+            )
+        search = None
+        if not no_search and db.is_file():
+            from roost.serve.search_api import SearchService
+
+            console.print("opening the search index (catching up with the store)…")
+            search = SearchService.open(home, st.config.corpus, st.config.search)
+        guard = LeakGuard(db) if db.is_file() and engine is not None else None
         cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)
-        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template)
-        console.print(f"serving {name} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
-        console.print(
-            f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
-        )
+        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
+        what = " + ".join(x for x in (name, "search" if search else None) if x)
+        console.print(f"serving {what} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
+        if name:
+            console.print(
+                f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
+                f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
+            )
+        if search:
+            console.print(
+                f"try: curl http://{host}:{port}/v1/search -H 'Content-Type: application/json' "
+                '-d \'{"query": "coffee"}\''
+            )
         server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
-        # HTTP in a thread, the engine in the main thread (torch's warm OpenMP team lives there)
-        web = threading.Thread(target=server.run, daemon=True, name="roost-http")
 
         def stop(*_: object) -> None:
             app_.state.closing = True  # new requests get 503 while running ones finish
             server.should_exit = True
-            engine.shutdown(drain_timeout=0)
+            if engine is not None:
+                engine.shutdown(drain_timeout=0)
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        web.start()
-        engine.run()
-        web.join(timeout=10)
+        try:
+            if engine is None:
+                server.run()  # uvicorn handles SIGINT/SIGTERM itself: running requests finish
+            else:
+                # HTTP in a thread, the engine in the main thread (torch's warm OpenMP team lives there)
+                web = threading.Thread(target=server.run, daemon=True, name="roost-http")
+                signal.signal(signal.SIGTERM, stop)
+                signal.signal(signal.SIGINT, stop)
+                web.start()
+                engine.run()
+                web.join(timeout=10)
+        finally:
+            if search is not None:
+                search.close()
 
     def _suggest(
         ctx: typer.Context, model: str, system: str, user: str, n: int, max_chars: int, seed: int | None, title: str
@@ -242,71 +276,3 @@ def register(app: typer.Typer, state: Any) -> None:
             seed,
             f"reply to: {text[:80]}",
         )
-
-
-def register_search(app: typer.Typer, state: Any) -> None:
-    @app.command("index")
-    def index_cmd(
-        ctx: typer.Context,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    ) -> None:
-        """Build the search indexes from the store: keyword (tantivy BM25) and vectors (MiniLM + usearch HNSW).
-
-        Example: [bold]roost index && roost search "#coffee from:alice"[/]
-        """
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from roost.search.hybrid import SearchIndex
-
-        home = state(ctx).ws.root
-        with Progress(
-            TextColumn("[bold]indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            disable=quiet or not console.is_terminal,
-            transient=True,
-            console=console,
-        ) as progress:
-            task = progress.add_task("index", total=None)
-            meta = SearchIndex.build(home, on_batch=lambda d, t: progress.update(task, completed=d, total=t))
-        console.print(
-            f"indexed {meta['posts']:,} posts in {meta['seconds']:.1f} s "
-            f"({meta['posts'] / max(meta['seconds'], 1e-9):,.0f} posts/s) → {home / 'index'}"
-        )
-
-    @app.command()
-    def search(
-        ctx: typer.Context,
-        query: Annotated[
-            str,
-            typer.Argument(
-                help='Words, "phrases", -exclusions, OR, #tags, from:, to:, since:, until:, lang:, filter:replies.'
-            ),
-        ],
-        mode: Annotated[str, typer.Option("--mode", help="keyword, semantic or hybrid.")] = "hybrid",
-        k: Annotated[int, typer.Option("-k", help="Results.")] = 10,
-        recency: Annotated[float, typer.Option("--recency", help="Boost for recent posts (0 = off).")] = 0.0,
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
-    ) -> None:
-        """Search the posts: keyword (BM25), semantic (MiniLM vectors) or hybrid (reciprocal rank fusion).
-
-        Example: [bold]roost search 'rain OR snow since:2024-01-01 -filter:replies' --mode hybrid[/]
-        """
-        from roost.search.hybrid import SearchIndex
-
-        if not 1 <= k <= 1000 or recency < 0:
-            raise UsageError("-k must be in 1..1000 and --recency >= 0")
-        hits = SearchIndex(state(ctx).ws.root).search(query, mode, k, recency)
-        if as_json:
-            for h in hits:
-                console.print_json(json.dumps(h.to_json()))
-            return
-        t = Table(title=f"{mode}: {query}")
-        for col in ("id", "author", "time", "text", "score"):
-            t.add_column(col, overflow="fold", max_width=60 if col == "text" else None)
-        for h in hits:
-            t.add_row(h.id, h.author, h.created_at, h.text, f"{h.score:.4f}")
-        console.print(t)
-        if not hits:
-            console.print("no posts match")

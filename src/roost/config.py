@@ -83,15 +83,46 @@ class ShardConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Settings of `roost index`, `roost search`, `roost ask` and the search side of `roost serve` (`[search]`)."""
+
+    mode: str = "hybrid"  # keyword | semantic | hybrid
+    k: int = 10  # results returned
+    rrf_k: int = 60  # reciprocal rank fusion constant
+    keyword_weight: float | None = None  # fusion weights; None = tuned by `roost eval search --tune`, else 1.0
+    semantic_weight: float | None = None
+    recency: float = 0.0  # boost for recent posts (0 = off)
+    vectors: str = "f32"  # f32 or i8 (HNSW quantised to int8: 4× smaller graph vectors)
+    refresh_ms: int = 50  # real time: new posts are committed and searchable after at most this long (+ embed)
+    min_similarity: float = 0.3  # ask: abstain when the best cosine of question and post is below this
+    answer_posts: int = 5  # ask: posts the model reads
+    expand: bool = False  # LLM query expansion (on only where `roost eval search` shows a gain)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("keyword", "semantic", "hybrid"):
+            raise UsageError(f"search.mode must be keyword, semantic or hybrid, got {self.mode!r}")
+        if self.vectors not in ("f32", "i8"):
+            raise UsageError(f"search.vectors must be f32 or i8, got {self.vectors!r}")
+        if not 1 <= self.k <= 1000 or self.rrf_k < 1 or not 1 <= self.answer_posts <= 20:
+            raise UsageError("search.k in 1..1000, search.rrf_k >= 1, search.answer_posts in 1..20")
+        if not 1 <= self.refresh_ms <= 60_000:
+            raise UsageError(f"search.refresh_ms must be in 1..60000, got {self.refresh_ms}")
+        for w in (self.keyword_weight, self.semantic_weight):
+            if w is not None and not 0.0 <= w <= 100.0:
+                raise UsageError(f"search weights must be in [0, 100], got {w}")
+
+
+@dataclass
 class RoostConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: ShardConfig = field(default_factory=ShardConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # [train] is checked by `roost train` against roost.train.trainer.TrainConfig (kept out of here: it needs torch)
     train: dict[str, Any] = field(default_factory=dict)
 
 
-SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardConfig}
+SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardConfig, "search": SearchConfig}
 
 
 def build_section(cls: type, table: dict[str, Any], where: str) -> Any:

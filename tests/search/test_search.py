@@ -13,14 +13,12 @@ from roost.errors import UsageError
 from roost.search.hybrid import SearchIndex
 from roost.search.query import parse
 from tests.conftest import run_roost
-from tests.data.conftest import store_db, tok_path  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def home(store_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    h = tmp_path_factory.mktemp("search-home")
-    shutil.copyfile(store_db, h / "corpus.db")
-    SearchIndex.build(h)
+def home(search_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    h = tmp_path_factory.mktemp("search") / "home"
+    shutil.copytree(search_home, h)
     return h
 
 

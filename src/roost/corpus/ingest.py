@@ -194,6 +194,43 @@ class Ingester:
             r.stored += self.store.write_batch(rows, sigs)
 
 
+class LiveIngest:
+    """Posts that arrive a few at a time (`POST /v1/posts` on a running `roost serve`): the same pipeline as
+    `roost ingest` (clean, skip forgotten/known, dedup, PII, language, store) with one store connection and the
+    dedup state kept for the server's life. Tombstones are re-read for every batch, so a `roost forget` run from
+    another process is honoured at once. Exact and near duplicates are found among the posts known at start-up
+    and those sent here since (a copy ingested meanwhile by another process is stored as an original)."""
+
+    def __init__(self, db_path: Path, cfg: CorpusConfig):
+        import dataclasses
+        import threading
+
+        self.store = Store(db_path, threads=True)
+        self.cfg = cfg = dataclasses.replace(cfg, strict=False)  # good posts of a request are kept
+        self.lock = threading.Lock()
+        self.ing = Ingester(self.store, cfg, self.store.start_run(["api"]))
+        from datetime import UTC, datetime
+
+        # load the language model and scrubbers now, not on the first request
+        prepare([Post("warm:0", "warm", datetime.now(UTC), "warm-up text for the language identifier", "warm")], cfg)
+
+    def add(self, posts: list[Post], label: str = "request") -> tuple[Report, list[BadRecord]]:
+        """Ingest these posts; returns the batch's report and the posts rejected (with field and reason)."""
+        with self.lock:
+            ing = self.ing
+            ing.report, ing.seen = Report(), set()
+            ing.dead_posts, ing.dead_authors = self.store.dead([p.id for p in posts], [p.author for p in posts])
+            prepared = prepare(ing.admit(posts), self.cfg)
+            bad = [BadRecord(label, x.record, x.field, x.message) for x in prepared if isinstance(x, BadRecord)]
+            ing.commit(prepared)
+            return ing.report, bad
+
+    def close(self) -> None:
+        with self.lock:
+            self.store.finish_run(self.ing.run_id, "done", {})
+            self.store.close()
+
+
 def _batches(records: Iterable[Post | BadRecord], size: int, report: Report, strict: bool) -> Iterator[list[Post]]:
     batch: list[Post] = []
     for rec in records:

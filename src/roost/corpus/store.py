@@ -79,13 +79,14 @@ def now() -> str:
 
 
 class Store:
-    def __init__(self, path: Path, readonly: bool = False):
+    def __init__(self, path: Path, readonly: bool = False, threads: bool = False):
         self.path = path
         if readonly and not path.exists():
             raise RoostError(f"{path}: no corpus here yet; run `roost ingest PATH` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            # threads: the caller serialises use (a server's request threads share one connection under a lock)
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=not threads)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -110,6 +111,17 @@ class Store:
         for kind, key in self.db.execute("SELECT kind, key FROM tombstones"):
             (posts if kind == "post" else authors).add(key)
         return posts, authors
+
+    def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
+        """The tombstoned ones among these post ids and authors (without reading the whole table)."""
+        out: tuple[set[str], set[str]] = (set(), set())
+        for kind, keys, into in (("post", ids, out[0]), ("author", authors, out[1])):
+            keys = list(set(keys))
+            for i in range(0, len(keys), 900):
+                chunk = keys[i : i + 900]
+                q = f"SELECT key FROM tombstones WHERE kind = ? AND key IN ({','.join('?' * len(chunk))})"
+                into.update(r[0] for r in self.db.execute(q, [kind, *chunk]))
+        return out
 
     def existing(self, ids: list[str]) -> set[str]:
         found: set[str] = set()

@@ -1,31 +1,38 @@
-"""Search over the post store: `roost index` builds the keyword (tantivy) and vector (usearch) indexes under
-<home>/index/; `roost search "query" [--mode keyword|semantic|hybrid]` ranks posts.
+"""Search over the post store: `roost index` builds (or catches up) the keyword (tantivy) and vector (usearch)
+indexes under <home>/index/; `roost search "query" [--mode keyword|semantic|hybrid]` ranks posts.
 
-Hybrid = reciprocal rank fusion (k = 60) of the keyword and vector rankings, optionally with a recency boost.
-Filters (from:, since:, lang:, …) apply inside both indexes; when a filter leaves few posts (≤ 5 % of the index, or
-≤ 20,000), semantic search is exact over exactly those posts instead of approximate-then-filtered, so filtered
-recall does not collapse. Every result is checked against the store before it is returned: a forgotten post (its
-row deleted, its id tombstoned) is never shown even if an index still holds it.
+Hybrid = weighted reciprocal rank fusion (k = 60) of the keyword and vector rankings, optionally with a recency
+boost. Filters (from:, since:, lang:, …) apply inside both indexes; when a filter leaves few posts (≤ 5 % of the
+index, or ≤ 20,000), semantic search is exact over exactly those posts instead of approximate-then-filtered, so
+filtered recall does not collapse. Every result is checked against the store before it is returned: a forgotten
+post (its row deleted, its id tombstoned) is never shown even if an index still holds it.
+
+`catch_up()` indexes posts the store gained and drops posts it tombstoned since the last call — `roost index`
+runs it once, a running `roost serve` every `search.refresh_ms` (roost.search.live).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from roost.errors import RoostError
+from roost.config import SearchConfig
+from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
 
-RRF_K = 60
+_SELECT = "SELECT rowid, id, author, created_at, text, lang, reply_to, mentions FROM posts WHERE repost_of IS NULL"
 
 
 @dataclass
@@ -37,21 +44,24 @@ class Hit:
     score: float
     keyword_rank: int | None = None
     semantic_rank: int | None = None
+    similarity: float | None = None  # cosine of the query and post embeddings, when semantic search ran
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
 class SearchIndex:
-    def __init__(self, home: Path, embedder: Any | None = None):
+    def __init__(self, home: Path, embedder: Any | None = None, cfg: SearchConfig | None = None):
         self.dir = home / "index"
         self.db = home / "corpus.db"
         if not (self.dir / "meta.json").is_file():
             raise RoostError(f"{self.dir}: no search index; run `roost index` first")
         self.meta = json.loads((self.dir / "meta.json").read_text())
+        self.cfg = cfg or SearchConfig()
         self.keyword = KeywordIndex(self.dir / "tantivy")
         self.vectors = VectorIndex(self.dir / "vectors")
         self._embedder = embedder
+        self.write_lock = threading.Lock()
 
     @property
     def embedder(self) -> Any:
@@ -61,66 +71,123 @@ class SearchIndex:
             self._embedder = Embedder()
         return self._embedder
 
-    # -- building ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def build(
-        home: Path, embedder: Any | None = None, on_batch: Callable[[int, int], None] | None = None, batch: int = 2048
-    ) -> dict[str, Any]:
-        db = home / "corpus.db"
-        if not db.is_file():
-            raise RoostError(f"{db}: no post store; `roost ingest` exports first")
-        if embedder is None:
-            from roost.search.embed import Embedder
+    @property
+    def weights(self) -> tuple[float, float]:
+        tuned = self.meta.get("fusion", {})
+        kw = self.cfg.keyword_weight if self.cfg.keyword_weight is not None else tuned.get("keyword", 1.0)
+        sem = self.cfg.semantic_weight if self.cfg.semantic_weight is not None else tuned.get("semantic", 1.0)
+        return float(kw), float(sem)
 
-            embedder = Embedder()
+    # -- building and keeping up -------------------------------------------------------------------------------------
+    @staticmethod
+    def create(home: Path, vectors: str = "f32") -> None:
+        """An empty index (then `catch_up` fills it)."""
+        if not (home / "corpus.db").is_file():
+            raise RoostError(f"{home / 'corpus.db'}: no post store; `roost ingest` exports first")
         d = home / "index"
         d.mkdir(parents=True, exist_ok=True)
-        kw = KeywordIndex(d / "tantivy", create=True)
-        vec_dir = d / "vectors"
-        for f in ("vectors.usearch", "keys.npy", "vecs.npy"):
-            (vec_dir / f).unlink(missing_ok=True)
-        vec = VectorIndex(vec_dir)
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        total = con.execute("SELECT count(*) FROM posts WHERE repost_of IS NULL").fetchone()[0]
-        cur = con.execute(
-            "SELECT rowid, id, author, created_at, text, lang, reply_to, mentions FROM posts "
-            "WHERE repost_of IS NULL ORDER BY rowid"
+        KeywordIndex(d / "tantivy", create=True)
+        for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
+            (d / "vectors" / f).unlink(missing_ok=True)
+        VectorIndex(d / "vectors", dtype=vectors).save()
+        with sqlite3.connect(f"file:{home / 'corpus.db'}?mode=ro", uri=True) as con:
+            tomb = con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
+        meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
+        _write_json(d / "meta.json", meta)
+
+    @staticmethod
+    def build(
+        home: Path,
+        embedder: Any | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+        cfg: SearchConfig | None = None,
+        rebuild: bool = True,
+    ) -> dict[str, Any]:
+        """Index the whole store (`rebuild`) or only what changed since the last run; returns meta.json."""
+        cfg = cfg or SearchConfig()
+        t0 = time.perf_counter()
+        if rebuild or not (home / "index" / "meta.json").is_file():
+            SearchIndex.create(home, cfg.vectors)
+        idx = SearchIndex(home, embedder, cfg)
+        added, removed = idx.catch_up(on_batch=on_batch, release=True)
+        idx.save()
+        idx.meta.update(
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            seconds=round(time.perf_counter() - t0, 2),
+            added=added,
+            removed=removed,
         )
-        done, max_rowid, t0 = 0, 0, time.perf_counter()
-        while rows := cur.fetchmany(batch):
-            kw.add(rows)
-            vec.add(np.array([r[0] for r in rows], dtype=np.int64), embedder.encode([r[4] for r in rows]))
-            done += len(rows)
-            max_rowid = rows[-1][0]
-            if on_batch:
-                on_batch(done, total)
-        con.close()
-        kw.commit()
-        vec.save()
-        meta = {
-            "posts": done,
-            "max_rowid": max_rowid,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "embedding": "all-MiniLM-L6-v2",
-        }
-        (d / "meta.json").write_text(json.dumps(meta, indent=1))
-        return meta
+        _write_json(idx.dir / "meta.json", idx.meta)
+        return idx.meta
+
+    def catch_up(
+        self, on_batch: Callable[[int, int], None] | None = None, batch: int = 2048, release: bool = False
+    ) -> tuple[int, int]:
+        """Index posts added to the store since the last call and drop posts tombstoned since; (added, removed).
+        Commits, so both are visible to searches when it returns."""
+        with self.write_lock:
+            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+            try:
+                removed = self._apply_tombstones(con)
+                last = int(self.meta.get("max_rowid", 0))
+                sql = "SELECT count(*) FROM posts WHERE rowid > ? AND repost_of IS NULL"
+                todo = con.execute(sql, (last,)).fetchone()[0]
+                cur = con.execute(f"{_SELECT} AND rowid > ? ORDER BY rowid", (last,))
+                done = 0
+                while rows := cur.fetchmany(batch):
+                    self.keyword.add(rows, upsert=True)
+                    vecs = self.embedder.encode([r[4] for r in rows])
+                    self.vectors.add(np.array([r[0] for r in rows], dtype=np.int64), vecs)
+                    done += len(rows)
+                    self.meta["max_rowid"] = rows[-1][0]
+                    if on_batch:
+                        on_batch(done, todo)
+                mx = con.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
+                self.meta["max_rowid"] = max(self.meta["max_rowid"], mx)  # reposts are not indexed
+            finally:
+                con.close()
+            if done or removed:
+                self.keyword.commit(release=release)
+            elif release:
+                self.keyword.commit(release=True)
+            self.meta["posts"] = len(self.vectors)
+            return done, removed
+
+    def _apply_tombstones(self, con: sqlite3.Connection) -> int:
+        last = int(self.meta.get("tomb_rowid", 0))
+        rows = con.execute("SELECT rowid, kind, key FROM tombstones WHERE rowid > ? ORDER BY rowid", (last,)).fetchall()
+        if not rows:
+            return 0
+        posts = [k for _, kind, k in rows if kind == "post"]
+        authors = [k for _, kind, k in rows if kind == "author"]
+        rowids = self.keyword.rowids_of(posts, authors)
+        self.keyword.delete(posts, authors)
+        self.vectors.remove(rowids)
+        self.meta["tomb_rowid"] = rows[-1][0]
+        return len(rowids)
+
+    def save(self) -> None:
+        """Persist the vectors and meta.json (the keyword index is durable at each commit)."""
+        with self.write_lock:
+            self.vectors.save()
+            self.meta["posts"] = len(self.vectors)
+            _write_json(self.dir / "meta.json", self.meta)
 
     def forget(self, post_ids: list[str], rowids: list[int]) -> None:
         """Remove posts from both indexes now (the store's tombstones already hide them from results)."""
-        self.keyword.delete(post_ids)
-        self.keyword.commit()
-        self.vectors.remove(rowids)
-        self.vectors.save()
+        with self.write_lock:
+            self.keyword.delete(post_ids)
+            self.keyword.commit()
+            self.vectors.remove(rowids)
+            self.vectors.save()
 
     # -- searching -----------------------------------------------------------------------------------------------------
-    def _semantic(self, q: Query, k: int) -> list[tuple[int, float]]:
+    def _semantic(self, q: Query, k: int, vec: np.ndarray | None = None) -> list[tuple[int, float]]:
         if not q.text.strip():
             return []
-        v = self.embedder.encode([q.text])[0]
+        v = self.embedder.encode([q.text])[0] if vec is None else vec
         if q.has_filters():
-            n = max(1, len(self.vectors.keys))
+            n = max(1, len(self.vectors))
             allowed = self.keyword.filter_rowids(q, cap=max(20_000, n // 20))
             if allowed is not None:  # narrow filter: exact search over exactly the allowed posts
                 return self.vectors.exact(v, k, among=allowed)
@@ -130,71 +197,108 @@ class SearchIndex:
             return hits if len(hits) >= k else self.vectors.exact(v, k, among=list(ok))
         return self.vectors.search(v, k)
 
-    def search(self, query: str | Query, mode: str = "hybrid", k: int = 10, recency: float = 0.0) -> list[Hit]:
+    def search(
+        self,
+        query: str | Query,
+        mode: str | None = None,
+        k: int | None = None,
+        recency: float | None = None,
+        extra_terms: list[str] | None = None,
+    ) -> list[Hit]:
+        """Ranked posts. `extra_terms` (from LLM query expansion) add a third, optional keyword ranking."""
         q = parse(query) if isinstance(query, str) else query
+        mode = mode or self.cfg.mode
+        k = k or self.cfg.k
+        recency = self.cfg.recency if recency is None else recency
         if mode not in ("keyword", "semantic", "hybrid"):
-            raise RoostError(f"--mode must be keyword, semantic or hybrid, got {mode!r}")
+            raise UsageError(f"--mode must be keyword, semantic or hybrid, got {mode!r}")
         depth = max(k * 5, 50)
         kw = self.keyword.search(q, depth) if mode != "semantic" else []
         sem = self._semantic(q, depth) if mode != "keyword" else []
         if mode == "semantic" and not q.text.strip():
             kw = self.keyword.search(q, depth)  # filters only: nothing to embed
-        scores: dict[int, float] = {}
         kw_rank = {rowid: i + 1 for i, (_, rowid, _) in enumerate(kw)}
         sem_rank = {rowid: i + 1 for i, (rowid, _) in enumerate(sem)}
+        sims = dict(sem)
+        scores: dict[int, float] = {}
         if mode == "keyword" or (mode == "semantic" and not sem):
             scores = {rowid: s for _, rowid, s in kw}
         elif mode == "semantic":
-            scores = {rowid: s for rowid, s in sem}
+            scores = dict(sem)
         else:
-            for ranks in (kw_rank, sem_rank):
+            w_kw, w_sem = self.weights
+            lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
+            if extra_terms:
+                ex = Query(terms=or_terms(extra_terms), authors=q.authors, to=q.to, since=q.since, until=q.until)
+                ex.langs, ex.replies, ex.exclude = q.langs, q.replies, q.exclude
+                lists.append(({r: i + 1 for i, (_, r, _) in enumerate(self.keyword.search(ex, depth))}, 0.5 * w_kw))
+            for ranks, w in lists:
                 for rowid, r in ranks.items():
-                    scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + r)
-        return self._rows(scores, kw_rank, sem_rank, k, recency)
+                    scores[rowid] = scores.get(rowid, 0.0) + w / (self.cfg.rrf_k + r)
+        return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
 
     def _rows(
-        self, scores: dict[int, float], kw_rank: dict[int, int], sem_rank: dict[int, int], k: int, recency: float
+        self,
+        scores: dict[int, float],
+        kw_rank: dict[int, int],
+        sem_rank: dict[int, int],
+        sims: dict[int, float],
+        k: int,
+        recency: float,
     ) -> list[Hit]:
         if not scores:
             return []
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            rowids = list(scores)
-            found = {}
-            for s in range(0, len(rowids), 500):
-                part = rowids[s : s + 500]
-                found.update(
-                    {
-                        r[0]: r[1:]
-                        for r in con.execute(
-                            f"SELECT rowid, id, author, created_at, text FROM posts WHERE rowid IN ({','.join('?' * len(part))})",
-                            part,
-                        )
-                    }
-                )
-            # only the tombstones of these candidates, not the whole table, on every query
-            keys = list({k for row in found.values() for k in (row[0], row[1])})
-            gone: set[tuple[str, str]] = set()
-            for s0 in range(0, len(keys), 500):
-                part = keys[s0 : s0 + 500]
-                gone.update(
-                    con.execute(
-                        f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(part))})", part
-                    ).fetchall()
-                )
-        finally:
-            con.close()
+        # only the best candidates are looked up (and checked against the tombstones); more if many were forgotten
+        order = sorted(scores, key=lambda r: -scores[r])
+        take = max(k * 3, 30) if not recency else len(order)
+        found, gone = self._lookup(order[:take])
+        while take < len(order) and sum(1 for r in order[:take] if r in found) < k:
+            more, gone2 = self._lookup(order[take : take * 2])
+            found.update(more)
+            gone |= gone2
+            take *= 2
         hits = []
         now = time.time()
-        for rowid, score in scores.items():
-            row = found.get(rowid)
+        for rowid in order[:take]:
+            score, row = scores[rowid], found.get(rowid)
             if row is None or ("post", row[0]) in gone or ("author", row[1]) in gone:
                 continue  # forgotten: never returned, whatever the index still holds
             if recency:
-                from datetime import datetime
-
                 age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
                 score *= 1.0 + recency / (1.0 + max(age_days, 0.0) / 30.0)
-            hits.append(Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(rowid), sem_rank.get(rowid)))
+            hit = Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(rowid), sem_rank.get(rowid), sims.get(rowid))
+            hits.append(hit)
         hits.sort(key=lambda h: -h.score)
         return hits[:k]
+
+    def _lookup(self, rowids: list[int]) -> tuple[dict[int, tuple[str, str, str, str]], set[tuple[str, str]]]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            found: dict[int, tuple[str, str, str, str]] = {}
+            for s in range(0, len(rowids), 500):
+                part = rowids[s : s + 500]
+                sql = f"SELECT rowid, id, author, created_at, text FROM posts WHERE rowid IN ({','.join('?' * len(part))})"
+                found.update({r[0]: r[1:] for r in con.execute(sql, part)})
+            keys = list({k for row in found.values() for k in (row[0], row[1])})
+            gone: set[tuple[str, str]] = set()
+            for s in range(0, len(keys), 500):
+                names = keys[s : s + 500]
+                sql = f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(names))})"
+                gone.update(con.execute(sql, names).fetchall())
+        finally:
+            con.close()
+        return found, gone
+
+
+def or_terms(terms: list[str]) -> list[str]:
+    """[a, b, c] → [a, OR, b, OR, c] (any of the terms)."""
+    out: list[str] = []
+    for t in terms:
+        out += ([] if not out else ["OR"]) + [t]
+    return out
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -14,9 +15,16 @@ from typing import Any
 
 import tantivy
 
+from roost.errors import RoostError
 from roost.search.query import Query, cjk_bigrams
 
 ANALYZER = "roost_posts"
+
+
+class IndexBusy(RoostError):
+    """Another process holds the keyword index's writer lock."""
+
+
 _PATTERN = r"https?://[^\s]+|[#@$][\w]+|\w+"
 
 
@@ -52,18 +60,30 @@ class KeywordIndex:
         self.index.register_tokenizer(ANALYZER, _analyzer())
         self._writer: Any = None
 
-    def writer(self) -> Any:
+    def writer(self, wait_s: float = 1.0) -> Any:
+        """The index writer (one per index across processes: a running `roost serve` holds it while it commits)."""
         if self._writer is None:
-            self._writer = self.index.writer(heap_size=64_000_000, num_threads=1)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    self._writer = self.index.writer(heap_size=64_000_000, num_threads=1)
+                    break
+                except ValueError as e:
+                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                        raise IndexBusy(f"the keyword index is locked by another process ({e})") from None
+                    time.sleep(0.05)
         return self._writer
 
-    def add(self, rows: Iterable[tuple[int, str, str, str, str, str, str | None, str]]) -> int:
-        """rows: (rowid, id, author, created_at ISO, text, lang, reply_to, mentions JSON)."""
+    def add(self, rows: Iterable[tuple[int, str, str, str, str, str, str | None, str]], upsert: bool = False) -> int:
+        """rows: (rowid, id, author, created_at ISO, text, lang, reply_to, mentions JSON); `upsert` replaces a
+        document with the same id (catching up after a restart may see a post twice)."""
         import json
 
         w = self.writer()
         n = 0
         for rowid, pid, author, created, text, lang, reply_to, mentions in rows:
+            if upsert:
+                w.delete_documents_by_term("id", pid)
             doc = tantivy.Document()
             doc.add_text("id", pid)
             doc.add_text("body", cjk_bigrams(text))
@@ -78,16 +98,38 @@ class KeywordIndex:
             n += 1
         return n
 
-    def delete(self, post_ids: Iterable[str]) -> None:
+    def delete(self, post_ids: Iterable[str] = (), authors: Iterable[str] = ()) -> None:
         w = self.writer()
         for pid in post_ids:
-            w.delete_documents("id", pid)
+            w.delete_documents_by_term("id", pid)
+        for a in authors:
+            w.delete_documents_by_term("author", a.lower())
 
-    def commit(self) -> None:
+    def rowids_of(self, post_ids: list[str] = [], authors: list[str] = []) -> list[int]:  # noqa: B006
+        """Rowids of the indexed posts with these ids or by these authors (to remove their vectors too)."""
+        s = self.schema
+        clauses = []
+        if post_ids:
+            clauses.append((tantivy.Occur.Should, tantivy.Query.term_set_query(s, "id", post_ids)))
+        if authors:
+            clauses.append(
+                (tantivy.Occur.Should, tantivy.Query.term_set_query(s, "author", [a.lower() for a in authors]))
+            )
+        if not clauses:
+            return []
+        searcher = self.index.searcher()
+        query = tantivy.Query.boolean_query(clauses)
+        n = searcher.search(query, 1, count=True).count or 0
+        return [int(searcher.doc(a)["rowid"][0]) for _, a in searcher.search(query, max(n, 1)).hits]
+
+    def commit(self, release: bool = True) -> None:
+        """Commit and make the changes visible to searches now (the reader is reloaded explicitly). `release`
+        gives the writer lock back so that another process (`roost forget`) can write."""
         if self._writer is not None:
             self._writer.commit()
-            self._writer.wait_merging_threads()
-            self._writer = None
+            if release:
+                self._writer.wait_merging_threads()
+                self._writer = None
         self.index.reload()
 
     # -- queries -----------------------------------------------------------------------------------------------------

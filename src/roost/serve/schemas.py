@@ -120,3 +120,107 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- search (`/v1/search`, `/v1/posts`, `/v1/ask`) ----------------------------------------------------------------
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(
+        min_length=1,
+        max_length=1000,
+        description='Words, "phrases", -exclusions, OR, #tags, from:, to:, since:, until:, lang:, filter:replies.',
+    )
+    mode: Literal["keyword", "semantic", "hybrid"] = "hybrid"
+    k: int = Field(default=10, ge=1, le=100)
+    recency: float = Field(default=0.0, ge=0, le=10, description="Boost for recent posts (0 = off).")
+    expand: bool | None = Field(default=None, description="LLM query expansion (needs a served model).")
+
+
+class SearchHit(BaseModel):
+    id: str
+    author: str
+    created_at: str
+    text: str
+    score: float
+    keyword_rank: int | None = None
+    semantic_rank: int | None = None
+    similarity: float | None = None
+
+
+class SearchResponse(BaseModel):
+    object: Literal["search.result"] = "search.result"
+    query: str
+    mode: str
+    expanded_terms: list[str] = []
+    data: list[SearchHit]
+
+
+class PostIn(BaseModel):
+    """One post, as a network sends it the moment it is published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=300, description="Unique id; 'api:' is prefixed unless it has a source.")
+    author: str = Field(min_length=1, max_length=300)
+    text: str = Field(max_length=20_000)
+    created_at: str = Field(min_length=1, max_length=64, description="ISO 8601, e.g. 2024-05-01T12:00:00Z.")
+    lang: str | None = Field(default=None, max_length=16)
+    reply_to: str | None = Field(default=None, max_length=300)
+
+
+class PostsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    posts: list[PostIn] = Field(min_length=1, max_length=1000)
+    wait: bool = Field(default=True, description="Answer once the posts are searchable (≤ 1 s).")
+
+
+class PostsResponse(BaseModel):
+    object: Literal["posts.ingest"] = "posts.ingest"
+    stored: int
+    already: int
+    forgotten: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+    searchable: bool
+    seconds: float
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    question: str = Field(min_length=1, max_length=1000)
+    query: str | None = Field(default=None, max_length=1000, description="Search query (default: the question).")
+    model: str | None = Field(default=None, max_length=200)
+    posts: int = Field(default=5, ge=1, le=20, description="Retrieved posts the model reads.")
+    stream: bool = False
+
+
+class CitedPost(BaseModel):
+    n: int
+    id: str
+    author: str
+    created_at: str
+    snippet: str
+    score: float
+
+
+class AnswerSentence(BaseModel):
+    text: str
+    citations: list[str]
+    support: float = Field(description="Share of the sentence's content words found in the cited post.")
+
+
+class AskResponse(BaseModel):
+    object: Literal["ask.answer"] = "ask.answer"
+    answer: str
+    answered: bool
+    abstained: bool
+    sentences: list[AnswerSentence]
+    cited_posts: list[CitedPost]
+    retrieved_posts: list[CitedPost]
+    dropped_sentences: int
+    ai_generated: bool
+    model: str
+    model_sha256: str

@@ -1,0 +1,214 @@
+"""The search side of `roost serve`: `POST /v1/search`, `POST /v1/posts` (real-time ingest), `DELETE
+/v1/posts/{id}` (forget), `POST /v1/ask` (grounded answers, streamed like chat).
+
+`roost serve` (no model) serves these alone; `roost serve MODEL` adds answers, query expansion and generation.
+`curl localhost:8000/v1/posts -d '{"posts": [{"id": "1", "author": "ann", "text": "tram strike today",
+"created_at": "2024-05-01T09:00:00Z"}]}'` answers once the post is searchable; `curl localhost:8000/v1/search
+-d '{"query": "tram strike"}'` finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from roost.config import CorpusConfig, SearchConfig
+from roost.corpus.ingest import LiveIngest
+from roost.corpus.post import Post, RecordError, parse_iso_date
+from roost.errors import RoostError
+from roost.infer.chat import ChatTemplate
+from roost.infer.engine import EngineStopped, QueueFull
+from roost.search.answer import AnswerConfig, ask_events
+from roost.search.expand import expand_query
+from roost.search.hybrid import SearchIndex
+from roost.search.live import LiveIndexer
+from roost.serve.schemas import (
+    AskRequest,
+    AskResponse,
+    PostsRequest,
+    PostsResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
+
+
+@dataclass
+class SearchService:
+    index: SearchIndex
+    indexer: LiveIndexer
+    ingest: LiveIngest
+    cfg: SearchConfig
+
+    @classmethod
+    def open(cls, home: Path, corpus_cfg: CorpusConfig, cfg: SearchConfig) -> SearchService:
+        if not (home / "index" / "meta.json").is_file():
+            SearchIndex.create(home, cfg.vectors)  # an empty index that fills as posts arrive
+        index = SearchIndex(home, cfg=cfg)
+        index.embedder  # noqa: B018 — load MiniLM now, not on the first request
+        index.catch_up()
+        return cls(index, LiveIndexer(index).start(), LiveIngest(home / "corpus.db", corpus_cfg), cfg)
+
+    def close(self) -> None:
+        self.indexer.stop()
+        self.ingest.close()
+
+
+def _post(p: Any) -> Post:
+    pid = p.id if ":" in p.id else f"api:{p.id}"
+    reply = None if p.reply_to is None else p.reply_to if ":" in p.reply_to else f"api:{p.reply_to}"
+    return Post(pid, p.author, parse_iso_date(p.created_at, "created_at"), p.text, "api", lang=p.lang, reply_to=reply)
+
+
+def add_search_routes(
+    app: FastAPI,
+    svc: SearchService,
+    engine: Any | None,
+    template: ChatTemplate,
+    prov: dict[str, Any],
+    api_error: Callable[..., Exception],
+) -> None:
+    def bad_query(e: RoostError) -> Exception:
+        return api_error(400, str(e), param="query", code="invalid_query")
+
+    def need_engine(what: str) -> Any:
+        if engine is None:
+            raise api_error(
+                400,
+                f"{what} needs a model: this server serves search only (start `roost serve MODEL`)",
+                code="model_not_loaded",
+            )
+        return engine
+
+    @app.post("/v1/search", response_model=SearchResponse)
+    async def search(req: SearchRequest) -> SearchResponse:
+        expand = svc.cfg.expand if req.expand is None else req.expand
+        terms: list[str] = []
+        try:
+            from roost.search.query import parse
+
+            q = parse(req.query)
+            if expand and req.mode == "hybrid":
+                eng = need_engine("query expansion")
+                terms = await asyncio.to_thread(expand_query, eng, template, q.text)
+            hits = await asyncio.to_thread(svc.index.search, q, req.mode, req.k, req.recency, terms or None)
+        except RoostError as e:
+            raise bad_query(e) from None
+        except QueueFull as e:
+            raise api_error(429, f"server busy: {e}", "rate_limit_error", code="queue_full") from None
+        return SearchResponse(
+            query=req.query, mode=req.mode, expanded_terms=terms, data=[SearchHit(**h.to_json()) for h in hits]
+        )
+
+    @app.post("/v1/posts", response_model=PostsResponse)
+    async def add_posts(req: PostsRequest) -> PostsResponse:
+        t0 = time.perf_counter()
+        posts, rejected = [], []
+        for i, p in enumerate(req.posts):
+            try:
+                posts.append(_post(p))
+            except RecordError as e:
+                rejected.append({"index": i, "id": p.id, "field": e.field, "message": e.message})
+        report, bad = await asyncio.to_thread(svc.ingest.add, posts, "request")
+        index_of = {p.id: i for i, p in enumerate(req.posts)}
+        for b in bad:
+            pid = b.record.removeprefix("id ")
+            rejected.append(
+                {
+                    "index": index_of.get(pid.removeprefix("api:"), index_of.get(pid)),
+                    "id": pid,
+                    "field": b.field,
+                    "message": b.message,
+                }
+            )
+        searchable = await asyncio.to_thread(svc.indexer.flush, 5.0) if req.wait and report.stored else False
+        return PostsResponse(
+            stored=report.stored,
+            already=report.already,
+            forgotten=report.forgotten,
+            duplicates=report.duplicates + report.near_duplicates,
+            rejected=rejected,
+            searchable=bool(searchable),
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+
+    @app.delete("/v1/posts/{post_id:path}")
+    async def forget_post(post_id: str) -> dict[str, Any]:
+        if not 0 < len(post_id) <= 300:
+            raise api_error(400, "post id must be 1..300 characters", param="post_id", code="invalid_value")
+
+        def run() -> dict[str, Any]:
+            with svc.ingest.lock:
+                return svc.ingest.store.forget([], [post_id])
+
+        out = await asyncio.to_thread(run)
+        await asyncio.to_thread(svc.indexer.flush, 5.0)
+        return {"object": "post.deleted", "id": post_id, "deleted": out["posts"] > 0, "tombstoned": True}
+
+    @app.post("/v1/ask", response_model=AskResponse)
+    async def ask(req: AskRequest) -> Any:
+        if req.model is not None and req.model != prov.get("model"):
+            raise api_error(404, f"model {req.model!r} does not exist", param="model", code="model_not_found")
+        eng = need_engine("/v1/ask")
+        cfg = AnswerConfig(posts=req.posts, min_similarity=svc.cfg.min_similarity)
+        gen = ask_events(eng, template, svc.index, req.question, cfg, prov, req.query)
+        events = _threaded(gen)
+        try:
+            first = await anext(events)  # search errors and a full queue surface as 4xx before any output
+        except RoostError as e:
+            raise bad_query(e) from None
+        except QueueFull as e:
+            raise api_error(
+                429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
+            ) from None
+        except EngineStopped:
+            raise api_error(503, "the server is shutting down", "server_error", code="shutting_down") from None
+        except ValueError as e:
+            raise api_error(400, str(e), code="context_length_exceeded") from None
+        if req.stream:
+
+            async def chunks() -> AsyncIterator[str]:
+                yield f"data: {json.dumps({'object': 'ask.chunk', **first})}\n\n"
+                async for ev in events:
+                    yield f"data: {json.dumps({'object': 'ask.chunk', **ev})}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(chunks(), media_type="text/event-stream")
+        posts, final = first.get("posts", []), first
+        async for ev in events:
+            if ev["type"] == "answer":
+                final = ev
+        final = {k: v for k, v in final.items() if k != "type"}
+        return AskResponse(**final, retrieved_posts=posts)
+
+
+async def _threaded(gen: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """Run a blocking generator in a thread; its items (and its exception) come out here."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def work() -> None:
+        try:
+            for item in gen:
+                loop.call_soon_threadsafe(q.put_nowait, ("item", item))
+            loop.call_soon_threadsafe(q.put_nowait, ("end", None))
+        except BaseException as e:  # noqa: BLE001 — re-raised in the event loop
+            loop.call_soon_threadsafe(q.put_nowait, ("error", e))
+
+    threading.Thread(target=work, daemon=True, name="roost-ask").start()
+    while True:
+        kind, value = await q.get()
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield value
