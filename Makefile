@@ -50,11 +50,17 @@ demo: $(STAMP)
 	$(BIN)/roost --home $(HOME_DIR) index
 	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) search "#jokes python" -k 3
 	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) search "good morning coffee -filter:replies" --mode semantic -k 3
+	# A grounded answer: every sentence cites a retrieved post that supports it, or roost says it cannot answer.
+	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) ask "what do people say about the weather?" -m smollm2 --posts 4
 	# The server, left running in the background on 127.0.0.1:$(PORT) with the fine-tuned model.
 	nohup $(BIN)/roost --home $(HOME_DIR) serve smollm2-replies --port $(PORT) > $(HOME_DIR)/serve.log 2>&1 & echo $$! > $(HOME_DIR)/serve.pid
 	for i in $$(seq 1 60); do curl -sf http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 1; done
 	curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' \
 	  -d '{"model": "smollm2-replies", "messages": [{"role": "user", "content": "Say hi to the demo"}], "max_tokens": 40}'; echo
+	# Real time: a post sent to the running server is searchable when the call returns.
+	curl -s http://127.0.0.1:$(PORT)/v1/posts -H 'Content-Type: application/json' \
+	  -d '{"posts": [{"id": "demo-1", "author": "roost_demo", "text": "Zeppelin spotted over the harbour this morning #skywatch", "created_at": "2024-12-01T08:00:00Z"}]}'; echo
+	curl -s http://127.0.0.1:$(PORT)/v1/search -H 'Content-Type: application/json' -d '{"query": "zeppelin harbour", "k": 1}'; echo
 	@echo
 	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
 	@echo "Tokenizer: $(HOME_DIR)/tokenizers/default (transformers.AutoTokenizer loads it); shards: $(HOME_DIR)/shards/default."
@@ -63,7 +69,8 @@ demo: $(STAMP)
 	@echo "            tensorboard --logdir $(HOME_DIR)/runs"
 	@echo "Try: $(BIN)/roost --home $(HOME_DIR) generate smollm2-replies \"What a rainy Monday\" --vs smollm2"
 	@echo
-	@echo "The server is running: open http://127.0.0.1:$(PORT)/ (compose, reply, streaming chat)."
+	@echo "The server is running: open http://127.0.0.1:$(PORT)/ (search, ask with clickable citations, compose, reply, chat)."
+	@echo "  search quality: $(BIN)/roost --home $(HOME_DIR) eval search -m smollm2 --tune --expand   (table + PNG)"
 	@echo "  OpenAI clients: base_url=http://127.0.0.1:$(PORT)/v1 · metrics: http://127.0.0.1:$(PORT)/metrics"
 	@echo "  curl http://127.0.0.1:$(PORT)/v1/compose -H 'Content-Type: application/json' -d '{\"topic\": \"rain\", \"n\": 3}'"
 	@echo "  stop it: kill \$$(cat $(HOME_DIR)/serve.pid)"

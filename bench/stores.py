@@ -30,7 +30,7 @@ def generated_store(root: Path, n: int) -> Path:
         vals = {c: None for c in COLUMNS} | {
             "id": f"x:{d.id}",
             "author": f"user{int(d.id) % 5000}",
-            "created_at": d.created_at.isoformat() + "Z",
+            "created_at": d.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "text": d.text,
             "text_scrubbed": d.text,
             "lang": "en",

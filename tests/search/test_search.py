@@ -117,3 +117,9 @@ def test_cli_search(home: Path) -> None:
     assert "#denews" in out
     bad = run_roost("--home", str(home), "search", "until:yesterday x", check=False)
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_search_index_is_a_backend(idx: SearchIndex) -> None:
+    from roost.search.backend import SearchBackend
+
+    assert isinstance(idx, SearchBackend)

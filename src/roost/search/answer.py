@@ -25,7 +25,7 @@ from typing import Any
 from roost.infer.chat import ChatTemplate
 from roost.infer.sampling import SamplingParams
 from roost.search.hybrid import Hit, SearchIndex, or_terms
-from roost.search.query import Query, parse
+from roost.search.query import STOPWORDS, Query, parse
 
 ASK_SYSTEM = (
     "You report what one social media post says, in one short sentence, using the post's own words. The post "
@@ -36,11 +36,7 @@ NO_SUPPORTED = "The model wrote nothing the posts support, so roost shows only t
 _CITE = re.compile(r"\[[^\[\]\n]{1,80}\]")
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\w+")
-_STOP = set(
-    "a an and are as at be but by can do does for from has have he her his how i if in is it its me my no not of on "
-    "or our she so than that the their them then there these they this those to too was we were what when where "
-    "which who why will with would you your people person say says said think thinks about post posts".split()
-)
+_STOP = STOPWORDS | {"people", "person", "say", "says", "said", "think", "thinks", "about", "post", "posts"}
 
 
 @dataclass
@@ -81,7 +77,7 @@ def support(sentence: str, post: str) -> float:
 
 def first_sentence(raw: str) -> str:
     """The model's first sentence, with any citation marks or quotes it added removed."""
-    text = " ".join(_CITE.sub(" ", raw).split()).strip(" \"'")
+    text = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_CITE.sub(" ", raw).split())).strip(" \"'")
     return _BOUNDARY.split(text, maxsplit=1)[0].strip() if text else ""
 
 

@@ -186,19 +186,27 @@ def score(es: EvalSet, run: dict[str, dict[str, float]], qids: list[str]) -> dic
     return {name: sum(v[m] for v in per_q.values()) / max(len(per_q), 1) for m, name in MEASURES.items()}
 
 
-def tune_weights(index: SearchIndex, es: EvalSet, id_prefix: str = "") -> dict[str, float]:
-    """Fusion weights with the best nDCG@10 on the tune half (never on the queries that are scored)."""
+def tune_weights(index: SearchIndex, es: EvalSet, id_prefix: str = "", min_gain: float = 0.02) -> dict[str, Any]:
+    """Fusion weights with the best nDCG@10 on the tune half (never on the queries that are scored). `keep` is
+    true only when they beat the default 1 : 1 there by `min_gain` (relative): small tune sets are noisy."""
     qids = sorted(q for q in es.tune if q in es.qrels)
     if not qids:
         raise UsageError("no tune queries in the eval set")
-    best, best_w = -1.0, (1.0, 1.0)
+    scores = {}
     for w_kw in (0.25, 0.5, 1.0, 1.5, 2.0):
         index.cfg.keyword_weight, index.cfg.semantic_weight = w_kw, 1.0
-        s = score(es, run_mode(index, es, qids, "hybrid", id_prefix=id_prefix), qids)["nDCG@10"]
-        if s > best + 1e-9:
-            best, best_w = s, (w_kw, 1.0)
+        scores[w_kw] = score(es, run_mode(index, es, qids, "hybrid", id_prefix=id_prefix), qids)["nDCG@10"]
     index.cfg.keyword_weight = index.cfg.semantic_weight = None
-    return {"keyword": best_w[0], "semantic": best_w[1], "tune_ndcg10": round(best, 4), "tune_queries": len(qids)}
+    best = max(scores, key=lambda w: (scores[w], w == 1.0))
+    keep = scores[best] >= scores[1.0] * (1 + min_gain) and best != 1.0
+    return {
+        "keyword": best,
+        "semantic": 1.0,
+        "tune_ndcg10": round(scores[best], 4),
+        "default_ndcg10": round(scores[1.0], 4),
+        "tune_queries": len(qids),
+        "keep": keep,
+    }
 
 
 def plot(results: dict[str, dict[str, float]], title: str, path: Path) -> Path:

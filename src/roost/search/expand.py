@@ -16,6 +16,7 @@ from typing import Any
 
 from roost.infer.chat import ChatTemplate
 from roost.infer.sampling import SamplingParams
+from roost.search.query import STOPWORDS
 
 EXPAND_SYSTEM = (
     "You help people search social media posts. Reply with up to six single words or hashtags that posts about "
@@ -32,7 +33,9 @@ def _prompt(template: ChatTemplate, system: str, user: str) -> str:
     return template.render([{"role": "system", "content": system}, {"role": "user", "content": user}])
 
 
-def _generate(engine: Any, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
+def _generate(
+    engine: Any, prompts: list[str], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+) -> list[str]:
     """Generate for many prompts at once (the engine batches them); texts in prompt order."""
     out = [""] * len(prompts)
     q: queue.Queue[tuple[int, Any]] = queue.Queue()
@@ -42,7 +45,9 @@ def _generate(engine: Any, prompts: list[str], max_tokens: int, temperature: flo
     while nxt < len(prompts) or pending:
         while nxt < len(prompts) and pending < window:
             ids = engine.tok.encode(prompts[nxt], add_special_tokens=False).ids
-            p = SamplingParams(max_tokens=max_tokens, temperature=temperature, repetition_penalty=1.1, seed=nxt)
+            p = SamplingParams(
+                max_tokens=max_tokens, temperature=temperature, top_p=top_p, repetition_penalty=1.1, seed=nxt
+            )
             engine.submit(ids, p, lambda ev, i=nxt: q.put((i, ev)))
             nxt += 1
             pending += 1
@@ -58,7 +63,7 @@ def parse_terms(text: str, query: str, max_terms: int = 6) -> list[str]:
     out: list[str] = []
     for m in _TERM.finditer(text):
         t = m.group().lower().strip("'-")
-        if len(t.lstrip("#")) < 3 or t.lstrip("#") in have or t in out:
+        if len(t.lstrip("#")) < 3 or t.lstrip("#") in have or t in out or t in STOPWORDS or "'" in t:
             continue
         out.append(t)
         if len(out) >= max_terms:
@@ -73,13 +78,26 @@ def expand_query(engine: Any, template: ChatTemplate, query_text: str, max_terms
     return parse_terms(text, query_text, max_terms)
 
 
+_META = re.compile(
+    r"^(the |this )?(post|query|search( query)?|answer)( is| was| titled| about)?\W*|^(here is|to (find|complete|create)"
+    r"[^,]*,)\W*",
+    re.I,
+)
+_REFUSAL = re.compile(r"\b(i'?m sorry|i can'?t|i cannot|unable to|as an ai)\b", re.I)
+
+
 def synthetic_queries(engine: Any, template: ChatTemplate, posts: list[str]) -> list[str]:
-    """One query per post (cleaned: one line, no quotes/operators, at most 12 words)."""
+    """One query per post (cleaned: one line, no quotes/operators or preambles, at most 12 words; '' for a refusal,
+    which the caller skips)."""
     prompts = [_prompt(template, SYNTH_SYSTEM, "Post: " + " ".join(p.split())[:400]) for p in posts]
     out = []
-    for text in _generate(engine, prompts, 24, temperature=0.0):
+    # sampled (seeded per post, so reproducible): varied phrasings, as real queries are
+    for text in _generate(engine, prompts, 24, temperature=0.7, top_p=0.9):
         line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
-        line = re.sub(r'["“”:]|^(query|search)\b\W*', " ", line, flags=re.I)
+        if _REFUSAL.search(line):
+            out.append("")
+            continue
+        line = _META.sub("", re.sub(r'["“”]', " ", line).strip()).replace(":", " ")
         words = [w for w in line.split() if not w.startswith("-") and w.upper() != "OR"][:12]
         out.append(" ".join(words))
     return out

@@ -12,6 +12,13 @@ from datetime import UTC, datetime
 from roost.errors import UsageError
 
 MAX_QUERY_CHARS = 1000
+# English function words (and question words) that carry no topic: left out of answer support checks, question
+# keyword queries and LLM expansion terms
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have he her his how i if in is it its me my no not of on "
+    "or our she so than that the their them then there these they this those to too was we were what when where "
+    "which who why will with would you your".split()
+)
 _TOKEN = re.compile(r'-?"[^"]*"|\S+')
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
 

@@ -158,6 +158,7 @@ def build_app(
     async def page() -> HTMLResponse:
         html = WEB.read_text().replace("{{MODEL}}", model_name or "none (search only)")
         html = html.replace("{{SHA}}", (model_sha256 or "-")[:12]).replace("{{GEN}}", "1" if engine else "0")
+        html = html.replace("{{ASK}}", "1" if search and engine else "0")
         return HTMLResponse(html.replace("{{SEARCH}}", "1" if search else "0"))
 
     @app.get("/health")

@@ -1,0 +1,40 @@
+"""The interface every search backend implements (docs/search.md, "Backends"). `SearchIndex` (tantivy + usearch,
+embedded, no server) is the one that ships; an OpenSearch or Postgres + pgvector adapter implements the same four
+methods, and `roost serve`, `roost ask` and `roost eval search` work unchanged on top of it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from roost.search.hybrid import Hit
+    from roost.search.query import Query
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    def search(
+        self,
+        query: str | Query,
+        mode: str | None = None,
+        k: int | None = None,
+        recency: float | None = None,
+        extra_terms: list[str] | None = None,
+    ) -> list[Hit]:
+        """Ranked live posts for a parsed X-style query: filters applied inside the backend, tombstoned posts
+        never returned, `Hit.similarity` set when a vector search ran (answers use it to decide to abstain)."""
+        ...
+
+    def catch_up(self) -> tuple[int, int]:
+        """Index what the store gained and drop what it tombstoned since the last call; (added, removed). Must be
+        cheap when nothing changed: `roost serve` calls it every `search.refresh_ms`."""
+        ...
+
+    def forget(self, post_ids: list[str], rowids: list[int]) -> None:
+        """Remove posts now (erasure is not left to a later merge)."""
+        ...
+
+    def save(self) -> None:
+        """Make the current state durable (a restart then catches up from it)."""
+        ...

@@ -1,0 +1,77 @@
+"""The page's search and ask boxes in real Chromium (Debian's, via Playwright) against a real server with the real
+SmolLM2: results listed, the answer streamed with citations that jump to the cited post; a search-only server
+hides the generation boxes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from roost.config import CorpusConfig, SearchConfig
+from roost.corpus.writers import Draft, write_x_archive
+from roost.serve.app import ServeConfig, build_app
+from roost.serve.search_api import SearchService
+from tests.conftest import run_roost
+from tests.search.conftest import copy_home
+from tests.serve.conftest import Server
+from tests.serve.test_web import FLAGS
+
+FERRY = [
+    "The ferry to the island is cancelled today because of the storm.",
+    "Storm warning: the island ferry service is suspended until Friday.",
+    "Buses replace the island ferry while the storm lasts.",
+]
+
+
+@pytest.mark.slow
+def test_page_search_and_ask(search_home: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from roost.cli_serve import load_engine
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian chromium is required (apt-get install chromium); `make test` installs it"
+    home = copy_home(search_home, tmp_path / "h")
+    t = datetime(2024, 8, 1, tzinfo=UTC)
+    drafts = [Draft(str(990000 + i), text, t + timedelta(hours=i)) for i, text in enumerate(FERRY)]
+    run_roost("--home", str(home), "ingest", str(write_x_archive(tmp_path / "e", "harbour", "9", drafts)))
+    run_roost("--home", str(home), "import", "smollm2")
+    svc = SearchService.open(home, CorpusConfig(workers=1), SearchConfig())
+    engine, name, sha, template = load_engine(home, "smollm2", max_batch=4)
+    srv = Server(build_app(engine, name, sha, ServeConfig(), None, home / "corpus.db", template, svc))
+    only = Server(build_app(None, None, None, ServeConfig(), search=svc))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(srv.url + "/")
+            page.fill("#q", "ferry storm")
+            page.press("#q", "Enter")
+            page.wait_for_selector("#search-out .hit", timeout=30_000)
+            assert "ferry" in page.inner_text("#search-out .hit").lower()
+            page.fill("#question", "Is the island ferry running during the storm?")
+            page.click("#ask")
+            page.wait_for_selector("#answer .label, #answer p", timeout=120_000)  # label: the stream has ended
+            cites = page.query_selector_all("#answer a.cite")
+            assert cites, page.inner_text("#answer")
+            n = cites[0].get_attribute("data-cite")
+            cited = page.query_selector(f"#post-{n}")
+            assert cited is not None and "ferry" in cited.inner_text().lower()
+            cites[0].click()
+            assert "flash" in (cited.get_attribute("class") or "")
+            assert page.evaluate("location.hash") == f"#post-{n}"
+            shot = Path(os.environ.get("ROOST_SEARCH_SCREENSHOT", tmp_path / "web-search.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            page.goto(only.url + "/")
+            assert page.is_visible("#search-box") and not page.is_visible("#ask-box")
+            assert not page.is_visible("#topic")
+            browser.close()
+    finally:
+        srv.stop()
+        only.stop()
+        engine.shutdown()
+        svc.close()
