@@ -195,7 +195,8 @@ def register(app: typer.Typer, state: Any) -> None:
 
         st = state(ctx)
         home, tmp, prefix = st.ws.root, None, ""
-        engine = template = None
+        engine: Any = None
+        template: Any = None
         if (model is None) and (beir is None or expand or tune):
             raise UsageError("give -m MODEL (it writes the known-item queries and expands them), or --beir DIR")
         try:

@@ -172,17 +172,19 @@ def register(app: typer.Typer, state: Any) -> None:
             if engine is not None:
                 engine.shutdown(drain_timeout=0)
 
+        # HTTP in a thread; the main thread runs the engine (torch's warm OpenMP team lives there) or, with no
+        # model, waits for SIGTERM/SIGINT — then the search index is saved before the process exits
+        web = threading.Thread(target=server.run, daemon=True, name="roost-http")
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         try:
-            if engine is None:
-                server.run()  # uvicorn handles SIGINT/SIGTERM itself: running requests finish
-            else:
-                # HTTP in a thread, the engine in the main thread (torch's warm OpenMP team lives there)
-                web = threading.Thread(target=server.run, daemon=True, name="roost-http")
-                signal.signal(signal.SIGTERM, stop)
-                signal.signal(signal.SIGINT, stop)
-                web.start()
+            web.start()
+            if engine is not None:
                 engine.run()
-                web.join(timeout=10)
+            else:
+                while web.is_alive() and not server.should_exit:
+                    web.join(timeout=0.5)
+            web.join(timeout=10)
         finally:
             if search is not None:
                 search.close()

@@ -177,3 +177,50 @@ def test_catch_up_restart_and_int8(search_home: Path, tmp_path: Path) -> None:
     exact = {r for r, _ in idx.vectors.exact(q, 10)}
     assert len(a & exact) >= 9
     assert np.isfinite(idx.vectors.exact(q, 1)[0][1])
+
+
+def test_cli_serve_search_only(search_home: Path, tmp_path: Path) -> None:
+    """`roost serve` with no model: the real command serves search, takes posts, and stops cleanly on SIGTERM."""
+
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    home = copy_home(search_home, tmp_path / "h")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).with_name("roost"))
+    proc = subprocess.Popen(
+        [exe, "--home", str(home), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        post = {
+            "id": "cli-1",
+            "author": "ola",
+            "text": "Walrus choir concert tonight",
+            "created_at": "2024-06-09T20:00:00Z",
+        }
+        assert httpx.post(f"{url}/v1/posts", json={"posts": [post]}, timeout=30).json()["searchable"]
+        r = httpx.post(f"{url}/v1/search", json={"query": "walrus choir"}, timeout=30).json()
+        assert r["data"][0]["id"] == "api:cli-1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "serving search on" in out
+    assert SearchIndex(home).meta["posts"] == len(SearchIndex(home).vectors)  # saved on the way out
+    nothing = run_roost("--home", str(tmp_path / "empty"), "serve", check=False)
+    assert nothing.returncode == 2 and "nothing to serve" in nothing.stderr

@@ -119,7 +119,7 @@ class KeywordIndex:
             return []
         searcher = self.index.searcher()
         query = tantivy.Query.boolean_query(clauses)
-        n = searcher.search(query, 1, count=True).count or 0
+        n = searcher.search(query, 1, count=True).count or 0  # type: ignore[attr-defined]
         return [int(searcher.doc(a)["rowid"][0]) for _, a in searcher.search(query, max(n, 1)).hits]
 
     def commit(self, release: bool = True) -> None:
@@ -195,7 +195,8 @@ class KeywordIndex:
         searcher = self.index.searcher()
         query = tantivy.Query.boolean_query(clauses)
         res = searcher.search(query, cap + 1)
-        if res.count is not None and res.count > cap:
+        count = res.count  # type: ignore[attr-defined]
+        if count is not None and count > cap:
             return None
         return [int(searcher.doc(a)["rowid"][0]) for _, a in res.hits]
 
