@@ -170,7 +170,7 @@ def register(app: typer.Typer, state: Any) -> None:
         if t.row_count:
             console.print(t)
         if out["dropped_sentences"]:
-            console.print(f"[dim]{out['dropped_sentences']} sentence(s) dropped: they cited no retrieved post[/]")
+            console.print(f"[dim]{out['dropped_sentences']} sentence(s) dropped: their post did not support them[/]")
 
     @eval_app.command("search")
     def eval_search(
