@@ -191,7 +191,7 @@ def register(app: typer.Typer, state: Any) -> None:
         Example: [bold]roost eval search -m smollm2 --tune --expand[/]  ·  [bold]roost eval search --beir scifact/[/]
         """
         from roost.search import eval as ev
-        from roost.search.hybrid import SearchIndex, _write_json
+        from roost.search.hybrid import SearchIndex, write_json
 
         st = state(ctx)
         home, tmp, prefix = st.ws.root, None, ""
@@ -225,7 +225,7 @@ def register(app: typer.Typer, state: Any) -> None:
                     index.meta.pop("fusion", None)
                     if tuned["keep"]:
                         index.meta["fusion"] = {"keyword": tuned["keyword"], "semantic": tuned["semantic"]}
-                    _write_json(index.dir / "meta.json", index.meta)
+                    write_json(index.dir / "meta.json", index.meta)
             qids = es.test
             if not qids:
                 raise UsageError("no held-out queries with relevance judgements")

@@ -90,11 +90,6 @@ def question_query(question: str) -> Query:
     return q
 
 
-def relevant(hits: list[Hit], min_similarity: float) -> bool:
-    """Some retrieved post is about the question (cosine of the embeddings; a shared word is not enough)."""
-    return any((h.similarity or 0.0) >= min_similarity for h in hits)
-
-
 def build_prompt(question: str, hit: Hit, template: ChatTemplate, max_post_chars: int) -> tuple[str, str]:
     """(prompt, prefill): the answer is started for the model as "@author says", so it reports the post."""
     body = " ".join(hit.text.split())[:max_post_chars].replace("<", "‹").replace(">", "›")
@@ -125,11 +120,12 @@ def ask_events(
     then {"type": "answer"} with the whole answer, the cited posts and the counts. `query` overrides the search
     query (operators allowed); the question is what the model is asked."""
     hits = index.search(query or question_query(question), "hybrid", cfg.posts)
-    if not hits or not relevant(hits, cfg.min_similarity):
+    # relevant = about the question by the cosine of the embeddings (a shared word is not enough)
+    chosen = [h for h in hits if (h.similarity or 0.0) >= cfg.min_similarity][: cfg.cite_posts]
+    if not chosen:
         yield {"type": "posts", "posts": []}
         yield _final(NO_ANSWER, [], [], 0, True, provenance)
         return
-    chosen = [h for h in hits if (h.similarity or 0.0) >= cfg.min_similarity][: cfg.cite_posts]
     # per post: one greedy and one sampled sentence, decoded together by the engine's batching; the better
     # supported one is kept
     variants = [SamplingParams(max_tokens=cfg.max_tokens, temperature=0.0, repetition_penalty=1.1, seed=0)]

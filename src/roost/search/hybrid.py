@@ -13,6 +13,7 @@ runs it once, a running `roost serve` every `search.refresh_ms` (roost.search.li
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -93,7 +94,7 @@ class SearchIndex:
         with sqlite3.connect(f"file:{home / 'corpus.db'}?mode=ro", uri=True) as con:
             tomb = con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
         meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
-        _write_json(d / "meta.json", meta)
+        write_json(d / "meta.json", meta)
 
     @staticmethod
     def build(
@@ -117,7 +118,7 @@ class SearchIndex:
             added=added,
             removed=removed,
         )
-        _write_json(idx.dir / "meta.json", idx.meta)
+        write_json(idx.dir / "meta.json", idx.meta)
         return idx.meta
 
     def catch_up(
@@ -146,10 +147,8 @@ class SearchIndex:
                 self.meta["max_rowid"] = max(self.meta["max_rowid"], mx)  # reposts are not indexed
             finally:
                 con.close()
-            if done or removed:
+            if done or removed or release:
                 self.keyword.commit(release=release)
-            elif release:
-                self.keyword.commit(release=True)
             self.meta["posts"] = len(self.vectors)
             return done, removed
 
@@ -171,7 +170,7 @@ class SearchIndex:
         with self.write_lock:
             self.vectors.save()
             self.meta["posts"] = len(self.vectors)
-            _write_json(self.dir / "meta.json", self.meta)
+            write_json(self.dir / "meta.json", self.meta)
 
     def forget(self, post_ids: list[str], rowids: list[int]) -> None:
         """Remove posts from both indexes now (the store's tombstones already hide them from results)."""
@@ -229,8 +228,7 @@ class SearchIndex:
             w_kw, w_sem = self.weights
             lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
             if extra_terms:
-                ex = Query(terms=or_terms(extra_terms), authors=q.authors, to=q.to, since=q.since, until=q.until)
-                ex.langs, ex.replies, ex.exclude = q.langs, q.replies, q.exclude
+                ex = dataclasses.replace(q, terms=or_terms(extra_terms), phrases=[])
                 lists.append(({r: i + 1 for i, (_, r, _) in enumerate(self.keyword.search(ex, depth))}, 0.5 * w_kw))
             for ranks, w in lists:
                 for rowid, r in ranks.items():
@@ -298,7 +296,7 @@ def or_terms(terms: list[str]) -> list[str]:
     return out
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
+def write_json(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,12 +105,12 @@ class KeywordIndex:
         for a in authors:
             w.delete_documents_by_term("author", a.lower())
 
-    def rowids_of(self, post_ids: list[str] = [], authors: list[str] = []) -> list[int]:  # noqa: B006
+    def rowids_of(self, post_ids: Sequence[str] = (), authors: Sequence[str] = ()) -> list[int]:
         """Rowids of the indexed posts with these ids or by these authors (to remove their vectors too)."""
         s = self.schema
         clauses = []
         if post_ids:
-            clauses.append((tantivy.Occur.Should, tantivy.Query.term_set_query(s, "id", post_ids)))
+            clauses.append((tantivy.Occur.Should, tantivy.Query.term_set_query(s, "id", list(post_ids))))
         if authors:
             clauses.append(
                 (tantivy.Occur.Should, tantivy.Query.term_set_query(s, "author", [a.lower() for a in authors]))

@@ -40,12 +40,6 @@ class VectorIndex:
             self._keys, self._vecs, self.n = keys, vecs, len(keys)
             self.slot = {int(k): i for i, k in enumerate(keys.tolist()) if k >= 0}
 
-    @property
-    def keys(self) -> np.ndarray:
-        """The rowids held (removed slots left out)."""
-        k = self._keys[: self.n]
-        return k[k >= 0]
-
     def __len__(self) -> int:
         return len(self.slot)
 

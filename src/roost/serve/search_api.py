@@ -112,19 +112,19 @@ def add_search_routes(
     @app.post("/v1/posts", response_model=PostsResponse)
     async def add_posts(req: PostsRequest) -> PostsResponse:
         t0 = time.perf_counter()
-        posts, rejected = [], []
+        posts, rejected, index_of = [], [], {}
         for i, p in enumerate(req.posts):
             try:
                 posts.append(_post(p))
+                index_of[posts[-1].id] = i
             except RecordError as e:
                 rejected.append({"index": i, "id": p.id, "field": e.field, "message": e.message})
         report, bad = await asyncio.to_thread(svc.ingest.add, posts, "request")
-        index_of = {p.id: i for i, p in enumerate(req.posts)}
         for b in bad:
             pid = b.record.removeprefix("id ")
             rejected.append(
                 {
-                    "index": index_of.get(pid.removeprefix("api:"), index_of.get(pid)),
+                    "index": index_of.get(pid),
                     "id": pid,
                     "field": b.field,
                     "message": b.message,
