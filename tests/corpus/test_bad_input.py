@@ -149,3 +149,14 @@ def test_generic_bad_rows_named_by_line(tmp_path: Path) -> None:
     good, bad = _split(path)
     assert [p.id for p in good] == ["generic:1", "generic:4"]
     assert [(b.record, b.field) for b in bad] == [("line 2", "author"), ("line 3", None)]
+
+
+@pytest.mark.parametrize("value", ["¹", "٣٤٥", "1²", "-³.5", "\u0661\u0662"])
+def test_non_ascii_digits_are_a_named_date_error(value: str) -> None:
+    """`str.isdigit()` is True for superscripts and Arabic-Indic digits; they must not reach float()/int()."""
+    from roost.corpus.post import RecordError, parse_iso_date, parse_twitter_date
+
+    for parse in (parse_iso_date, parse_twitter_date):
+        with pytest.raises(RecordError) as e:
+            parse(value, "created_at")
+        assert e.value.field == "created_at"

@@ -67,6 +67,17 @@ def test_operators(idx: SearchIndex, home: Path) -> None:
     assert idx.search('"Straßenbahn kommt"', "keyword", k=5)
 
 
+@pytest.mark.parametrize("junk", ["©", "\x19©\r", "¹\x1b", "§ ¶"])
+def test_words_with_no_searchable_token_are_dropped(idx: SearchIndex, junk: str) -> None:
+    """A word the analyser reduces to nothing matches nothing alone and is ignored beside real words (tantivy
+    rejects `"©" AND "x"` outright; found by schemathesis as a 500)."""
+    assert idx.search(junk, "keyword", k=10) == []
+    berlin = [h.id for h in idx.search("Berlin", "keyword", k=100)]
+    assert berlin and [h.id for h in idx.search(f"Berlin {junk}", "keyword", k=100)] == berlin
+    assert [h.id for h in idx.search(f"Berlin -{junk.split()[0]}", "keyword", k=100)] == berlin
+    assert len(idx.search(junk, "hybrid", k=5)) == 5  # the semantic side still answers
+
+
 def test_modes_and_filtered_semantic_recall(idx: SearchIndex) -> None:
     for mode in ("keyword", "semantic", "hybrid"):
         hits = idx.search("Berlin Kaffee", mode, k=10)

@@ -5,6 +5,7 @@ Used by `roost ingest`; importers never write to the store directly (ARCHITECTUR
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -62,7 +63,7 @@ def parse_twitter_date(value: object, field: str = "created_at") -> datetime:
     if not isinstance(value, str) or not value.strip():
         raise RecordError(field, "missing date")
     s = value.strip()
-    if s[:1].isdigit():
+    if s[:1].isascii() and s[:1].isdigit():
         return parse_iso_date(s, field)
     parts = s.split()
     if len(parts) == 6 and parts[4] == "+0000" and parts[1] in _MONTHS:  # the common case, without strptime
@@ -100,7 +101,7 @@ def parse_iso_date(value: object, field: str = "created_at") -> datetime:
         try:
             dt = datetime.fromisoformat(s)
         except ValueError:
-            if s.lstrip("-").replace(".", "", 1).isdigit():
+            if re.fullmatch(r"-?[0-9]+(\.[0-9]*)?", s):  # ASCII only: "¹".isdigit() is True
                 return parse_iso_date(float(s), field)
             raise RecordError(field, f"unparseable date {value[:40]!r}") from None
     else:

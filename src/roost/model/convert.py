@@ -8,6 +8,7 @@ safetensors or GGUF only (nothing is unpickled).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -300,11 +301,26 @@ def save_model_dir(
 ) -> dict[str, Any]:
     """Write a HF Llama directory that `AutoModelForCausalLM.from_pretrained(out)` loads as it is, plus roost.json.
     `tokenizer_json` is a path to copy or a `tokenizers.Tokenizer` to save. Written to a temp dir, then renamed."""
+    return save_weights_dir(model.config, [hf_state_dict(model)], out, tokenizer_json, tokenizer_config, provenance)
+
+
+def save_weights_dir(
+    cfg: ModelConfig,
+    groups: Iterable[dict[str, torch.Tensor]],
+    out: Path,
+    tokenizer_json: Path | Any,
+    tokenizer_config: dict[str, Any],
+    provenance: dict[str, Any],
+    n_groups: int = 1,
+) -> dict[str, Any]:
+    """`save_model_dir` from groups of HF-named tensors, one safetensors file per group (HF's sharded layout with
+    model.safetensors.index.json when there are several), so a large model is written without ever being whole in
+    memory. `model_sha256` is the file's sha256, or for shards the sha256 of their sha256s in order."""
+    import hashlib
     import shutil
 
     from safetensors.torch import save_file
 
-    cfg = model.config
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -322,7 +338,21 @@ def save_model_dir(
 
     bos, eos, pad = tid("bos_token"), tid("eos_token"), tid("pad_token")
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg, bos, eos, pad), indent=2))
-    save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    weight_map: dict[str, str] = {}
+    shas = []
+    total = 0
+    for i, group in enumerate(groups):
+        name = "model.safetensors" if n_groups == 1 else f"model-{i + 1:05d}-of-{n_groups:05d}.safetensors"
+        if cfg.tie_embeddings:
+            group = {k: v for k, v in group.items() if k != "lm_head.weight"}
+        save_file({k: v.contiguous() for k, v in group.items()}, str(tmp / name), metadata={"format": "pt"})
+        weight_map |= {k: name for k in group}
+        total += sum(v.numel() * v.element_size() for v in group.values())
+        shas.append(sha256_file(tmp / name))
+    if n_groups > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    model_sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
     tc = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
@@ -345,7 +375,7 @@ def save_model_dir(
     (tmp / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if v is not None}, indent=2))
     meta = {
         **provenance,
-        "model_sha256": sha256_file(tmp / "model.safetensors"),
+        "model_sha256": model_sha,
         "tokenizer_sha256": sha256_file(tmp / "tokenizer.json"),
         "roost_config": cfg.to_dict(),
         "params": cfg.num_params(),

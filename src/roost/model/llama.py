@@ -125,9 +125,10 @@ class Attention(nn.Module):
         cache_at: CacheAt | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        # heads as -1: under tensor parallelism each rank holds n_heads/tp of them (applied from roost.train)
+        q = self.q_proj(x).view(b, t, -1, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, -1, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, -1, self.hd).transpose(1, 2)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -139,7 +140,7 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.hd))
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
 class MLP(nn.Module):
@@ -189,8 +190,7 @@ class Llama(nn.Module):
         self.config = cfg
         self.model = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.tie_weights()
         cos, sin = rope_cache(cfg, cfg.max_seq_len)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -200,20 +200,32 @@ class Llama(nn.Module):
     def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, init_std) weights, residual projections scaled by 1/sqrt(2·layers) (GPT-2), zero biases."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(self.init_value(name, tuple(p.shape), gen))
+        self.init_buffers()
+
+    def init_value(self, name: str, shape: tuple[int, ...], gen: torch.Generator | None) -> torch.Tensor:
+        """The initial value of parameter `name` (full shape), drawn from `gen`; parameters are drawn in
+        `named_parameters()` order, so a sharded model can be initialised to the same numbers piece by piece."""
+        if len(shape) == 1:
+            return torch.ones(shape) if name.endswith("norm.weight") else torch.zeros(shape)
         std = self.config.init_std
-        for name, p in self.named_parameters():
-            if p.dim() == 1:
-                nn.init.ones_(p) if name.endswith("norm.weight") else nn.init.zeros_(p)
-                continue
-            s = (
-                std / math.sqrt(2 * self.config.n_layers)
-                if name.endswith(("o_proj.weight", "down_proj.weight"))
-                else std
-            )
-            with torch.no_grad():
-                p.copy_(torch.randn(p.shape, generator=gen) * s)
-        rope = rope_cache(self.config, self.config.max_seq_len, self.rope_cos.device)
-        self.rope_cos, self.rope_sin = rope
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            std /= math.sqrt(2 * self.config.n_layers)
+        return torch.randn(shape, generator=gen) * std
+
+    def tie_weights(self) -> None:
+        """Share the embedding with the output head when the config ties them (again after `to_empty()`, which
+        gives each its own tensor)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def init_buffers(self) -> None:
+        """(Re)compute the RoPE tables, e.g. after `to_empty()` of a model built on the meta device."""
+        dev = self.rope_cos.device
+        cos, sin = rope_cache(self.config, self.config.max_seq_len, dev)
+        self.rope_cos, self.rope_sin = cos, sin
 
     # -- caches for generation --------------------------------------------------------------------------------------
     def setup_kv_cache(self, batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:

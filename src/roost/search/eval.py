@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -109,7 +110,7 @@ def load_beir_queries(d: Path) -> EvalSet:
         parts = line.split("\t")
         if n == 1 and parts[0] == "query-id":
             continue
-        if len(parts) != 3 or not parts[2].strip().lstrip("-").isdigit():
+        if len(parts) != 3 or not re.fullmatch(r"-?[0-9]+", parts[2].strip()):
             raise UsageError(f"{qrels}: line {n}: expected query-id<TAB>corpus-id<TAB>score")
         es.qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
     return es

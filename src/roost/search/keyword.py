@@ -150,7 +150,18 @@ class KeywordIndex:
             out.append((occ.Must, tantivy.Query.term_query(s, "is_reply", 1 if q.replies else 0)))
         return out
 
+    def _parses(self, quoted: str) -> bool:
+        """Whether a quoted term or phrase leaves any token after analysis. `"©"` leaves none: tantivy parses it
+        alone to an EmptyQuery (seen only in its repr), and rejects `"©" AND "x"` ("Only excluding terms")."""
+        try:
+            return "EmptyQuery" not in repr(self.index.parse_query(quoted, ["body"]))
+        except ValueError:
+            return False
+
     def _text_query(self, q: Query) -> Any | None:
+        """None: the query has no text part. tantivy's empty query: it has one, but no word in it is searchable
+        (like an OpenSearch match query whose analyser emits no token, such a word is dropped)."""
+
         def quote(t: str) -> str:
             return '"' + t.replace("\\", " ").replace('"', " ") + '"'
 
@@ -158,6 +169,13 @@ class KeywordIndex:
         parts += [quote(cjk_bigrams(p)) for p in q.phrases]
         if not [p for p in parts if p != "OR"]:
             return None
+        parts = [p for p in parts if p == "OR" or self._parses(p)]
+        while parts and parts[0] == "OR":
+            parts.pop(0)
+        while parts and parts[-1] == "OR":
+            parts.pop()
+        if not parts:
+            return tantivy.Query.empty_query()
         text = " ".join(parts)
         text = re.sub(r"(^| )OR( OR)+", " OR", text)
         if "OR" in parts:
@@ -170,9 +188,9 @@ class KeywordIndex:
         if text is not None:
             clauses.append((tantivy.Occur.Must, text))
         for ex in q.exclude:
-            clauses.append(
-                (tantivy.Occur.MustNot, self.index.parse_query('"' + cjk_bigrams(ex).replace('"', " ") + '"', ["body"]))
-            )
+            quoted = '"' + cjk_bigrams(ex).replace('"', " ") + '"'
+            if self._parses(quoted):
+                clauses.append((tantivy.Occur.MustNot, self.index.parse_query(quoted, ["body"])))
         if not any(o == tantivy.Occur.Must for o, _ in clauses):
             clauses.append((tantivy.Occur.Must, tantivy.Query.all_query()))
         return tantivy.Query.boolean_query(clauses)

@@ -129,7 +129,7 @@ def build_app(
         route = request.url.path
         t0 = time.perf_counter()
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
+        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > cfg.max_body_bytes):
             resp: Response = _error(413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large")
         elif (
             cfg.api_key

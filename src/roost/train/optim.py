@@ -92,8 +92,15 @@ def build_optimizer(
 
 
 def _groups(decay: Iterable[torch.Tensor], no_decay: Iterable[torch.Tensor], wd: float) -> list[dict[str, Any]]:
-    groups = [{"params": list(decay), "weight_decay": wd}, {"params": list(no_decay), "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+    """Decay and no-decay groups, each split by tensor type: under tensor parallelism some parameters are DTensors
+    and some plain (the replicated embedding), and fused/foreach kernels run per group and refuse a mix."""
+    groups = []
+    for params, w in ((list(decay), wd), (list(no_decay), 0.0)):
+        kinds: dict[type, list[torch.Tensor]] = {}
+        for p in params:
+            kinds.setdefault(type(p.data), []).append(p)
+        groups += [{"params": ps, "weight_decay": w} for ps in kinds.values()]
+    return groups
 
 
 def lr_factor(

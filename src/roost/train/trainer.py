@@ -28,9 +28,20 @@ from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.convert import load_model_dir, save_model_dir
 from roost.model.llama import Llama
 from roost.train import checkpoint as ckpt
+from roost.train import dcp
 from roost.train.lora import apply_lora, lora_parameters, merge_lora
 from roost.train.metrics import MetricsLog, device_peak_tflops
 from roost.train.optim import build_optimizer, lr_factor
+from roost.train.parallel import (
+    Dist,
+    HangWatchdog,
+    agree_stop,
+    check_tp,
+    clip_grad_norm,
+    mean_over_ranks,
+    parallelize,
+    step_stats,
+)
 
 
 @dataclass
@@ -68,6 +79,14 @@ class TrainConfig:
     device: str = "auto"
     peak_tflops: float = 0.0  # 0 → detected
     log_every: int = 1
+    # at scale (`--nproc N` or torchrun): see roost.train.parallel and docs/scale.md
+    parallel: str = "fsdp"  # fsdp (FSDP2, HSDP with dp_replicate > 1) | ddp
+    dp_replicate: int = 1
+    dp_shard: int = -1  # -1: the ranks dp_replicate and tp leave
+    tp: int = 1  # tensor-parallel degree (keep it within a node)
+    cpu_offload: bool = False  # FSDP2 keeps parameters, gradients and optimizer state in host memory
+    async_ckpt: bool = False  # DCP async save: training goes on while the checkpoint is written
+    hang_timeout: float = 600.0  # seconds a step may take before every rank dumps its stacks and exits; 0: off
 
     def __post_init__(self) -> None:
         for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_batches", "ckpt_every", "log_every"):
@@ -81,6 +100,10 @@ class TrainConfig:
             raise UsageError(f"train.optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.dtype not in ("fp32", "bf16"):
             raise UsageError(f"train.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.parallel not in ("fsdp", "ddp"):
+            raise UsageError(f"train.parallel must be fsdp or ddp, got {self.parallel!r}")
+        if self.hang_timeout < 0:
+            raise UsageError("train.hang_timeout must be >= 0 (0 turns the watchdog off)")
         if self.lora_rank and not self.init:
             raise UsageError("--lora-rank fine-tunes an imported model: give --init models/NAME")
 
@@ -119,7 +142,10 @@ class Trainer:
         resume: bool = False,
         resume_from: str = "",
         on_step: Callable[[dict[str, Any]], None] | None = None,
+        dist: Dist | None = None,
     ):
+        """`dist` (from `parallel.init_distributed`) trains across the torchrun job; None: this process alone."""
+        self.dist = dist or Dist()
         self.paths = Paths.of(home, cfg)
         self.on_step = on_step
         self.start_ckpt: Path | None = None
@@ -132,18 +158,34 @@ class Trainer:
                     f"{self.paths.run}: no checkpoint to resume from" + (f" named {resume_from}" if resume_from else "")
                 )
             self.start_ckpt = found[-1]
-            saved = json.loads((self.start_ckpt / "meta.json").read_text())["train_config"]
-            # a resumed run keeps the settings it was started with; only these may change
+            meta = json.loads((self.start_ckpt / "meta.json").read_text())
+            saved = meta["train_config"]
+            # a resumed run keeps the settings it was started with; only these may change (the layout included:
+            # DCP reshards, and the per-rank batch follows so that the global batch stays the same)
             free = ("steps", "eval_every", "ckpt_every", "keep", "log_every", "device")
+            free += ("parallel", "dp_replicate", "dp_shard", "tp", "cpu_offload", "async_ckpt", "hang_timeout")
             cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in free}})
+            global_batch = int(meta.get("global_batch", saved["batch_size"]))
+            if global_batch % self.dist.dp_size:
+                raise UsageError(
+                    f"{self.start_ckpt}: its global batch of {global_batch} samples does not split over "
+                    f"{self.dist.dp_size} data-parallel ranks"
+                )
+            cfg = dataclasses.replace(cfg, batch_size=global_batch // self.dist.dp_size)
         self.cfg = cfg
-        self.device = _device(cfg.device)
+        self.device = self.dist.device if self.dist.on else _device(cfg.device)
         torch.manual_seed(cfg.seed)
+        self._pending: dcp.Pending | None = None
         self._build()
 
     # -- construction -----------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        cfg, p = self.cfg, self.paths
+        cfg, p, d = self.cfg, self.paths, self.dist
+        if d.on and (cfg.lora_rank or cfg.sft or cfg.optimizer != "adamw"):
+            raise UsageError(
+                "--nproc/torchrun trains with AdamW, without --lora-rank or --sft (one process does those)"
+            )
+        meta_init = False
         manifest = read_manifest(p.shards) if not cfg.sft else None
         self.provenance: dict[str, Any] = {"source": "trained", "run": cfg.name}
         if cfg.init:
@@ -175,8 +217,13 @@ class Trainer:
             else:
                 mcfg, depth_lr = load_preset(cfg.preset, vocab_size=vocab), 1e-3
             lr = cfg.lr or depth_lr
-            self.model = Llama(mcfg)
-            self.model.init_weights(cfg.seed)
+            if d.on:  # built without memory, sharded, then initialised shard by shard (parallel.parallelize)
+                with torch.device("meta"):
+                    self.model = Llama(mcfg)
+                meta_init = True
+            else:
+                self.model = Llama(mcfg)
+                self.model.init_weights(cfg.seed)
         mc: ModelConfig = self.model.config
         if cfg.seq_len > mc.max_seq_len and not mc.rope_scaling:
             raise UsageError(
@@ -194,6 +241,8 @@ class Trainer:
                 "train",
                 cfg.seq_len,
                 cfg.batch_size,
+                rank=d.dp_rank,
+                world_size=d.dp_size,
                 seed=cfg.seed,
                 doc_ids=cfg.doc_mask,
                 tokenizer_sha256=self.tokenizer_sha,
@@ -209,14 +258,30 @@ class Trainer:
 
             self.loader = SFTLoader(p.corpus_db, self.tokenizer_path, cfg.seq_len, cfg.batch_size, seed=cfg.seed)
             self.provenance |= {"sft_pairs": self.loader.n_train, "corpus": str(p.corpus_db)}
-        self.model.to(self.device)
-        if cfg.lora_rank:
-            apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed)
         if cfg.activation_checkpointing:
             self.model.gradient_checkpointing = True
+        self.fsdp_bf16 = False
+        if d.on:
+            check_tp(mc, d.tp, cfg.seq_len)
+            self.fsdp_bf16 = cfg.dtype == "bf16" and cfg.parallel == "fsdp" and d.dp_size > 1
+            if not meta_init:
+                self.model.to(self.device)
+            self.step_fn: Any = parallelize(
+                self.model,
+                d,
+                cfg.parallel,
+                torch.bfloat16 if self.fsdp_bf16 else None,
+                cpu_offload=cfg.cpu_offload,
+                compile=cfg.compile,
+                init_seed=cfg.seed if meta_init else None,
+            )
+        else:
+            self.model.to(self.device)
+            if cfg.lora_rank:
+                apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed)
+            self.step_fn = torch.compile(self.model) if cfg.compile else self.model
         self.opt = build_optimizer(self.model, cfg.optimizer, lr, cfg.weight_decay)
         self.lr = lr
-        self.step_fn = torch.compile(self.model) if cfg.compile else self.model
         self.flops_per_token = mc.flops_per_token(cfg.seq_len)
         if cfg.lora_rank:  # frozen base: no weight gradients, ~2/3 of the FLOPs
             self.flops_per_token *= 2 / 3
@@ -228,6 +293,15 @@ class Trainer:
             self._restore(self.start_ckpt)
 
     def _restore(self, path: Path) -> None:
+        if dcp.is_dcp(path):  # a sharded checkpoint: loads into this process's layout, whatever wrote it
+            meta = dcp.load(path, self.model, self.opt.opts[0])
+            if meta.get("model_config") != self.model.config.to_dict():
+                raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
+            self.loader.load_state_dict(meta["loader"])
+            self.step = int(meta["step"])
+            return
+        if self.dist.world > 1:
+            raise RoostError(f"{path}: a one-process checkpoint; resume it with one process, then save sharded")
         model_state, optim_states, meta = ckpt.load(path)
         if meta.get("model_config") != self.model.config.to_dict():
             raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
@@ -245,7 +319,7 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.dtype == "bf16":
+        if self.cfg.dtype == "bf16" and not self.fsdp_bf16:  # FSDP2's policy casts instead
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -284,14 +358,34 @@ class Trainer:
         return sum(losses) / len(losses) if losses else None
 
     def save_checkpoint(self) -> Path:
-        meta = {
+        meta: dict[str, Any] = {
             "train_config": dataclasses.asdict(self.cfg),
             "model_config": self.model.config.to_dict(),
             "loader": self.loader.state_dict(),
             "tokenizer_sha256": self.tokenizer_sha,
+            "tokenizer_path": str(self.tokenizer_path),
+            "tokenizer_config": self.tokenizer_config,
             "provenance": self.provenance,
             "lr": self.lr,
         }
+        if self.dist.on:
+            meta["global_batch"] = self.cfg.batch_size * self.dist.dp_size
+            meta["mesh"] = {"world": self.dist.world, "dp_replicate": self.dist.dp_replicate}
+            meta["mesh"] |= {"dp_shard": self.dist.dp_shard, "tp": self.dist.tp, "parallel": self.cfg.parallel}
+            if self._pending is not None:
+                dcp.finish(self._pending)
+            self._pending = dcp.save(
+                self.paths.run / "checkpoints",
+                self.step,
+                self.model,
+                self.opt.opts[0],
+                meta,
+                keep=self.cfg.keep,
+                async_save=self.cfg.async_ckpt,
+            )
+            if not self.cfg.async_ckpt:
+                self._pending = None
+            return self.paths.run / "checkpoints" / f"step_{self.step:08d}"
         return ckpt.save(
             self.paths.run / "checkpoints",
             self.step,
@@ -305,28 +399,23 @@ class Trainer:
         cfg = self.cfg
         stop: list[int] = []
         old = {s: signal.signal(s, lambda n, f: stop.append(n)) for s in (signal.SIGTERM, signal.SIGINT)}
-        log = MetricsLog(self.paths.run, resume_step=self.step if self.start_ckpt else None)
-        (self.paths.run / "config.json").write_text(
-            json.dumps(
-                {
-                    "train": dataclasses.asdict(cfg),
-                    "model": self.model.config.to_dict(),
-                    "peak_tflops": self.peak,
-                    "peak_note": self.peak_note,
-                },
-                indent=1,
-            )
-        )
+        d = self.dist
+        log: Any = MetricsLog(self.paths.run, resume_step=self.step if self.start_ckpt else None) if d.main else None
+        log = log or _NoLog()
+        watchdog = HangWatchdog(self.paths.run, d.rank, cfg.hang_timeout if d.on else 0)
+        if d.main:
+            self._write_run_config()
         it: Iterator[tuple[torch.Tensor, ...]] = iter(self.loader)
         self.model.train()
-        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum
+        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.dp_size
         last: dict[str, Any] = {}
         if self.start_ckpt is None and self.step == 0:  # the starting point, so curves show what training changed
             v = self.evaluate()
             if v is not None:
                 log.log({"step": 0, "val_loss": v})
         try:
-            while self.step < cfg.steps and not stop:
+            while self.step < cfg.steps and not agree_stop(d, bool(stop)):
+                watchdog.arm(self.step + 1)
                 t0 = time.perf_counter()
                 factor = lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
                 self.opt.set_lr_factor(factor)
@@ -336,26 +425,30 @@ class Trainer:
                     loss.backward()
                     total += float(loss.detach())
                 params = [p for p in self.model.parameters() if p.grad is not None]
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else 1e30))
+                clip = cfg.grad_clip if cfg.grad_clip > 0 else 1e30
+                if d.on:
+                    gnorm = clip_grad_norm(params, clip)
+                    total = mean_over_ranks(d, total)
+                else:
+                    gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                 self.opt.step()
                 self.opt.zero_grad()
                 self.step += 1
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
+                mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else _rss_peak_gb()
+                job = step_stats(d, dt, mem)  # slowest rank's time, max memory, spread (stragglers)
                 row: dict[str, Any] = {
                     "step": self.step,
                     "loss": total,
                     "lr": self.lr * factor,
                     "grad_norm": gnorm,
-                    "tokens_per_s": tokens_per_step / dt,
-                    "step_s": dt,
-                    "mfu": tokens_per_step * self.flops_per_token / dt / (self.peak * 1e12),
+                    "tokens_per_s": tokens_per_step / job["step_s"],
+                    "mfu": tokens_per_step * self.flops_per_token / job["step_s"] / (self.peak * 1e12 * d.world),
+                    **job,
                 }
-                if self.device.type == "cuda":
-                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                else:
-                    row["peak_mem_gb"] = _rss_peak_gb()
+                watchdog.disarm()
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     v = self.evaluate()
                     if v is not None:
@@ -368,29 +461,57 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
             self.save_checkpoint()
+            if self._pending is not None:
+                dcp.finish(self._pending)
+                self._pending = None
         finally:
+            watchdog.disarm()
             log.close()
             for s, h in old.items():
                 signal.signal(s, h)
         return {"step": self.step, "stopped": bool(stop), "last": last}
 
+    def _write_run_config(self) -> None:
+        (self.paths.run / "config.json").write_text(
+            json.dumps(
+                {
+                    "train": dataclasses.asdict(self.cfg),
+                    "model": self.model.config.to_dict(),
+                    "mesh": dataclasses.asdict(self.dist) | {"device": str(self.dist.device), "mesh": None},
+                    "peak_tflops": self.peak,
+                    "peak_note": self.peak_note,
+                },
+                indent=1,
+            )
+        )
+
     # -- output -----------------------------------------------------------------------------------------------------
     def export(self, out: Path | None = None) -> dict[str, Any]:
-        """Write models/<name>/ (HF layout) from the current weights; LoRA adapters are merged first."""
-        model = self.model
-        if self.cfg.lora_rank:
-            model = merge_lora(model)
-        model = model.to("cpu").float()
+        """Write models/<name>/ (HF layout) from the current weights; LoRA adapters are merged first. Under
+        torchrun, rank 0 streams the newest sharded checkpoint instead (no rank gathers the whole model)."""
+        out = out or self.paths.models / self.cfg.name
         ck = ckpt.list_checkpoints(self.paths.run / "checkpoints")
-        prov = {
-            **self.provenance,
-            "steps": self.step,
-            "train_config": dataclasses.asdict(self.cfg),
-            "checkpoint": str(ck[-1]) if ck else None,
-        }
-        return save_model_dir(
-            model, out or self.paths.models / self.cfg.name, self.tokenizer_path, self.tokenizer_config, prov
-        )
+        prov = {**self.provenance, "steps": self.step, "train_config": dataclasses.asdict(self.cfg)}
+        if self.dist.on:
+            meta: dict[str, Any] = {}
+            if self.dist.main:
+                meta = dcp.export(ck[-1], out, self.tokenizer_path, self.tokenizer_config, prov)
+            dcp.barrier()
+            return meta
+        model = merge_lora(self.model) if self.cfg.lora_rank else self.model
+        model = model.to("cpu").float()
+        prov["checkpoint"] = str(ck[-1]) if ck else None
+        return save_model_dir(model, out, self.tokenizer_path, self.tokenizer_config, prov)
+
+
+class _NoLog:
+    """Ranks other than 0 log nothing (rank 0 logs the job's aggregated figures)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _rss_peak_gb() -> float:

@@ -30,7 +30,7 @@ def v2_to_post(t: dict, users: dict[str, str]) -> Post:
     if not isinstance(t, dict):
         raise RecordError(None, f"expected a tweet object, got {type(t).__name__}")
     tid = t.get("id")
-    if not isinstance(tid, str) or not tid.isdigit():
+    if not isinstance(tid, str) or not (tid.isascii() and tid.isdigit()):
         raise RecordError("id", "missing or not a numeric id")
     author_id = t.get("author_id")
     author = users.get(author_id) if isinstance(author_id, str) else None

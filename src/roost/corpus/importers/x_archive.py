@@ -84,7 +84,7 @@ def tweet_to_post(t: dict, author: str | None, source: str = "x") -> Post:
     tid = t.get("id_str") or t.get("id")
     if isinstance(tid, int) and not isinstance(tid, bool):
         tid = str(tid)
-    if not isinstance(tid, str) or not tid.isdigit():
+    if not isinstance(tid, str) or not (tid.isascii() and tid.isdigit()):
         raise RecordError("id_str", "missing or not a numeric id")
     if author is None:
         user = t.get("user")

@@ -1,0 +1,207 @@
+"""Sharded training checkpoints with PyTorch Distributed Checkpoint (DCP): every rank writes its own shards in
+parallel, and a checkpoint loads into any other layout — 2 ranks → 1, 1 → 2, FSDP ↔ TP — because DCP stores
+each tensor's global shape and the offsets of its pieces, and loading reads the pieces each new rank needs.
+
+Written by `roost train --nproc N` (and read by `roost train --resume` at any N, `roost export RUN OUT`):
+  runs/<name>/checkpoints/step_N/
+    .metadata, __R_0.distcp   DCP: model and optimizer state (FQN keys, DTensor shards)
+    rng/rank<R>.safetensors   each rank's torch generator states
+    meta.json                 step, configs, loader position, mesh, file sizes; written last, by rank 0
+A save goes to `.step_N.tmp/`; rank 0 renames it once every rank's DCP write has finished and meta.json is on
+disk, so a job killed mid-save leaves no `step_N/` (list_checkpoints only sees directories with meta.json).
+`--async-ckpt` returns to training as soon as the state is staged in host memory and finishes the write in the
+background; the rename waits for it. Nothing is pickled: DCP's metadata and shards are read by torch's own
+reader, and extra state is JSON or safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from roost.errors import RoostError
+from roost.train import checkpoint as ckpt
+
+
+def is_dcp(path: Path) -> bool:
+    return (path / ".metadata").is_file()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+@dataclass
+class Pending:
+    """An async save whose files are still being written."""
+
+    future: Future[Any] | None
+    tmp: Path
+    final: Path
+    meta: dict[str, Any]
+    keep: int
+
+
+def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    msd, osd = get_state_dict(model, opt)
+    return {"model": msd, "optim": osd}
+
+
+def save(
+    ckpt_dir: Path,
+    step: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    keep: int = 3,
+    async_save: bool = False,
+) -> Pending:
+    """Collective: every rank calls it. Returns a Pending; `finish()` it (at once for a blocking save)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"step_{step:08d}"
+    tmp = ckpt_dir / f".step_{step:08d}.tmp"
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / "rng").mkdir()
+    barrier()
+    rng_t, rng_plain = ckpt.rng_state()
+    save_file(rng_t, str(tmp / "rng" / f"rank{_rank()}.safetensors"))
+    state = _state(model, opt)
+    full = {**meta, "step": step, "format": "dcp", "rng": rng_plain}
+    if async_save:
+        fut = dcp.async_save(state, checkpoint_id=str(tmp))
+        return Pending(fut, tmp, final, full, keep)
+    dcp.save(state, checkpoint_id=str(tmp))
+    pending = Pending(None, tmp, final, full, keep)
+    finish(pending)
+    return pending
+
+
+def finish(p: Pending) -> Path:
+    """Wait for the write, then rank 0 writes meta.json and renames the directory into place."""
+    if p.future is not None:
+        p.future.result()
+    barrier()
+    if _rank() == 0:
+        files = sorted(f for f in p.tmp.rglob("*") if f.is_file())
+        for f in files:
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+        p.meta["files"] = {str(f.relative_to(p.tmp)): f.stat().st_size for f in files}
+        (p.tmp / "meta.json").write_text(json.dumps(p.meta, indent=1))
+        if p.final.exists():
+            shutil.rmtree(p.final)
+        p.tmp.rename(p.final)
+        for old in ckpt.list_checkpoints(p.final.parent)[: -p.keep] if p.keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return p.final
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RoostError(f"{path}/meta.json: unreadable ({e})") from None
+    for name, size in meta.get("files", {}).items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            raise RoostError(f"{f}: missing or not the size meta.json records — the checkpoint is damaged")
+    return meta
+
+
+def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load a DCP checkpoint into `model`/`opt` in whatever layout they have now (collective under torchrun)."""
+    meta = read_meta(path)
+    state = _state(model, opt)
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except Exception as e:  # DCP raises CheckpointException listing each rank's failure
+        raise RoostError(f"{path}: the checkpoint does not fit this model/optimizer ({str(e)[:300]})") from None
+    # per-parameter state (moments, step) is matched by parameter name; the groups' settings stay this run's own,
+    # since a new layout may group the parameters differently (tensor parallelism splits groups by tensor type)
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for g, kept in zip(opt.param_groups, settings, strict=True):
+        g.update(kept)
+    mine = path / "rng" / f"rank{_rank()}.safetensors"
+    tensors = load_file(str(mine if mine.is_file() else path / "rng" / "rank0.safetensors"))
+    ckpt.set_rng_state(tensors, meta["rng"])
+    return meta
+
+
+def model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """HF-named model tensors of a DCP checkpoint with their global shapes, read from its metadata only."""
+    md = dcp.FileSystemReader(str(path)).read_metadata()
+    out = {}
+    for key, m in md.state_dict_metadata.items():
+        if key.startswith("model.") and hasattr(m, "size"):
+            out[key.removeprefix("model.")] = (tuple(m.size), m.properties.dtype)
+    return out
+
+
+def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """Full values of some model tensors, loaded piece by piece from the shards (one process, no process group):
+    memory is the size of these tensors, not of the model."""
+    shapes = model_tensors(path)
+    want = {f"model.{n}": torch.empty(shapes[n][0], dtype=shapes[n][1]) for n in names}
+    dcp.load(want, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
+    return {k.removeprefix("model."): v for k, v in want.items()}
+
+
+def export(
+    path: Path,
+    out: Path,
+    tokenizer_path: Path,
+    tokenizer_config: dict[str, Any],
+    provenance: dict[str, Any],
+    group_bytes: int = 2 << 30,
+) -> dict[str, Any]:
+    """A HF model directory from a DCP checkpoint, streamed: tensors are read from the shards a group of about
+    `group_bytes` at a time and written as one safetensors file per group (HF's sharded layout), so no process ever
+    holds the whole model. Runs in one process, with or without the job that wrote the checkpoint."""
+    from roost.model.config import from_dict
+    from roost.model.convert import save_weights_dir
+
+    meta = read_meta(path)
+    cfg = from_dict(meta["model_config"], f"{path}/meta.json")
+    shapes = model_tensors(path)
+    names = [n for n in shapes if not (cfg.tie_embeddings and n == "lm_head.weight")]
+    groups: list[list[str]] = [[]]
+    size = 0
+    for n in names:
+        shape, dtype = shapes[n]
+        nbytes = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+        if groups[-1] and size + nbytes > group_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(n)
+        size += nbytes
+    prov = {**provenance, "checkpoint": str(path), "steps": meta["step"]}
+    return save_weights_dir(
+        cfg,
+        (read_tensors(path, g) for g in groups),
+        out,
+        tokenizer_path,
+        tokenizer_config,
+        prov,
+        n_groups=len(groups),
+    )
