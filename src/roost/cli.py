@@ -396,6 +396,9 @@ def demo_corpus(
 from roost.cli_model import register as _register_model_verbs  # noqa: E402
 
 _register_model_verbs(app, _state)
+from roost.cli_train import register as _register_train_verbs  # noqa: E402
+
+_register_train_verbs(app, _state)
 
 from roost.cli_search import register as _register_search_verbs  # noqa: E402
 from roost.cli_serve import register as _register_serve_verbs  # noqa: E402

@@ -5,7 +5,6 @@ Registered on the main typer app by `roost.cli`; each verb is a thin call into `
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -112,7 +111,15 @@ def register(app: typer.Typer, state: Any) -> None:
 
         home = state(ctx).ws.root
         run = home / "runs" / source
-        if (run / "checkpoints").is_dir():
+        from roost.train import checkpoint as ckpt
+        from roost.train import dcp
+
+        found = ckpt.list_checkpoints(run / "checkpoints")
+        if found and dcp.is_dcp(found[-1]):  # sharded: streamed tensor group by tensor group, never whole
+            m = dcp.read_meta(found[-1])
+            prov = {**m["provenance"], "train_config": m["train_config"]}
+            meta = dcp.export(found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
+        elif (run / "checkpoints").is_dir():
             from roost.train.trainer import TrainConfig, Trainer
 
             trainer = Trainer(home, TrainConfig(name=source), resume=True)
@@ -124,102 +131,6 @@ def register(app: typer.Typer, state: Any) -> None:
             shutil.copytree(src, out)
             meta = json.loads((out / "roost.json").read_text()) if (out / "roost.json").is_file() else {}
         console.print(f"wrote {out} (model sha256 {meta.get('model_sha256', '?')[:12]}…)")
-
-    @app.command()
-    def train(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Option("--name", help="Run name: runs/NAME and models/NAME.")] = "run",
-        preset: Annotated[
-            str | None, typer.Option("--preset", help="Model shape from configs/: tiny, small, gpt2-124m, ...")
-        ] = None,
-        depth: Annotated[
-            int | None, typer.Option("--depth", help="One size dial: width 64·depth, heads and LR derived.")
-        ] = None,
-        init: Annotated[
-            str | None, typer.Option("--init", help="Fine-tune this model (models/NAME or a directory).")
-        ] = None,
-        shards: Annotated[str | None, typer.Option("--shards", help="Shard set under <home>/shards.")] = None,
-        sft: Annotated[
-            bool, typer.Option("--sft", help="Train on (post → reply) pairs with the chat template.")
-        ] = False,
-        steps: Annotated[int | None, typer.Option("--steps")] = None,
-        seq_len: Annotated[int | None, typer.Option("--seq-len")] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-        grad_accum: Annotated[int | None, typer.Option("--grad-accum")] = None,
-        lr: Annotated[float | None, typer.Option("--lr", help="Peak LR (default from the dial / mode).")] = None,
-        warmup: Annotated[int | None, typer.Option("--warmup")] = None,
-        schedule: Annotated[str | None, typer.Option("--schedule", help="cosine, wsd or constant.")] = None,
-        optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw or muon.")] = None,
-        dtype: Annotated[str | None, typer.Option("--dtype", help="fp32 or bf16 (autocast).")] = None,
-        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-        activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
-        doc_mask: Annotated[bool, typer.Option("--doc-mask", help="Attention stays inside each packed post.")] = False,
-        lora_rank: Annotated[
-            int | None, typer.Option("--lora-rank", help="LoRA adapters of this rank (with --init).")
-        ] = None,
-        eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
-        ckpt_every: Annotated[int | None, typer.Option("--ckpt-every")] = None,
-        keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept.")] = None,
-        seed: Annotated[int | None, typer.Option("--seed")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the newest checkpoint of --name.")] = False,
-        resume_from: Annotated[
-            str | None, typer.Option("--resume-from", help="Continue this checkpoint (step_N).")
-        ] = None,
-        no_export: Annotated[bool, typer.Option("--no-export", help="Do not write models/NAME at the end.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    ) -> None:
-        """Train from scratch on token shards, or fine-tune an imported model (full, LoRA, or SFT on replies).
-
-        Example: [bold]roost train --name demo --preset small --steps 300[/]   ·
-        [bold]roost train --name voice --init smollm2 --sft --lora-rank 8 --steps 100[/]
-        """
-        from roost.config import build_section
-        from roost.train.trainer import TrainConfig, Trainer
-
-        st = state(ctx)
-        flags = {
-            "name": name,
-            "preset": preset,
-            "depth": depth,
-            "init": init,
-            "shards": shards,
-            "steps": steps,
-            "seq_len": seq_len,
-            "batch_size": batch_size,
-            "grad_accum": grad_accum,
-            "lr": lr,
-            "warmup": warmup,
-            "schedule": schedule,
-            "optimizer": optimizer,
-            "dtype": dtype,
-            "lora_rank": lora_rank,
-            "eval_every": eval_every,
-            "ckpt_every": ckpt_every,
-            "keep": keep,
-            "seed": seed,
-            "device": device,
-        }
-        table = {**st.config.train, **{k: v for k, v in flags.items() if v is not None}}
-        for k, v in (
-            ("sft", sft),
-            ("compile", compile),
-            ("activation_checkpointing", activation_checkpointing),
-            ("doc_mask", doc_mask),
-        ):
-            if v:
-                table[k] = True
-        cfg = build_section(TrainConfig, table, "[train] / flags")
-        if cfg.init:
-            cfg = dataclasses.replace(cfg, init=str(resolve_model(st.ws.root, cfg.init)))
-        trainer = Trainer(st.ws.root, cfg, resume=resume, resume_from=resume_from or "")
-        _train_with_progress(trainer, quiet)
-        if not no_export:
-            meta = trainer.export()
-            console.print(
-                f"model → {st.ws.root / 'models' / trainer.cfg.name} (sha256 {meta['model_sha256'][:12]}…); "
-                f'try: roost generate {trainer.cfg.name} "your prompt"'
-            )
 
     @app.command()
     def generate(
@@ -282,58 +193,3 @@ def register(app: typer.Typer, state: Any) -> None:
         t.add_row(*(r[1] for r in results))
         t.add_row(*(f"[dim]{r[2]}[/]" for r in results))
         console.print(t)
-
-
-def _train_with_progress(trainer: Any, quiet: bool) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    cfg = trainer.cfg
-    with Progress(
-        TextColumn("[bold]train {task.fields[name]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:,.0f} tok/s · MFU {task.fields[mfu]:.1%}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=quiet or not console.is_terminal,
-        console=console,
-    ) as progress:
-        task = progress.add_task(
-            "train", total=cfg.steps, completed=trainer.step, name=cfg.name, loss=float("nan"), tps=0.0, mfu=0.0
-        )
-
-        def on_step(row: dict[str, Any]) -> None:
-            progress.update(task, completed=row["step"], loss=row["loss"], tps=row["tokens_per_s"], mfu=row["mfu"])
-
-        trainer.on_step = on_step
-        result = trainer.train()
-    last = result["last"]
-    t = Table(
-        title=f"run {cfg.name}: {result['step']} / {cfg.steps} steps"
-        + (" (stopped; --resume continues)" if result["stopped"] else "")
-    )
-    for col in ("loss", "val loss", "tokens/s", "MFU", "peak memory"):
-        t.add_column(col, justify="right")
-    if last:
-        t.add_row(
-            f"{last['loss']:.4f}",
-            f"{last.get('val_loss', float('nan')):.4f}",
-            f"{last['tokens_per_s']:,.0f}",
-            f"{last['mfu']:.2%}",
-            f"{last['peak_mem_gb']:.2f} GB",
-        )
-    console.print(t)
-    from roost.train.metrics import plot_losses
-
-    png = plot_losses(trainer.paths.run / "metrics.jsonl", trainer.paths.run / "loss.png", f"roost train {cfg.name}")
-    console.print(
-        f"[dim]MFU against {trainer.peak_note}; metrics: {trainer.paths.run / 'metrics.jsonl'}, "
-        f"loss curve: {png}, tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]"
-    )

@@ -10,6 +10,7 @@ to -100 are ignored, as in `F.cross_entropy`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -73,8 +74,9 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     h2 = h.reshape(-1, h.shape[-1])
     t = targets.reshape(-1)
     dev = h.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    amp = dev in ("cpu", "cuda", "xpu", "mps", "hpu")  # not "meta" (dry runs count FLOPs there)
+    dtype = torch.get_autocast_dtype(dev) if amp and torch.is_autocast_enabled(dev) else h.dtype
     if not torch.is_grad_enabled():  # evaluation: the loss only, no gradient work
         h2, weight = h2.detach(), weight.detach()
-    with torch.autocast(dev, enabled=False):
+    with torch.autocast(dev, enabled=False) if amp else contextlib.nullcontext():
         return _FusedLinearCrossEntropy.apply(h2, weight, t, dtype)  # type: ignore[no-any-return]

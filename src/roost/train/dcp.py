@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,9 @@ def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
     memory is the size of these tensors, not of the model."""
     shapes = model_tensors(path)
     want = {f"model.{n}": torch.empty(shapes[n][0], dtype=shapes[n][1]) for n in names}
-    dcp.load(want, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(want, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
     return {k.removeprefix("model."): v for k, v in want.items()}
 
 

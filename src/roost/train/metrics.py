@@ -16,25 +16,15 @@ from typing import Any
 
 import torch
 
-GPU_PEAK_TFLOPS = {
-    "H100": 989.0,
-    "H200": 989.0,
-    "B200": 2250.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10": 125.0,
-    "L4": 121.0,
-    "RTX 4090": 165.0,
-    "MI300X": 1307.0,
-}
+from roost.hardware import match_device_name
 
 
 def device_peak_tflops(device: torch.device, dtype: str = "fp32") -> tuple[float, str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return peak, f"{name}: {peak:g} TFLOP/s dense bf16 (datasheet)"
+        known = match_device_name(name)
+        if known is not None:
+            return known.bf16_tflops, f"{name}: {known.bf16_tflops:g} TFLOP/s dense bf16 (datasheet)"
         return 100.0, f"{name}: unknown, assumed 100 TFLOP/s"
     flags = ""
     try:

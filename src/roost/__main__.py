@@ -1,0 +1,5 @@
+"""`python -m roost ...` is `roost ...` (what `roost train --nproc` hands to torchrun)."""
+
+from roost.cli import main
+
+main()
