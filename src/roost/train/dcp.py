@@ -133,16 +133,15 @@ def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, 
     """Load a DCP checkpoint into `model`/`opt` in whatever layout they have now (collective under torchrun)."""
     meta = read_meta(path)
     state = _state(model, opt)
+    # per-parameter state (moments, step) is matched by parameter name; the param groups stay this run's own,
+    # since a new layout may group the parameters differently (tensor parallelism splits groups by tensor type)
+    groups = state["optim"].pop("param_groups")
     try:
         dcp.load(state, checkpoint_id=str(path))
     except Exception as e:  # DCP raises CheckpointException listing each rank's failure
         raise RoostError(f"{path}: the checkpoint does not fit this model/optimizer ({str(e)[:300]})") from None
-    # per-parameter state (moments, step) is matched by parameter name; the groups' settings stay this run's own,
-    # since a new layout may group the parameters differently (tensor parallelism splits groups by tensor type)
-    settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    state["optim"]["param_groups"] = groups
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    for g, kept in zip(opt.param_groups, settings, strict=True):
-        g.update(kept)
     mine = path / "rng" / f"rank{_rank()}.safetensors"
     tensors = load_file(str(mine if mine.is_file() else path / "rng" / "rank0.safetensors"))
     ckpt.set_rng_state(tensors, meta["rng"])

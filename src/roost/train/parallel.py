@@ -109,10 +109,21 @@ def init_distributed(dp_replicate: int, dp_shard: int, tp: int, device: str = "a
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
-        if "MASTER_ADDR" in os.environ:
-            dist.init_process_group(
-                "nccl" if use_cuda else "gloo", timeout=timeout, device_id=dev if use_cuda else None
+        backend = "nccl" if use_cuda else "gloo"
+        device_id = dev if use_cuda else None
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun's store outlives a restart; keys of the failed attempt (peer addresses of groups, whose
+            # names repeat) would be read by the new one ("Connection refused"), so each attempt gets a prefix
+            base = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
             )
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            store = dist.PrefixStore(f"roost/attempt{attempt}", base)
+            dist.init_process_group(
+                backend, store=store, rank=rank, world_size=world, timeout=timeout, device_id=device_id
+            )
+        elif "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend, timeout=timeout, device_id=device_id)
         else:
             store = dist.HashStore()
             dist.init_process_group("gloo", store=store, rank=0, world_size=1, timeout=timeout)
@@ -235,6 +246,8 @@ def parallelize(
                 model.tie_weights()  # type: ignore[operator]
             init_weights_sharded(model, init_seed)
 
+    if cpu_offload and d.device.type != "cuda":
+        raise UsageError("--cpu-offload moves FSDP2's state from GPU to host memory; it needs CUDA devices")
     if mode == "ddp" and d.tp > 1:
         raise UsageError("--parallel ddp does not combine with --tp; use --parallel fsdp")
     if d.tp > 1:
@@ -379,9 +392,9 @@ def report_hangs(run_dir: Path) -> list[str]:
     """One line per rank that dumped its stack (read by the `roost train --nproc` launcher after torchrun ends)."""
     out = []
     for f in sorted((run_dir / "hang").glob("rank*.txt")):
-        head = f.read_text(errors="replace").splitlines()[:1]
-        if head:
-            out.append(f"{head[0].split(' did not')[0]} hung — stacks in {f}")
+        text = f.read_text(errors="replace")
+        if "most recent call first" in text:  # a header alone is a rank killed while armed, not a hang
+            out.append(f"{text.splitlines()[0].split(' did not')[0]} hung — stacks in {f}")
     return out
 
 
