@@ -59,10 +59,8 @@ def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[st
     mcfg = model_config(home, cfg)
     if cfg.seq_len > mcfg.max_seq_len:
         raise UsageError(f"--seq-len {cfg.seq_len} is longer than the model's max_seq_len {mcfg.max_seq_len}")
-    if world is None:
-        if cfg.dp_shard == -1:
-            raise UsageError("--dry-run with --dp-shard -1 needs --world N (the job's rank count)")
-        world = cfg.dp_replicate * cfg.dp_shard * cfg.tp
+    if world is None:  # the mesh's product; dp_shard -1 without --world is one shard
+        world = cfg.dp_replicate * max(cfg.dp_shard, 1) * cfg.tp
     rep, shard, tp = mesh_shape(world, cfg.dp_replicate, cfg.dp_shard, cfg.tp)
     check_tp(mcfg, tp, cfg.seq_len)
     acc = accelerator(gpu)
