@@ -39,6 +39,14 @@ demo: $(STAMP)
 	# From scratch: the small preset (~3 M parameters) on the demo shards, bf16 autocast on CPU.
 	$(BIN)/roost --home $(HOME_DIR) train --name demo-small --preset small --steps 300 --seq-len 256 \
 	  --batch-size 16 --lr 3e-3 --dtype bf16 --eval-every 50 --ckpt-every 100
+	# At scale, on this machine: the same run as 2 ranks under torchrun (FSDP2, gloo), resumed as tensor parallel
+	# from its sharded checkpoint, then a dry run sizing Llama 3.1 405B on 512 H100s.
+	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 20 --seq-len 256 \
+	  --batch-size 8 --dp-shard 2 --eval-every 10 --ckpt-every 10 --no-export -q
+	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 30 --tp 2 --resume \
+	  --eval-every 10 -q
+	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) train --dry-run --preset llama3-405b --dp-shard 64 --tp 8 \
+	  --seq-len 8192 --batch-size 1 --dtype bf16 --gpu h100
 	# Fine-tune the real SmolLM2-135M-Instruct on (post -> reply) pairs of the demo corpus, LoRA rank 8.
 	$(BIN)/roost --home $(HOME_DIR) import smollm2
 	$(BIN)/roost --home $(HOME_DIR) train --name smollm2-replies --init smollm2 --sft --lora-rank 8 --steps 24 \
@@ -67,6 +75,7 @@ demo: $(STAMP)
 	@echo "Models (HF layout, AutoModelForCausalLM loads them): $(HOME_DIR)/models/{demo-small,smollm2,smollm2-replies}"
 	@echo "Loss curves: $(HOME_DIR)/runs/demo-small/loss.png, $(HOME_DIR)/runs/smollm2-replies/loss.png"
 	@echo "            tensorboard --logdir $(HOME_DIR)/runs"
+	@echo "At scale: $(HOME_DIR)/runs/demo-fsdp/checkpoints (sharded DCP), docs/scale.md, scripts/slurm/train.sbatch"
 	@echo "Try: $(BIN)/roost --home $(HOME_DIR) generate smollm2-replies \"What a rainy Monday\" --vs smollm2"
 	@echo
 	@echo "The server is running: open http://127.0.0.1:$(PORT)/ (search, ask with clickable citations, compose, reply, chat)."

@@ -221,3 +221,33 @@ def test_launcher_errors_name_the_problem(ref: tuple[Path, dict[int, float]]) ->
     assert bad.returncode != 0 and "world size" in bad.stdout + bad.stderr
     off = _train(home, "bad2", "--steps", "1", "--cpu-offload", "--batch-size", "4", nproc=2, check=False)
     assert off.returncode != 0 and "needs CUDA" in off.stdout + off.stderr
+
+
+def test_slurm_script_runs_one_node_with_c10d_rendezvous(ref: tuple[Path, dict[int, float]], tmp_path: Path) -> None:
+    """scripts/slurm/train.sbatch itself, on one "node": Slurm is not here, so `scontrol` and `srun` are stand-ins
+    that run the given command on this machine; the script's torchrun (c10d rendezvous, restarts) is real."""
+    home, want = ref
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    # srun OPTIONS... COMMAND: drop the options, run the command
+    (bin_dir / "srun").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    script = Path(__file__).resolve().parents[2] / "scripts/slurm/train.sbatch"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_JOB_ID": "4242",
+        "GPUS_PER_NODE": "2",
+        "ROOST_HOME": str(home),
+        "ROOST_DEVICE": "cpu",
+        "RDZV_PORT": "29731",
+        "MAX_RESTARTS": "0",
+    }
+    args = ["--name", "slurm", *COMMON, "--no-export", "-q", "--steps", "6", "--batch-size", "4", "--dp-shard", "2"]
+    proc = subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    _close(_losses(home, "slurm"), want)

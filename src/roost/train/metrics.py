@@ -119,3 +119,21 @@ def plot_losses(metrics: Path, out: Path, title: str) -> Path | None:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+class NoLog:
+    """Ranks other than 0 log nothing (rank 0 logs the job's aggregated figures)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def rss_peak_gb() -> float:
+    try:
+        kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+        return kb / 2**20
+    except (OSError, StopIteration):
+        return 0.0

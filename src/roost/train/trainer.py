@@ -30,7 +30,7 @@ from roost.model.llama import Llama
 from roost.train import checkpoint as ckpt
 from roost.train import dcp
 from roost.train.lora import apply_lora, lora_parameters, merge_lora
-from roost.train.metrics import MetricsLog, device_peak_tflops
+from roost.train.metrics import MetricsLog, NoLog, device_peak_tflops, rss_peak_gb
 from roost.train.optim import build_optimizer, lr_factor
 from roost.train.parallel import (
     Dist,
@@ -401,7 +401,7 @@ class Trainer:
         old = {s: signal.signal(s, lambda n, f: stop.append(n)) for s in (signal.SIGTERM, signal.SIGINT)}
         d = self.dist
         log: Any = MetricsLog(self.paths.run, resume_step=self.step if self.start_ckpt else None) if d.main else None
-        log = log or _NoLog()
+        log = log or NoLog()
         watchdog = HangWatchdog(self.paths.run, d.rank, cfg.hang_timeout if d.on else 0)
         if d.main:
             self._write_run_config()
@@ -437,7 +437,7 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
-                mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else _rss_peak_gb()
+                mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else rss_peak_gb()
                 job = step_stats(d, dt, mem)  # slowest rank's time, max memory, spread (stragglers)
                 row: dict[str, Any] = {
                     "step": self.step,
@@ -502,24 +502,6 @@ class Trainer:
         model = model.to("cpu").float()
         prov["checkpoint"] = str(ck[-1]) if ck else None
         return save_model_dir(model, out, self.tokenizer_path, self.tokenizer_config, prov)
-
-
-class _NoLog:
-    """Ranks other than 0 log nothing (rank 0 logs the job's aggregated figures)."""
-
-    def log(self, row: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _rss_peak_gb() -> float:
-    try:
-        kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-        return kb / 2**20
-    except (OSError, StopIteration):
-        return 0.0
 
 
 __all__ = ["TrainConfig", "Trainer", "lora_parameters"]
