@@ -152,3 +152,25 @@ def test_streamed_emoji_never_split_with_smollm2(tmp_path: Path) -> None:
         assert all("\ufffd" not in p for p in pieces)
     finally:
         eng.shutdown()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1e-300),
+        SamplingParams(temperature=1e-30, repetition_penalty=1e-300),
+        SamplingParams(temperature=0, repetition_penalty=1e-300),
+        SamplingParams(temperature=1e-20, top_p=1e-12, min_p=1.0),
+    ],
+)
+def test_extreme_sampling_params_pick_a_token_not_nan(params: SamplingParams) -> None:
+    """Values a client may send (found by schemathesis: a tiny temperature made softmax NaN and failed the whole
+    batch): the sampler still returns the best token, never raises."""
+    torch.manual_seed(0)
+    logits = torch.randn(50) * 5 - 20  # all negative: a tiny temperature sends every logit to -inf
+    s = RequestSampler(params, 50, torch.device("cpu"))
+    s.observe([3, 7])
+    tok, _, _ = s(logits)
+    if params.repetition_penalty == 1.0:
+        assert tok == int(logits.argmax())
+    assert 0 <= tok < 50

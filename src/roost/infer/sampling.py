@@ -78,10 +78,13 @@ class RequestSampler:
             x = x - p.frequency_penalty * self.counts
         if p.presence_penalty:
             x = x - p.presence_penalty * seen.float()
-        if p.temperature == 0:
+        big = torch.finfo(x.dtype).max / 4  # a tiny repetition penalty overflows: keep the order, finite
+        x = torch.nan_to_num(x, nan=-big, posinf=big, neginf=-big)
+        if p.temperature < 1e-5:  # greedy, as vLLM does below this (1e-300 is 0 in float32: 0/0 = nan)
             tok = int(x.argmax())
         else:
-            x = x / p.temperature
+            # the best logit becomes 0, so a tiny temperature sends the rest to -inf, never to inf - inf = nan
+            x = (x - x.max()) / p.temperature
             if p.top_k > 0:
                 kth = torch.topk(x, min(p.top_k, x.numel())).values[-1]
                 x = x.masked_fill(x < kth, float("-inf"))

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from roost.errors import RoostError
@@ -88,7 +89,7 @@ def save(
     state = _state(model, opt)
     full = {**meta, "step": step, "format": "dcp", "rng": rng_plain}
     if async_save:
-        fut = dcp.async_save(state, checkpoint_id=str(tmp))
+        fut: Any = dcp.async_save(state, checkpoint_id=str(tmp))
         return Pending(fut, tmp, final, full, keep)
     dcp.save(state, checkpoint_id=str(tmp))
     pending = Pending(None, tmp, final, full, keep)
@@ -153,7 +154,7 @@ def model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     md = dcp.FileSystemReader(str(path)).read_metadata()
     out = {}
     for key, m in md.state_dict_metadata.items():
-        if key.startswith("model.") and hasattr(m, "size"):
+        if key.startswith("model.") and isinstance(m, TensorStorageMetadata):
             out[key.removeprefix("model.")] = (tuple(m.size), m.properties.dtype)
     return out
 

@@ -125,8 +125,7 @@ def init_distributed(dp_replicate: int, dp_shard: int, tp: int, device: str = "a
         elif "MASTER_ADDR" in os.environ:
             dist.init_process_group(backend, timeout=timeout, device_id=device_id)
         else:
-            store = dist.HashStore()
-            dist.init_process_group("gloo", store=store, rank=0, world_size=1, timeout=timeout)
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     mesh = init_device_mesh(dev.type, shape, mesh_dim_names=("dp_replicate", "dp_shard", "tp"))
     rep, shard, _ = shape
     dp_rank = mesh["dp_replicate"].get_local_rank() * shard + mesh["dp_shard"].get_local_rank()
