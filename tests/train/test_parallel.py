@@ -67,8 +67,10 @@ def _close(a: dict[int, float], b: dict[int, float]) -> None:
         ["--dp-replicate", "2", "--dp-shard", "1", "--batch-size", "4"],  # HSDP's replicate dimension
         ["--tp", "2", "--batch-size", "8"],  # both TP ranks read the same batch of 8
         ["--dp-shard", "2", "--batch-size", "4", "--activation-checkpointing"],
+        ["--dp-shard", "2", "--batch-size", "4", "--activation-checkpointing", "--compile"],
+        ["--tp", "2", "--batch-size", "8", "--compile"],
     ],
-    ids=["ddp", "fsdp2", "hsdp", "tp2", "fsdp2-ac"],
+    ids=["ddp", "fsdp2", "hsdp", "tp2", "fsdp2-ac", "fsdp2-ac-compile", "tp2-compile"],
 )
 def test_two_ranks_match_one_process(ref: tuple[Path, dict[int, float]], layout: list[str]) -> None:
     home, want = ref
