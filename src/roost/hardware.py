@@ -1,16 +1,22 @@
-"""Accelerators roost knows by name: memory, dense bf16 peak and links — the numbers MFU (`roost train`), the dry
-run (`roost train --dry-run --gpu h100`) and the fleet planner (`roost plan`) use. Pure Python, no torch.
+"""Accelerators roost knows by name — memory, dense bf16/fp8 peaks, links, power and a typical price — read from
+`roost/hardware.toml` (plus any file a user adds with `load(extra=...)`). The numbers MFU (`roost train`), the dry
+run (`roost train --dry-run --gpu h100`) and the fleet planner use. Pure Python, no torch.
 
-Figures are from the vendors' datasheets (dense, no sparsity). `memory_gib` is what the device reports as usable;
-`intra_gbps` is the per-GPU bandwidth inside a node (NVLink/xGMI), `inter_gbps` the usual per-GPU network
-bandwidth between nodes (InfiniBand/RoCE, 400 Gb/s per GPU = 50 GB/s).
+`intra_gbps` is the per-device bandwidth inside a node (NVLink/xGMI/ICI), `inter_gbps` the per-device network
+bandwidth between nodes (400 Gb/s per GPU = 50 GB/s).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 from roost.errors import UsageError
+
+CATALOGUE = Path(__file__).with_name("hardware.toml")
 
 
 @dataclass(frozen=True)
@@ -18,38 +24,77 @@ class Accelerator:
     name: str
     memory_gib: float
     bf16_tflops: float
-    intra_gbps: float  # GB/s per GPU inside a node
-    inter_gbps: float  # GB/s per GPU across nodes
+    intra_gbps: float  # GB/s per device inside a node
+    inter_gbps: float  # GB/s per device across nodes
     per_node: int = 8
+    fp8_tflops: float = 0.0
+    hbm_tbps: float = 0.0
+    power_w: float = 0.0
+    usd_per_hour: tuple[float, float] = (0.0, 0.0)
+    aliases: tuple[str, ...] = field(default=())
 
 
-ACCELERATORS = {
-    a.name.lower(): a
-    for a in (
-        Accelerator("H100", 79.6, 989.0, 450.0, 50.0),
-        Accelerator("H200", 139.8, 989.0, 450.0, 50.0),
-        Accelerator("B200", 178.4, 2250.0, 900.0, 50.0),
-        Accelerator("A100", 79.2, 312.0, 300.0, 25.0),
-        Accelerator("A100-40GB", 39.4, 312.0, 300.0, 25.0),
-        Accelerator("L40S", 44.4, 362.0, 32.0, 12.5),
-        Accelerator("A10", 22.0, 125.0, 32.0, 12.5),
-        Accelerator("L4", 22.0, 121.0, 32.0, 12.5),
-        Accelerator("RTX 4090", 23.6, 165.0, 32.0, 12.5),
-        Accelerator("MI300X", 191.5, 1307.0, 448.0, 50.0),
-    )
-}
+def _parse(path: Path) -> dict[str, Accelerator]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"{path}: not a readable hardware catalogue ({e})") from None
+    out = {}
+    for name, spec in data.items():
+        try:
+            acc = Accelerator(
+                name=name,
+                memory_gib=float(spec["memory_gib"]),
+                bf16_tflops=float(spec["bf16_tflops"]),
+                intra_gbps=float(spec["intra_gbps"]),
+                inter_gbps=float(spec["inter_gbps"]),
+                per_node=int(spec.get("per_node", 8)),
+                fp8_tflops=float(spec.get("fp8_tflops", 0.0)),
+                hbm_tbps=float(spec.get("hbm_tbps", 0.0)),
+                power_w=float(spec.get("power_w", 0.0)),
+                usd_per_hour=tuple(float(x) for x in spec.get("usd_per_hour", (0.0, 0.0))),  # type: ignore[arg-type]
+                aliases=tuple(str(a) for a in spec.get("aliases", ())),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"{path}: [{name}]: missing or bad field ({e})") from None
+        if acc.memory_gib <= 0 or acc.bf16_tflops <= 0:
+            raise UsageError(f"{path}: [{name}]: memory_gib and bf16_tflops must be > 0")
+        out[name] = acc
+    return out
 
 
-def accelerator(name: str) -> Accelerator:
-    key = name.lower().replace("_", "-")
-    if key not in ACCELERATORS:
-        raise UsageError(f"unknown GPU {name!r}; known: {', '.join(a.name for a in ACCELERATORS.values())}")
-    return ACCELERATORS[key]
+@cache
+def _catalogue(extra: Path | None = None) -> dict[str, Accelerator]:
+    cat = _parse(CATALOGUE)
+    if extra is not None:
+        cat |= _parse(extra)  # a user's entries add to or replace the built-in ones
+    return cat
+
+
+def load(extra: Path | None = None) -> dict[str, Accelerator]:
+    """Name → Accelerator; `extra` is a TOML file of the same shape as roost/hardware.toml."""
+    return _catalogue(extra)
+
+
+def _keys(acc: Accelerator) -> list[str]:
+    return [k.lower().replace("_", "-").replace(" ", "-") for k in (acc.name, *acc.aliases)]
+
+
+def accelerator(name: str, extra: Path | None = None) -> Accelerator:
+    key = name.lower().replace("_", "-").replace(" ", "-")
+    cat = load(extra)
+    for acc in cat.values():
+        if key in _keys(acc):
+            return acc
+    known = [k for a in cat.values() for k in _keys(a)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"unknown GPU {name!r}{hint} Known: {', '.join(a.name for a in cat.values())}")
 
 
 def match_device_name(device_name: str) -> Accelerator | None:
     """The accelerator whose name appears in a CUDA device name ("NVIDIA H100 80GB HBM3" → H100)."""
-    for a in sorted(ACCELERATORS.values(), key=lambda a: -len(a.name)):
-        if a.name.split("-")[0] in device_name:
+    for a in sorted(load().values(), key=lambda a: -len(a.name)):
+        if all(part.lower() in device_name.lower() for part in a.name.split("-")):  # A100-40GB needs "40GB"
             return a
     return None

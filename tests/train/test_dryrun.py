@@ -114,3 +114,23 @@ def test_accelerators() -> None:
     hit = match_device_name("NVIDIA H100 80GB HBM3")
     assert hit is not None and hit.name == "H100"
     assert match_device_name("NVIDIA A100-SXM4-40GB") is not None
+
+
+def test_hardware_catalogue_is_data_and_extensible(tmp_path: Path) -> None:
+    from roost.hardware import load
+
+    cat = load()
+    assert {"H100", "H200", "B200", "GB200", "MI300X", "TPU-v4", "TPU-v5p", "A100", "A100-40GB"} <= cat.keys()
+    assert accelerator("h100-sxm").name == "H100" and accelerator("A100_80GB").name == "A100"
+    a100 = match_device_name("NVIDIA A100-SXM4-80GB")
+    assert a100 is not None and a100.name == "A100"
+    assert match_device_name("NVIDIA A100-SXM4-40GB").name == "A100-40GB"  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="did you mean 'h100'"):
+        accelerator("h10O")
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[X1]\nbf16_tflops = 100.0\nmemory_gib = 10.0\nintra_gbps = 1.0\ninter_gbps = 1.0\n")
+    assert accelerator("x1", extra=mine).bf16_tflops == 100.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[X2]\nmemory_gib = 10.0\n")
+    with pytest.raises(UsageError, match=r"\[X2\]"):
+        load(bad)
