@@ -120,6 +120,14 @@ def test_export_from_sharded_checkpoint_streams_in_groups(ref: tuple[Path, dict[
     )
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _rank_pid(run: str, rank: int) -> int | None:
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -246,7 +254,7 @@ def test_slurm_script_runs_one_node_with_c10d_rendezvous(ref: tuple[Path, dict[i
         "GPUS_PER_NODE": "2",
         "ROOST_HOME": str(home),
         "ROOST_DEVICE": "cpu",
-        "RDZV_PORT": "29731",
+        "RDZV_PORT": str(_free_port()),
         "MAX_RESTARTS": "0",
     }
     args = ["--name", "slurm", *COMMON, "--no-export", "-q", "--steps", "6", "--batch-size", "4", "--dp-shard", "2"]
