@@ -24,7 +24,7 @@ tests/train/test_dryrun.py.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from roost.model.config import ModelConfig
 
@@ -87,7 +87,3 @@ def memory_per_rank(cfg: ModelConfig, lay: Layout) -> dict[str, float]:
     }
     out["total"] = sum(out.values())
     return out
-
-
-def describe(lay: Layout) -> dict[str, object]:
-    return asdict(lay) | {"world": lay.world}

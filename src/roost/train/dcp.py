@@ -192,7 +192,7 @@ def export(
     size = 0
     for n in names:
         shape, dtype = shapes[n]
-        nbytes = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
         if groups[-1] and size + nbytes > group_bytes:
             groups.append([])
             size = 0

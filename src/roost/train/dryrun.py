@@ -27,11 +27,10 @@ from roost.train.parallel import check_tp, mesh_shape
 def model_config(home: Path, cfg: Any) -> ModelConfig:
     if cfg.init:
         from roost.model.convert import config_from_hf
+        from roost.train.trainer import _resolve_model_dir
 
-        for cand in (home / "models" / cfg.init, Path(cfg.init)):
-            if (cand / "config.json").is_file():
-                return config_from_hf(json.loads((cand / "config.json").read_text()), str(cand / "config.json"))
-        raise UsageError(f"--init {cfg.init}: no model directory there")
+        path = _resolve_model_dir(home, cfg.init) / "config.json"
+        return config_from_hf(json.loads(path.read_text()), str(path))
     vocab: dict[str, int] = {}
     manifest = home / "shards" / cfg.shards / "manifest.json"
     if manifest.is_file():

@@ -17,7 +17,6 @@ import datetime
 import faulthandler
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -302,12 +301,6 @@ def step_stats(d: Dist, step_s: float, mem_gb: float) -> dict[str, float]:
     }
 
 
-def local(t: torch.Tensor) -> torch.Tensor:
-    from torch.distributed.tensor import DTensor
-
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
 @torch.no_grad()
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     """Global L2 norm of all gradients — plain, FSDP-sharded and TP-sharded DTensors mixed — then clip to it.
@@ -395,8 +388,3 @@ def report_hangs(run_dir: Path) -> list[str]:
         if "most recent call first" in text:  # a header alone is a rank killed while armed, not a hang
             out.append(f"{text.splitlines()[0].split(' did not')[0]} hung — stacks in {f}")
     return out
-
-
-def print_rank0(d: Dist, *args: Any) -> None:
-    if d.main:
-        print(*args, file=sys.stderr, flush=True)
