@@ -47,6 +47,12 @@ demo: $(STAMP)
 	  --eval-every 10 -q
 	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) train --dry-run --preset llama3-405b --dp-shard 64 --tp 8 \
 	  --seq-len 8192 --batch-size 1 --dtype bf16 --gpu h100
+	# The fleet planner: what 10,000 H100s train in 30 days, a 70B job on them with the MFU this machine measured,
+	# and the planner against published training runs (charts in $(HOME_DIR)/plan/).
+	COLUMNS=120 $(BIN)/roost plan --gpus 10000 --gpu h100-sxm --days 30 --plot $(HOME_DIR)/plan
+	COLUMNS=120 $(BIN)/roost plan --model llama3-70b --tokens 15T --gpus 10000 --top 1
+	COLUMNS=120 $(BIN)/roost plan --model llama3-8b --tokens 15T --gpus 1024 --calibrate $(HOME_DIR)/runs/demo-small/metrics.jsonl --top 1
+	COLUMNS=120 $(BIN)/roost plan --validate --plot $(HOME_DIR)/plan
 	# Fine-tune the real SmolLM2-135M-Instruct on (post -> reply) pairs of the demo corpus, LoRA rank 8.
 	$(BIN)/roost --home $(HOME_DIR) import smollm2
 	$(BIN)/roost --home $(HOME_DIR) train --name smollm2-replies --init smollm2 --sft --lora-rank 8 --steps 24 \
@@ -76,6 +82,7 @@ demo: $(STAMP)
 	@echo "Loss curves: $(HOME_DIR)/runs/demo-small/loss.png, $(HOME_DIR)/runs/smollm2-replies/loss.png"
 	@echo "            tensorboard --logdir $(HOME_DIR)/runs"
 	@echo "At scale: $(HOME_DIR)/runs/demo-fsdp/checkpoints (sharded DCP), docs/scale.md, scripts/slurm/train.sbatch"
+	@echo "Fleet plan charts: $(HOME_DIR)/plan/{plan_frontier,plan_scaling,planner_validation}.png (docs/planner.md)"
 	@echo "Try: $(BIN)/roost --home $(HOME_DIR) generate smollm2-replies \"What a rainy Monday\" --vs smollm2"
 	@echo
 	@echo "The server is running: open http://127.0.0.1:$(PORT)/ (search, ask with clickable citations, compose, reply, chat)."

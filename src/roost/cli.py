@@ -405,6 +405,9 @@ from roost.cli_serve import register as _register_serve_verbs  # noqa: E402
 
 _register_serve_verbs(app, _state)
 _register_search_verbs(app, _state)
+from roost.cli_plan import register as _register_plan_verbs  # noqa: E402
+
+_register_plan_verbs(app, _state)
 
 
 def main() -> None:

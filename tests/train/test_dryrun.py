@@ -55,9 +55,45 @@ def _saved_bytes(cfg: ModelConfig, tokens: int, checkpointing: bool, dtype: torc
 def test_activation_estimate_matches_autograd(checkpointing: bool, dtype: torch.dtype) -> None:
     cfg = ModelConfig(vocab_size=2048, dim=384, n_layers=3, n_heads=6, n_kv_heads=2, ffn_dim=1024, max_seq_len=512)
     measured = _saved_bytes(cfg, 512, checkpointing, dtype)
-    lay = Layout(seq_len=512, micro_batch=1, compute_bytes=dtype.itemsize, activation_checkpointing=checkpointing)
+    lay = Layout(
+        seq_len=512, micro_batch=1, compute_bytes=dtype.itemsize, recompute="full" if checkpointing else "none"
+    )
     predicted = memory_per_rank(cfg, lay)["activations"]
     assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_peak_memory_matches_what_pytorch_allocates(recompute: str, dtype: torch.dtype) -> None:
+    """The whole estimate against the peak of a real training step (second step: AdamW state exists), tracked by
+    PyTorch's own MemTracker (a dispatch-mode tracker of every live tensor) on CPU. bf16 here is the model cast to
+    bf16, as FSDP2's mixed precision runs it (the residual stream in bf16), with bf16 weights and AdamW state."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    cfg = ModelConfig(vocab_size=8192, dim=512, n_layers=4, n_heads=8, n_kv_heads=2, ffn_dim=1536, max_seq_len=1024)
+    m = Llama(cfg)
+    m.init_weights(0)
+    m.gradient_checkpointing = recompute == "full"
+    m.to(dtype)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    x = torch.randint(0, cfg.vocab_size, (4, 1024))
+
+    def step() -> None:
+        m(x, x).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    mt = MemTracker()
+    mt.track_external(m, opt)
+    with mt:
+        step()
+    measured = mt.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    b = dtype.itemsize
+    lay = Layout(seq_len=1024, micro_batch=4, compute_bytes=b, recompute=recompute, param_bytes=b, grad_bytes=b)
+    lay.optim_bytes = 2 * b
+    predicted = memory_per_rank(cfg, lay)["total"]
+    assert abs(predicted - measured) / measured < 0.10, (predicted, measured)
 
 
 def test_static_memory_matches_real_tensors() -> None:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from roost.errors import UsageError
 from roost.hardware import accelerator
-from roost.model.budget import GIB, Layout, memory_per_rank
+from roost.model.budget import GIB, OVERHEAD_GIB, USABLE, Layout, memory_per_rank
 from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.llama import Llama
 from roost.train.parallel import check_tp, mesh_shape
@@ -64,11 +64,13 @@ def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[st
     check_tp(mcfg, tp, cfg.seq_len)
     acc = accelerator(gpu)
     params, counted = counted_flops_per_token(mcfg, cfg.seq_len)
-    base = Layout(rep, shard, tp, cfg.parallel, cfg.seq_len, cfg.batch_size, 2 if cfg.dtype == "bf16" else 4)
+    base = dict(dp_replicate=rep, dp_shard=shard, tp=tp, parallel=cfg.parallel, seq_len=cfg.seq_len)
+    base |= dict(micro_batch=cfg.batch_size, compute_bytes=2 if cfg.dtype == "bf16" else 4)
     mem = {
-        ac: memory_per_rank(mcfg, Layout(**{**base.__dict__, "activation_checkpointing": ac})) for ac in (False, True)
+        ac: memory_per_rank(mcfg, Layout(**base, recompute="full" if ac else "none", overhead_gib=OVERHEAD_GIB))
+        for ac in (False, True)
     }
-    usable = acc.memory_gib * GIB * 0.92  # allocator fragmentation and the CUDA context
+    usable = acc.memory_gib * GIB * USABLE
     return {
         "model": mcfg.name,
         "params": params,

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from roost.errors import UsageError
+from roost.model.budget import Layout, check_layout
 from roost.model.config import ModelConfig
 
 
@@ -78,17 +79,9 @@ def mesh_shape(world: int, dp_replicate: int, dp_shard: int, tp: int) -> tuple[i
 
 
 def check_tp(cfg: ModelConfig, tp: int, seq_len: int) -> None:
-    """Tensor parallelism splits heads, KV heads (GQA), the FFN and, for sequence parallel norms, the sequence."""
-    if tp == 1:
-        return
-    for what, n in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_dim", cfg.ffn_dim)):
-        if n % tp:
-            raise UsageError(
-                f"--tp {tp} does not divide the model's {what} ({n}); tensor parallelism gives each rank "
-                f"{what}/tp of them — pick a tp that divides {n}"
-            )
-    if seq_len % tp:
-        raise UsageError(f"--seq-len {seq_len} must be a multiple of --tp {tp} (sequence-parallel norms)")
+    """Tensor parallelism splits heads, KV heads (GQA), the FFN and, for sequence parallel norms, the sequence
+    (the rules live with the memory model in roost.model.budget, which the planner shares)."""
+    check_layout(cfg, Layout(tp=tp, seq_len=seq_len))
 
 
 def init_distributed(dp_replicate: int, dp_shard: int, tp: int, device: str = "auto", timeout_s: float = 600.0) -> Dist:
