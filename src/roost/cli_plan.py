@@ -20,7 +20,7 @@ from roost.errors import UsageError
 
 
 def _layout_check(planner: Any, cfg: Any, tp: int, pp: int, cp: int, dp_shard: int, mb: int, recompute: str) -> dict:
-    from roost.model.budget import OVERHEAD_GIB, Layout
+    from roost.model.budget import OVERHEAD_GIB, RECIPES, Layout
     from roost.plan.layouts import fixed_layout
     from roost.plan.planner import _candidate, shape_for
 
@@ -33,7 +33,12 @@ def _layout_check(planner: Any, cfg: Any, tp: int, pp: int, cp: int, dp_shard: i
     shard = dp_shard or dp
     if dp % shard:
         raise UsageError(f"--dp-shard {shard} does not divide the {dp} data-parallel ranks")
-    lay = Layout(dp // shard, shard, tp, pp, cp, "fsdp", cfg.seq_len, mb, 2, recompute, overhead_gib=OVERHEAD_GIB)
+    if cfg.recipe not in RECIPES:
+        raise UsageError(f"--recipe must be one of {sorted(RECIPES)}, got {cfg.recipe!r}")
+    pb, gb, ob = RECIPES[cfg.recipe]
+    lay = Layout(
+        dp // shard, shard, tp, pp, cp, "fsdp", cfg.seq_len, mb, 2, recompute, "chunked", pb, gb, ob, OVERHEAD_GIB
+    )
     c = fixed_layout(shape_for(cfg.model, cfg.experts, cfg.top_k), planner.acc, lay, cfg.batch_tokens)
     return {**_candidate(c), "fits": c.fits}
 
@@ -69,6 +74,10 @@ def register(app: typer.Typer, state: Any) -> None:
             float, typer.Option("--interruption-gpu-hours", help="GPU-hours between interruptions.")
         ] = 50_000.0,
         restart_min: Annotated[float, typer.Option("--restart-min")] = 10.0,
+        ckpt_fixed_s: Annotated[float, typer.Option("--ckpt-fixed-s", help="Blocking cost of a checkpoint.")] = 20.0,
+        ckpt_write_gbps: Annotated[
+            float, typer.Option("--ckpt-write-gbps", help="Storage write GB/s per GPU for checkpoints.")
+        ] = 0.5,
         ckpt_interval_min: Annotated[float, typer.Option("--ckpt-interval-min", help="0: Young's optimum.")] = 0.0,
         hardware: Annotated[str, typer.Option("--hardware", help="Extra hardware catalogue (TOML).")] = "",
         tp: Annotated[int, typer.Option("--tp", help="Check this layout: tensor parallel.")] = 0,
@@ -77,6 +86,9 @@ def register(app: typer.Typer, state: Any) -> None:
         dp_shard: Annotated[int, typer.Option("--dp-shard", help="Check this layout: FSDP group (0: all).")] = 0,
         micro_batch: Annotated[int, typer.Option("--micro-batch")] = 1,
         recompute: Annotated[str, typer.Option("--recompute", help="none | selective | full")] = "none",
+        recipe: Annotated[
+            str, typer.Option("--recipe", help="Bytes/param: adamw (16), adamw-bf16-grads (14), megatron (18).")
+        ] = "adamw",
         top: Annotated[int, typer.Option("--top", help="Layouts to show per model.")] = 3,
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
         plot: Annotated[str, typer.Option("--plot", help="Write PNG charts into this directory.")] = "",
@@ -91,7 +103,7 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.plan.planner import validate as run_validation
 
         console = Console()
-        fm = FailureModel(interruption_gpu_hours, restart_min, ckpt_interval_min=ckpt_interval_min)
+        fm = FailureModel(interruption_gpu_hours, restart_min, ckpt_fixed_s, ckpt_write_gbps, ckpt_interval_min)
         outdir = Path(plot) if plot else None
         if outdir is not None:
             outdir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +142,7 @@ def register(app: typer.Typer, state: Any) -> None:
             node_overhead=node_overhead,
             failure=fm,
             hardware_file=hardware,
+            recipe=recipe,
             top=top,
         )
         r = make_plan(cfg)

@@ -59,6 +59,11 @@ def test_layout_check_and_moe() -> None:
     r = _json("--model", "llama3-405b", "--tokens", "15.6T", "--gpus", "16384", "--tp", "8", "--pp", "16",
               "--recompute", "selective")  # fmt: skip
     assert r["layout_check"]["fits"] and r["layout_check"]["mesh"]["dp_shard"] == 128
+    meg = _json("--model", "llama3-405b", "--tokens", "15.6T", "--gpus", "16384", "--tp", "8", "--pp", "16",
+                "--recipe", "megatron")  # fmt: skip
+    static = {k: sum(x["layout_check"]["memory_gib"][p] for p in ("parameters", "gradients", "optimizer"))
+              for k, x in (("adamw", r), ("megatron", meg))}  # fmt: skip
+    assert static["megatron"] == pytest.approx(static["adamw"] * 18 / 16)  # bytes per parameter by recipe
     moe = _json("--model", "llama3-8b", "--tokens", "1T", "--gpus", "64", "--experts", "8", "--top-k", "2")
     j = moe["models"][0]
     assert j["total_params"] > 3 * j["active_params"] and j["model"].endswith("moe")
@@ -103,6 +108,7 @@ def test_calibrate_from_a_real_run(home: Path) -> None:  # noqa: F811
         (["--gpus", "8", "--days", "1", "--usd-per-hour", "4,2"], "LOW <= HIGH"),
         (["--gpus", "8", "--days", "1", "--seq-len", "999999"], "max_seq_len"),
         (["--gpus", "8", "--days", "1", "--batch-tokens", "1000"], "--batch-tokens"),
+        (["--gpus", "8", "--days", "1", "--recipe", "sgd"], "--recipe must be one of"),
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:

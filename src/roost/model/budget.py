@@ -46,6 +46,12 @@ from roost.model.config import ModelConfig
 GIB = 2**30
 RECOMPUTE = ("none", "selective", "full")
 OVERHEAD_GIB = 2.0  # CUDA context, NCCL buffers, cuBLAS workspace per GPU
+# bytes per parameter (master weights, gradients, optimizer state) of the training recipes the planner knows
+RECIPES = {
+    "adamw": (4, 4, 8),  # FSDP2 / torchtitan / roost: fp32 sharded params and grads, AdamW's two fp32 moments
+    "adamw-bf16-grads": (4, 2, 8),  # gradients reduced and kept in bf16
+    "megatron": (2, 4, 12),  # bf16 weights, fp32 main grads, distributed optimizer: fp32 master + 2 moments
+}
 USABLE = 0.95  # of a device's memory before the caching allocator's fragmentation bites
 
 

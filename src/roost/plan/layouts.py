@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from roost.errors import UsageError
 from roost.hardware import Accelerator
-from roost.model.budget import GIB, OVERHEAD_GIB, USABLE, Layout, check_layout, memory_per_rank
+from roost.model.budget import GIB, OVERHEAD_GIB, RECIPES, USABLE, Layout, check_layout, memory_per_rank
 from roost.plan.compute import Shape
 
 KERNEL_EFFICIENCY = 0.6  # fraction of peak a matmul reaches, for the communication/compute ratios
@@ -43,13 +43,15 @@ class SearchConfig:
     batch_tokens: float = 16 * 2**20  # global batch in tokens (Llama 3 405B: 16M)
     micro_batches: tuple[int, ...] = (1, 2, 4, 8)
     recompute: tuple[str, ...] = ("none", "selective", "full")
-    optimizer: str = "adamw"  # adamw: fp32 master + grads + 2 moments (16 B/param); adamw-bf16: bf16 grads
+    recipe: str = "adamw"  # bytes per parameter: roost.model.budget.RECIPES
     usable: float = USABLE
     top: int = 5
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
             raise UsageError(f"--gpus must be >= 1, got {self.gpus}")
+        if self.recipe not in RECIPES:
+            raise UsageError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
         if self.seq_len < 1 or self.batch_tokens < self.seq_len:
             raise UsageError(f"--batch-tokens {self.batch_tokens:g} must hold at least one --seq-len {self.seq_len}")
 
@@ -132,7 +134,7 @@ def search(shape: Shape, acc: Accelerator, sc: SearchConfig) -> list[Candidate]:
     if cfg is None:
         raise UsageError(f"{shape.name}: the layout search needs a model config")
     pow2 = [2**i for i in range(0, 17)]
-    grad_bytes = 2 if sc.optimizer == "adamw-bf16" else 4
+    param_b, grad_b, optim_b = RECIPES[sc.recipe]
     out: list[Candidate] = []
     for tp, pp, cp in itertools.product(
         [t for t in pow2 if t <= acc.per_node], [p for p in pow2 if p <= cfg.n_layers], [c for c in pow2 if c <= 16]
@@ -149,7 +151,8 @@ def search(shape: Shape, acc: Accelerator, sc: SearchConfig) -> list[Candidate]:
                 if m < 1 or (pp > 1 and m < pp):
                     continue
                 lay = Layout(dp // shard, shard, tp, pp, cp, "fsdp", sc.seq_len, mb, 2, rc, "chunked")
-                lay.grad_bytes, lay.overhead_gib = grad_bytes, OVERHEAD_GIB
+                lay.param_bytes, lay.grad_bytes, lay.optim_bytes = param_b, grad_b, optim_b
+                lay.overhead_gib = OVERHEAD_GIB
                 try:
                     check_layout(cfg, lay)
                 except UsageError:

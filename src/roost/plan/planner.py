@@ -18,6 +18,7 @@ from typing import Any
 
 from roost.errors import UsageError
 from roost.hardware import Accelerator, accelerator
+from roost.model.budget import RECIPES
 from roost.model.config import load_preset
 from roost.plan import compute
 from roost.plan.compute import Shape
@@ -51,6 +52,7 @@ class PlanConfig:
     node_overhead: float = 1.5
     failure: FailureModel = field(default_factory=FailureModel)
     hardware_file: str = ""
+    recipe: str = "adamw"
     top: int = 3
 
     def __post_init__(self) -> None:
@@ -64,6 +66,8 @@ class PlanConfig:
             raise UsageError("--mfu and --goodput are fractions in (0, 1]")
         if self.seq_len < 1 or self.batch_tokens < self.seq_len:
             raise UsageError(f"--batch-tokens ({self.batch_tokens:g}) must hold one --seq-len ({self.seq_len})")
+        if self.recipe not in RECIPES:
+            raise UsageError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
         if self.pue < 1 or self.node_overhead < 1:
             raise UsageError("--pue and --node-overhead are >= 1")
         if not self.days and not self.tokens:
@@ -126,7 +130,8 @@ class Planner:
         }
 
     def layouts(self, shape: Shape) -> list[dict[str, Any]]:
-        sc = SearchConfig(gpus=self.cfg.gpus, seq_len=self.cfg.seq_len, batch_tokens=self.cfg.batch_tokens)
+        c = self.cfg
+        sc = SearchConfig(gpus=c.gpus, seq_len=c.seq_len, batch_tokens=c.batch_tokens, recipe=c.recipe)
         found = search(shape, self.acc, sc)
         return [_candidate(c) for c in found if c.fits][: self.cfg.top]
 
