@@ -19,7 +19,8 @@ from rich.console import Console
 from roost.errors import UsageError
 
 
-def _layout_check(planner: Any, cfg: Any, tp: int, pp: int, cp: int, dp_shard: int, mb: int, recompute: str) -> dict:
+def _layout_check(cfg: Any, tp: int, pp: int, cp: int, dp_shard: int, mb: int, recompute: str) -> dict:
+    from roost.hardware import accelerator
     from roost.model.budget import OVERHEAD_GIB, RECIPES, Layout
     from roost.plan.layouts import fixed_layout
     from roost.plan.planner import _candidate, shape_for
@@ -33,13 +34,12 @@ def _layout_check(planner: Any, cfg: Any, tp: int, pp: int, cp: int, dp_shard: i
     shard = dp_shard or dp
     if dp % shard:
         raise UsageError(f"--dp-shard {shard} does not divide the {dp} data-parallel ranks")
-    if cfg.recipe not in RECIPES:
-        raise UsageError(f"--recipe must be one of {sorted(RECIPES)}, got {cfg.recipe!r}")
-    pb, gb, ob = RECIPES[cfg.recipe]
+    pb, gb, ob = RECIPES[cfg.recipe]  # PlanConfig checked the name
     lay = Layout(
         dp // shard, shard, tp, pp, cp, "fsdp", cfg.seq_len, mb, 2, recompute, "chunked", pb, gb, ob, OVERHEAD_GIB
     )
-    c = fixed_layout(shape_for(cfg.model, cfg.experts, cfg.top_k), planner.acc, lay, cfg.batch_tokens)
+    acc = accelerator(cfg.gpu, Path(cfg.hardware_file) if cfg.hardware_file else None)
+    c = fixed_layout(shape_for(cfg.model, cfg.experts, cfg.top_k), acc, lay, cfg.batch_tokens)
     return {**_candidate(c), "fits": c.fits}
 
 
@@ -98,7 +98,7 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.plan import report
         from roost.plan.compute import parse_count
         from roost.plan.goodput import FailureModel
-        from roost.plan.planner import DEFAULT_PRESETS, PlanConfig, Planner, time_vs_gpus
+        from roost.plan.planner import DEFAULT_PRESETS, PlanConfig, time_vs_gpus
         from roost.plan.planner import plan as make_plan
         from roost.plan.planner import validate as run_validation
 
@@ -147,7 +147,7 @@ def register(app: typer.Typer, state: Any) -> None:
         )
         r = make_plan(cfg)
         if tp:
-            r["layout_check"] = _layout_check(Planner(cfg), cfg, tp, pp, cp, dp_shard, micro_batch, recompute)
+            r["layout_check"] = _layout_check(cfg, tp, pp, cp, dp_shard, micro_batch, recompute)
         if as_json:
             print(json.dumps(r, indent=1))
         else:

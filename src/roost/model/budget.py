@@ -112,6 +112,18 @@ def activation_bytes_per_token_layer(cfg: ModelConfig, compute_bytes: int, recom
     return 2 * 4 * d + (3 * d + 3 * q + 3 * kv + lse + 4 * f) * compute_bytes
 
 
+def weight_shards(lay: Layout) -> int:
+    """Ranks one stage's weights, gradients and optimizer state are split over: FSDP shards over dp_shard·tp·cp,
+    DDP only over tp."""
+    return lay.dp_shard * lay.tp * lay.cp if lay.parallel == "fsdp" else lay.tp
+
+
+def peak(parts: dict[str, float]) -> float:
+    """The peak of a step from its parts: the loss's logits live only at the turn from forward to backward, before
+    any block is recomputed, so only the larger of the two counts."""
+    return sum(v for k, v in parts.items() if k != "total") - min(parts["loss"], parts["recompute"])
+
+
 def memory_per_rank(cfg: ModelConfig, lay: Layout) -> dict[str, float]:
     """Bytes per rank by part, and `total`."""
     fsdp = lay.parallel == "fsdp"
@@ -120,7 +132,7 @@ def memory_per_rank(cfg: ModelConfig, lay: Layout) -> dict[str, float]:
     # one stage holds the embedding and the head when pp == 1; with pipelining the first holds one, the last the other
     ends = emb if lay.pp > 1 or cfg.tie_embeddings else 2 * emb
     n = stage_layers * cfg.layer_params() + ends + cfg.dim
-    shard = lay.dp_shard * lay.tp * lay.cp if fsdp else lay.tp
+    shard = weight_shards(lay)
     b = lay.compute_bytes
     gathered = 0.0
     if fsdp and lay.dp_shard * lay.cp > 1:
@@ -147,6 +159,5 @@ def memory_per_rank(cfg: ModelConfig, lay: Layout) -> dict[str, float]:
         "loss": loss,
         "transient": (4 * cfg.layer_params() / lay.tp if fsdp and shard > 1 else 0.0) + lay.overhead_gib * GIB,
     }
-    # the loss's logits live only at the turn from forward to backward, before any block is recomputed
-    out["total"] = sum(out.values()) - min(loss, recompute)
+    out["total"] = peak(out)
     return out

@@ -23,13 +23,23 @@ The planner's MFU table says how fast the best layout runs; the factors rank the
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 
 from roost.errors import UsageError
 from roost.hardware import Accelerator
-from roost.model.budget import GIB, OVERHEAD_GIB, RECIPES, USABLE, Layout, check_layout, memory_per_rank
+from roost.model.budget import (
+    GIB,
+    OVERHEAD_GIB,
+    RECIPES,
+    USABLE,
+    Layout,
+    check_layout,
+    memory_per_rank,
+    peak,
+    weight_shards,
+)
 from roost.plan.compute import Shape
 
 KERNEL_EFFICIENCY = 0.6  # fraction of peak a matmul reaches, for the communication/compute ratios
@@ -83,14 +93,13 @@ def memory(shape: Shape, lay: Layout) -> dict[str, float]:
     if shape.experts > 1:
         cfg = shape.cfg
         ffn_layer = 3 * cfg.dim * cfg.ffn_dim
-        shard = lay.dp_shard * lay.tp * lay.cp if lay.parallel == "fsdp" else lay.tp
-        extra = (shape.experts - 1) * ffn_layer * -(-cfg.n_layers // lay.pp) / shard
+        extra = (shape.experts - 1) * ffn_layer * -(-cfg.n_layers // lay.pp) / weight_shards(lay)
         for k, per in (("parameters", lay.param_bytes), ("gradients", lay.grad_bytes), ("optimizer", lay.optim_bytes)):
             mem[k] += extra * per
         tokens = lay.seq_len * lay.micro_batch / lay.cp / lay.tp
         act = (shape.top_k - 1) * 4 * cfg.ffn_dim * lay.compute_bytes * tokens * cfg.n_layers
         mem["activations"] += act if lay.recompute == "none" else act / 4
-        mem["total"] = sum(v for k, v in mem.items() if k != "total") - min(mem["loss"], mem["recompute"])
+        mem["total"] = peak(mem)
     return mem
 
 
@@ -128,6 +137,14 @@ def efficiency(shape: Shape, acc: Accelerator, lay: Layout, microbatches: int) -
     return f
 
 
+def _sized(shape: Shape, acc: Accelerator, lay: Layout, microbatches: int, usable: float) -> Candidate:
+    """A valid layout's memory, fit and relative throughput (the product of its efficiency factors)."""
+    mem = memory(shape, lay)
+    factors = efficiency(shape, acc, lay, microbatches)
+    fits = mem["total"] <= acc.memory_gib * GIB * usable
+    return Candidate(lay, mem, fits, math.prod(factors.values()), factors, microbatches)
+
+
 def search(shape: Shape, acc: Accelerator, sc: SearchConfig) -> list[Candidate]:
     """Every valid layout, fitting ones first, best predicted throughput first (ties: less memory)."""
     cfg = shape.cfg
@@ -157,13 +174,7 @@ def search(shape: Shape, acc: Accelerator, sc: SearchConfig) -> list[Candidate]:
                     check_layout(cfg, lay)
                 except UsageError:
                     continue
-                mem = memory(shape, lay)
-                factors = efficiency(shape, acc, lay, m)
-                eff = 1.0
-                for v in factors.values():
-                    eff *= v
-                fits = mem["total"] <= acc.memory_gib * GIB * sc.usable
-                out.append(Candidate(dataclasses.replace(lay), mem, fits, eff, factors, m))
+                out.append(_sized(shape, acc, lay, m, sc.usable))
     out.sort(key=lambda c: (not c.fits, -c.efficiency, c.memory["total"]))
     return out
 
@@ -174,9 +185,4 @@ def fixed_layout(shape: Shape, acc: Accelerator, lay: Layout, batch_tokens: floa
         raise UsageError(f"{shape.name}: the memory model needs a model config")
     check_layout(shape.cfg, lay)
     m = max(1, int(batch_tokens // (lay.dp_replicate * lay.dp_shard * lay.micro_batch * lay.seq_len)))
-    mem = memory(shape, lay)
-    factors = efficiency(shape, acc, lay, m)
-    eff = 1.0
-    for v in factors.values():
-        eff *= v
-    return Candidate(lay, mem, mem["total"] <= acc.memory_gib * GIB * USABLE, eff, factors, m)
+    return _sized(shape, acc, lay, m, USABLE)

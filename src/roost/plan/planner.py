@@ -11,6 +11,7 @@ goodput from roost.plan.goodput (or --goodput).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,7 @@ class Planner:
         c = self.cfg
         m, g = self.mfu(shape.active_params), self.goodput(shape.total_params)
         flops = compute.training_flops(shape, tokens, c.seq_len)
-        seconds = flops / (c.gpus * self.acc.bf16_tflops * 1e12 * m.mfu * g["fraction"])
+        seconds = flops / self.flops_per_second(shape.active_params, shape.total_params)
         hours = seconds / 3600
         gpu_hours = hours * c.gpus
         lo, hi = compute.cost_usd(gpu_hours, self.usd())
@@ -135,11 +136,15 @@ class Planner:
         found = search(shape, self.acc, sc)
         return [_candidate(c) for c in found if c.fits][: self.cfg.top]
 
+    def flops_per_second(self, active: float, total: float | None = None) -> float:
+        """Model FLOP/s of the whole fleet for a model of this size: GPUs × peak × MFU (by active parameters) ×
+        goodput (by total parameters, which set the checkpoint size)."""
+        rate = self.cfg.gpus * self.acc.bf16_tflops * 1e12 * self.mfu(active).mfu
+        return rate * self.goodput(total or active)["fraction"]
+
     def budget_flops(self, active: float, total: float | None = None) -> float:
-        """Model FLOPs the fleet does in --days for a model of this size (MFU by active, goodput by total)."""
-        c = self.cfg
-        rate = c.gpus * self.acc.bf16_tflops * 1e12 * self.mfu(active).mfu
-        return rate * self.goodput(total or active)["fraction"] * c.days * 86400
+        """Model FLOPs the fleet does in --days for a model of this size."""
+        return self.flops_per_second(active, total) * self.cfg.days * 86400
 
     def allocation(self) -> dict[str, Any]:
         """Compute-optimal N and D for the budget; MFU and goodput depend on N, so iterate to a fixed point."""
@@ -227,9 +232,11 @@ def plan(cfg: PlanConfig) -> dict[str, Any]:
 def time_vs_gpus(cfg: PlanConfig, model: str, tokens: float, counts: list[int]) -> list[dict[str, float]]:
     """Days to train `model` on `tokens` as the fleet grows (goodput falls as failures become more frequent)."""
     rows = []
+    p = Planner(dataclasses.replace(cfg, days=0.0, model=model, tokens=tokens))  # seeds and calibration read once
+    shape = shape_for(model, cfg.experts, cfg.top_k)
     for g in counts:
-        c = PlanConfig(**{**cfg.__dict__, "gpus": g, "days": 0.0, "model": model, "tokens": tokens})
-        j = Planner(c).job(shape_for(model, cfg.experts, cfg.top_k), tokens)
+        p.cfg = dataclasses.replace(p.cfg, gpus=g)
+        j = p.job(shape, tokens)
         rows.append({"gpus": g, "days": j["days"], "goodput": j["goodput"]["fraction"], "ideal_days": 0.0})
     base = rows[0]["days"] * rows[0]["goodput"] * rows[0]["gpus"]
     for r in rows:
