@@ -31,20 +31,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null; true
 	rm -rf $(HOME_DIR)
-	$(BIN)/roost --home $(HOME_DIR) demo-corpus
+	# A seeded sample of 6,000 of the ~19.7k demo texts keeps the whole demo within ~6 minutes on 2 AVX2 cores.
+	$(BIN)/roost --home $(HOME_DIR) demo-corpus --posts 6000
 	$(BIN)/roost --home $(HOME_DIR) ingest $(HOME_DIR)/exports
 	$(BIN)/roost --home $(HOME_DIR) corpus stats
 	$(BIN)/roost --home $(HOME_DIR) tokenizer train --vocab-size 8192
 	$(BIN)/roost --home $(HOME_DIR) tokenize --val-fraction 0.02
-	# From scratch: the small preset (~3 M parameters) on the demo shards, bf16 autocast on CPU.
-	$(BIN)/roost --home $(HOME_DIR) train --name demo-small --preset small --steps 300 --seq-len 256 \
-	  --batch-size 16 --lr 3e-3 --dtype bf16 --eval-every 50 --ckpt-every 100
+	# What this machine computes fast (roost.probe): its CPU class and the dtype each stage picks by default.
+	$(BIN)/python -m roost.probe
+	# From scratch: the small preset (~3 M parameters) on the demo shards, in the dtype the probe picks.
+	$(BIN)/roost --home $(HOME_DIR) train --name demo-small --preset small --steps 150 --seq-len 256 \
+	  --batch-size 8 --lr 3e-3 --eval-every 50 --ckpt-every 50
 	# At scale, on this machine: the same run as 2 ranks under torchrun (FSDP2, gloo), resumed as tensor parallel
 	# from its sharded checkpoint, then a dry run sizing Llama 3.1 405B on 512 H100s.
-	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 20 --seq-len 256 \
-	  --batch-size 8 --dp-shard 2 --eval-every 10 --ckpt-every 10 --no-export -q
-	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 30 --tp 2 --resume \
-	  --eval-every 10 -q
+	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 10 --seq-len 256 \
+	  --batch-size 8 --dp-shard 2 --eval-every 5 --ckpt-every 5 --no-export -q
+	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 16 --tp 2 --resume \
+	  --eval-every 8 -q
 	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) train --dry-run --preset llama3-405b --dp-shard 64 --tp 8 \
 	  --seq-len 8192 --batch-size 1 --dtype bf16 --gpu h100
 	# The fleet planner: what 10,000 H100s train in 30 days, a 70B job on them with the MFU this machine measured,
@@ -55,8 +58,8 @@ demo: $(STAMP)
 	COLUMNS=120 $(BIN)/roost plan --validate --plot $(HOME_DIR)/plan
 	# Fine-tune the real SmolLM2-135M-Instruct on (post -> reply) pairs of the demo corpus, LoRA rank 8.
 	$(BIN)/roost --home $(HOME_DIR) import smollm2
-	$(BIN)/roost --home $(HOME_DIR) train --name smollm2-replies --init smollm2 --sft --lora-rank 8 --steps 24 \
-	  --seq-len 128 --batch-size 4 --dtype bf16 --eval-every 12 --ckpt-every 12 --warmup 4
+	$(BIN)/roost --home $(HOME_DIR) train --name smollm2-replies --init smollm2 --sft --lora-rank 8 --steps 10 \
+	  --seq-len 128 --batch-size 4 --eval-every 10 --ckpt-every 10 --warmup 2
 	COLUMNS=140 $(BIN)/roost --home $(HOME_DIR) generate demo-small "I love" --vs smollm2 --vs smollm2-replies \
 	  --seed 1 --max-tokens 48
 	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) compose "the first snow of the year" -m smollm2-replies -n 3 --seed 1
@@ -95,6 +98,7 @@ demo: $(STAMP)
 	@echo "      $(BIN)/roost --help"
 
 test: $(STAMP)
+	@$(BIN)/python -m roost.probe | head -1
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -14,6 +14,15 @@ from typer.testing import CliRunner
 from roost.cli import app
 
 
+def pytest_report_header() -> list[str]:
+    """The CPU this suite ran on (class, SIMD flags) and the dtype the probe picks per workload, so that a failure
+    can be tied to a machine."""
+    from roost.probe import WORKLOADS, choose, probe
+
+    hw = probe()
+    return [f"cpu: {hw.flags_line()}", "dtypes: " + "; ".join(choose(w, hw=hw).line() for w in WORKLOADS)]
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"

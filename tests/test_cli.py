@@ -110,3 +110,17 @@ def test_demo_corpus_then_ingest(tmp_path: Path) -> None:
     stats = run_roost("--home", str(home), "corpus", "stats", check=True).stdout
     assert "training text" in stats
     assert os.path.getsize(home / "corpus.db") > 0
+
+
+def test_demo_corpus_sample(tmp_path: Path) -> None:
+    """`--posts N` keeps a seeded sample of N source texts (what `make demo` uses to stay within minutes)."""
+    sdist = Path(sys.prefix) / "share" / "roost" / "vaderSentiment-3.3.2.tar.gz"
+    extra = ["--vader-sdist", str(sdist)] if sdist.exists() else []
+    for name in ("a", "b"):
+        run_roost("--home", str(tmp_path / name), "demo-corpus", "--posts", "300", *extra)
+    a, b = (sorted((tmp_path / n / "exports").rglob("*.js*")) for n in ("a", "b"))
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]  # same seed, same sample
+    run_roost("--home", str(tmp_path / "a"), "ingest", str(tmp_path / "a" / "exports"))
+    assert 250 <= len(posts(tmp_path / "a" / "corpus.db")) <= 300  # a few near-copies of reposts fold away
+    bad = run_roost("--home", str(tmp_path / "c"), "demo-corpus", "--posts", "0", *extra, check=False)
+    assert bad.returncode == 2 and "--posts must be >= 1" in bad.stderr

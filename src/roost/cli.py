@@ -377,6 +377,9 @@ def demo_corpus(
         Path | None, typer.Option("--vader-sdist", help="Path to vaderSentiment-3.3.2.tar.gz.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    posts: Annotated[
+        int | None, typer.Option("--posts", help="A seeded sample of this many source texts (default: all ~19.7k).")
+    ] = None,
 ) -> None:
     """Write the demo exports (X archives + Mastodon outboxes of real text) into <home>/exports.
 
@@ -385,7 +388,7 @@ def demo_corpus(
     from roost.corpus.demo import build, find_vader_sdist
 
     ws = _state(ctx).ws.ensure()
-    summary = build(ws.exports, find_vader_sdist(vader_sdist, ws.cache), seed)
+    summary = build(ws.exports, find_vader_sdist(vader_sdist, ws.cache), seed, posts)
     console.print(
         f"wrote {summary.posts:,} posts as {summary.x_archives} X archives and "
         f"{summary.mastodon_outboxes} Mastodon outboxes under {summary.path}"

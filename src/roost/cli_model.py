@@ -149,22 +149,30 @@ def register(app: typer.Typer, state: Any) -> None:
         vs: Annotated[
             list[str] | None, typer.Option("--vs", help="Also sample these models; print side by side.")
         ] = None,
+        dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
     ) -> None:
         """Sample a continuation (or a chat reply) from a model; the output is labelled as AI-generated.
 
         Example: [bold]roost generate smollm2 "Write a post about the first snow of the year"[/]
         """
+        import torch
+
         from roost.data import tokenizer as toklib
         from roost.infer.simple import SampleConfig
         from roost.infer.simple import generate as run_generate
         from roost.model.convert import load_model_dir
+        from roost.probe import choose
 
         if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
             raise UsageError("--max-tokens >= 1, --temperature >= 0, --top-p in (0, 1], --top-k >= 0")
+        choice = choose("decode", dtype)
+        Console(stderr=True).print(f"[dim]{choice.line()}[/]", highlight=False)
         results = []
         for name in [model, *(vs or [])]:
             path = resolve_model(state(ctx).ws.root, name)
             m, meta = load_model_dir(path)
+            if choice.dtype == "bf16":
+                m.to(torch.bfloat16)
             tok = toklib.load(path / "tokenizer.json")
             tc_file = path / "tokenizer_config.json"
             tc = json.loads(tc_file.read_text()) if tc_file.is_file() else {}

@@ -52,6 +52,9 @@ def register(app: typer.Typer, state: Any) -> None:
             str | None, typer.Option("--vectors", help="f32, or i8 (int8 HNSW, 4× smaller); needs --rebuild.")
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+        dtype: Annotated[
+            str | None, typer.Option("--dtype", help="Embedding dtype: auto (by CPU class, roost.probe), fp32, bf16.")
+        ] = None,
     ) -> None:
         """Build or update the search indexes: keyword (tantivy BM25) and vectors (MiniLM + usearch HNSW).
 
@@ -65,6 +68,11 @@ def register(app: typer.Typer, state: Any) -> None:
         if vectors is not None:
             cfg = dataclasses.replace(cfg, vectors=vectors)
             rebuild = True
+        if dtype is not None:
+            cfg = dataclasses.replace(cfg, embed_dtype=dtype)
+        from roost.probe import choose
+
+        console.print(f"[dim]embeddings: {choose('embed', cfg.embed_dtype).line()}[/]")
         home = st.ws.root
         with _progress("indexing", quiet) as progress:
             task = progress.add_task("index", total=None)

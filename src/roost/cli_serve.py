@@ -26,7 +26,7 @@ def load_engine(
     max_batch: int = 8,
     max_queue: int = 32,
     max_seq: int = 2048,
-    dtype: str = "bf16",
+    dtype: str = "auto",
     quant: str | None = None,
     start: bool = True,
 ) -> tuple[Any, str, str, Any]:
@@ -47,8 +47,10 @@ def load_engine(
         for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
         if i is not None
     }
-    if dtype not in ("bf16", "fp32"):
-        raise UsageError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+    from roost.probe import choose
+
+    choice = choose("decode", dtype)  # UsageError for anything but auto, fp32, bf16
+    Console(stderr=True).print(f"[dim]{path.name}: {choice.line()}[/]", highlight=False)
     if quant not in (None, "int8"):
         raise UsageError(f"--quant must be int8 (or left out), got {quant!r}")
     if torch.cuda.is_available():
@@ -62,7 +64,7 @@ def load_engine(
         max_batch=max_batch,
         max_seq=max_seq,
         max_queue=max_queue,
-        dtype=torch.bfloat16 if dtype == "bf16" else None,
+        dtype=torch.bfloat16 if choice.dtype == "bf16" else None,
         quant=quant,
         start=start,
     )
@@ -103,7 +105,7 @@ def register(app: typer.Typer, state: Any) -> None:
         max_batch: Annotated[int, typer.Option("--max-batch", help="Requests decoded together.")] = 8,
         max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests before 429.")] = 32,
         max_seq: Annotated[int, typer.Option("--max-seq", help="Context length served.")] = 2048,
-        dtype: Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp32.")] = "bf16",
+        dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
         quant: Annotated[
             str | None, typer.Option("--quant", help="int8: weight-only int8, ~1.7× faster decoding on CPU.")
         ] = None,
@@ -147,7 +149,10 @@ def register(app: typer.Typer, state: Any) -> None:
         if not no_search and db.is_file():
             from roost.serve.search_api import SearchService
 
-            console.print("opening the search index (catching up with the store)…")
+            from roost.probe import choose
+
+            emb = choose("embed", st.config.search.embed_dtype).line()
+            console.print(f"opening the search index (catching up with the store)… [dim]embeddings: {emb}[/]")
             search = SearchService.open(home, st.config.corpus, st.config.search)
         guard = LeakGuard(db) if db.is_file() and engine is not None else None
         cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)

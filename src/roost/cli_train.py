@@ -45,7 +45,9 @@ def register(app: typer.Typer, state: Any) -> None:
         warmup: Annotated[int | None, typer.Option("--warmup")] = None,
         schedule: Annotated[str | None, typer.Option("--schedule", help="cosine, wsd or constant.")] = None,
         optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw or muon.")] = None,
-        dtype: Annotated[str | None, typer.Option("--dtype", help="fp32 or bf16 (autocast).")] = None,
+        dtype: Annotated[
+            str | None, typer.Option("--dtype", help="auto (by CPU class, roost.probe), fp32 or bf16 (autocast).")
+        ] = None,
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
         activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
         doc_mask: Annotated[bool, typer.Option("--doc-mask", help="Attention stays inside each packed post.")] = False,
@@ -159,6 +161,8 @@ def register(app: typer.Typer, state: Any) -> None:
             resume = resume or launch.restarted_with_checkpoint(st.ws.root / "runs" / cfg.name)
         try:
             trainer = Trainer(st.ws.root, cfg, resume=resume, resume_from=resume_from or "", dist=dist)
+            if trainer.dist.main:
+                console.print(f"[dim]{trainer.dtype_choice.line()}[/]", highlight=False)
             _train_with_progress(trainer, quiet or not trainer.dist.main)
             if not no_export:
                 meta = trainer.export()
@@ -225,6 +229,6 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
 
     png = plot_losses(trainer.paths.run / "metrics.jsonl", trainer.paths.run / "loss.png", f"roost train {cfg.name}")
     console.print(
-        f"[dim]MFU against {trainer.peak_note}; metrics: {trainer.paths.run / 'metrics.jsonl'}, "
+        f"[dim]MFU against {trainer.peak_note} (an estimate on CPU); metrics: {trainer.paths.run / 'metrics.jsonl'}, "
         f"loss curve: {png}, tensorboard --logdir {trainer.paths.run / 'tensorboard'}[/]"
     )

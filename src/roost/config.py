@@ -97,12 +97,15 @@ class SearchConfig:
     min_similarity: float = 0.3  # ask: abstain when the best cosine of question and post is below this
     answer_posts: int = 5  # ask: posts the model reads
     expand: bool = False  # LLM query expansion (on only where `roost eval search` shows a gain)
+    embed_dtype: str = "auto"  # auto (roost.probe picks by CPU class) | fp32 | bf16
 
     def __post_init__(self) -> None:
         if self.mode not in ("keyword", "semantic", "hybrid"):
             raise UsageError(f"search.mode must be keyword, semantic or hybrid, got {self.mode!r}")
         if self.vectors not in ("f32", "i8"):
             raise UsageError(f"search.vectors must be f32 or i8, got {self.vectors!r}")
+        if self.embed_dtype not in ("auto", "fp32", "bf16"):
+            raise UsageError(f"search.embed_dtype must be auto, fp32 or bf16, got {self.embed_dtype!r}")
         if not 1 <= self.k <= 1000 or self.rrf_k < 1 or not 1 <= self.answer_posts <= 20:
             raise UsageError("search.k in 1..1000, search.rrf_k >= 1, search.answer_posts in 1..20")
         if not 1 <= self.refresh_ms <= 60_000:

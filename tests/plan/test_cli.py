@@ -77,7 +77,7 @@ def test_plots(tmp_path: Path) -> None:
 
 
 def test_calibrate_from_a_real_run(home: Path) -> None:  # noqa: F811
-    cfg = TrainConfig(preset="tiny", seq_len=64, batch_size=8, steps=12, log_every=1, name="cal")
+    cfg = TrainConfig(preset="tiny", seq_len=64, batch_size=8, steps=12, log_every=1, name="cal", dtype="fp32")
     Trainer(home, cfg).train()
     metrics = home / "runs" / "cal" / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics.read_text().splitlines() if '"mfu"' in x]

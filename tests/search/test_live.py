@@ -169,13 +169,19 @@ def test_catch_up_restart_and_int8(search_home: Path, tmp_path: Path) -> None:
     assert idx.keyword.num_docs() == n_kw and len(idx.vectors) == n_vec  # upserted, not duplicated
     i8 = copy_home(search_home, tmp_path / "i8")
     SearchIndex.build(i8, cfg=SearchConfig(vectors="i8"))
-    q = idx.embedder.encode(["rainy day in the city"])[0]
-    a = {r for r, _ in idx.vectors.search(q, 10)}
-    b = {r for r, _ in VectorIndex(i8 / "index" / "vectors").search(q, 10)}
-    assert VectorIndex(i8 / "index" / "vectors").dtype == "i8"
-    assert len(a & b) >= 8  # int8 quantisation keeps the neighbours
-    exact = {r for r, _ in idx.vectors.exact(q, 10)}
-    assert len(a & exact) >= 9
+    vi8 = VectorIndex(i8 / "index" / "vectors")
+    assert vi8.dtype == "i8"
+    # approximate vs exact over many queries, not one: HNSW's graph (and the SIMD path's rounding) differ between
+    # CPUs and runs, so one query's top-10 may lose a neighbour; the mean recall must hold on every machine
+    with sqlite3.connect(home / "corpus.db") as con:
+        texts = [r[0] for r in con.execute("SELECT text FROM posts ORDER BY rowid % 97, rowid LIMIT 40")]
+    texts += ["rainy day in the city", "coffee before work", "the game last night", "happy birthday to my mom"]
+    recall_f32, recall_i8 = [], []
+    for q in idx.embedder.encode(texts):
+        exact = {r for r, _ in idx.vectors.exact(q, 10)}
+        recall_f32.append(len({r for r, _ in idx.vectors.search(q, 10)} & exact) / 10)
+        recall_i8.append(len({r for r, _ in vi8.search(q, 10)} & exact) / 10)  # int8 keeps the neighbours
+    assert np.mean(recall_f32) >= 0.9 and np.mean(recall_i8) >= 0.8, (np.mean(recall_f32), np.mean(recall_i8))
     assert np.isfinite(idx.vectors.exact(q, 1)[0][1])
 
 

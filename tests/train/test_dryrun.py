@@ -66,28 +66,36 @@ def test_activation_estimate_matches_autograd(checkpointing: bool, dtype: torch.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_peak_memory_matches_what_pytorch_allocates(recompute: str, dtype: torch.dtype) -> None:
     """The whole estimate against the peak of a real training step (second step: AdamW state exists), tracked by
-    PyTorch's own MemTracker (a dispatch-mode tracker of every live tensor) on CPU. bf16 here is the model cast to
-    bf16, as FSDP2's mixed precision runs it (the residual stream in bf16), with bf16 weights and AdamW state."""
+    PyTorch's own MemTracker (a dispatch-mode tracker of every live tensor) on CPU. bf16 here is the model in bf16,
+    as FSDP2's mixed precision runs it (the residual stream in bf16), with bf16 weights and AdamW state. The step
+    runs under FakeTensorMode (MemTracker's documented way to size a step): every op allocates its real output
+    shapes and dtypes without computing, so the figure is the same on every CPU and takes a second, not minutes of
+    emulated bf16 arithmetic on an AVX2-only machine (the fp32 peak was checked equal to a computed step's)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
     cfg = ModelConfig(vocab_size=8192, dim=512, n_layers=4, n_heads=8, n_kv_heads=2, ffn_dim=1536, max_seq_len=1024)
-    m = Llama(cfg)
-    m.init_weights(0)
-    m.gradient_checkpointing = recompute == "full"
-    m.to(dtype)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    x = torch.randint(0, cfg.vocab_size, (4, 1024))
+    prev = torch.get_default_dtype()
+    with FakeTensorMode():
+        torch.set_default_dtype(dtype)
+        try:
+            m = Llama(cfg)
+        finally:
+            torch.set_default_dtype(prev)
+        m.gradient_checkpointing = recompute == "full"
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        x = torch.randint(0, cfg.vocab_size, (4, 1024))
 
-    def step() -> None:
-        m(x, x).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        def step() -> None:
+            m(x, x).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
-    step()
-    mt = MemTracker()
-    mt.track_external(m, opt)
-    with mt:
         step()
+        mt = MemTracker()
+        mt.track_external(m, opt)
+        with mt:
+            step()
     measured = mt.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
     b = dtype.itemsize
     lay = Layout(seq_len=1024, micro_batch=4, compute_bytes=b, recompute=recompute, param_bytes=b, grad_bytes=b)

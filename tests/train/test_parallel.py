@@ -29,6 +29,7 @@ from tests.conftest import run_roost
 
 TOL = 2e-5
 COMMON = ["--preset", "tiny", "--seq-len", "64", "--eval-every", "100", "--warmup", "0", "--schedule", "constant"]
+COMMON += ["--dtype", "fp32"]  # pinned: auto depends on the CPU class
 
 
 def _train(home: Path, name: str, *args: str, nproc: int | None = None, check: bool = True):  # type: ignore[no-untyped-def]

@@ -21,7 +21,8 @@ from roost.train.metrics import read_metrics
 from roost.train.trainer import TrainConfig, Trainer
 from tests.conftest import run_roost
 
-FAST = dict(preset="tiny", seq_len=64, batch_size=8, warmup=5, eval_every=10, ckpt_every=5, log_every=1)
+# fp32 pinned: the default (auto) depends on the CPU class, and these tests compare numbers
+FAST = dict(preset="tiny", seq_len=64, batch_size=8, warmup=5, eval_every=10, ckpt_every=5, log_every=1, dtype="fp32")
 
 
 def _cfg(**over: object) -> TrainConfig:
@@ -81,6 +82,8 @@ def _train_proc(home: Path, name: str, steps: int, *extra: str) -> subprocess.Po
         "3",
         "--no-export",
         "-q",
+        "--dtype",
+        "fp32",
         *extra,
     ]
     return subprocess.Popen(
@@ -255,3 +258,17 @@ def test_torch_compile_matches_eager(home: Path) -> None:
     Trainer(home, _cfg(name="eager", steps=3)).train()
     Trainer(home, _cfg(name="compiled", steps=3, compile=True)).train()
     assert all(abs(x - y) < 1e-3 for x, y in zip(_losses(home, "eager"), _losses(home, "compiled"), strict=True))
+
+
+def test_auto_dtype_follows_the_probe_and_resume_keeps_it(home: Path) -> None:
+    """No --dtype: the probe's pick for training on this CPU, said in one line and recorded in the checkpoint."""
+    from roost.probe import choose
+
+    want = choose("train")
+    args = ("--home", str(home), "train", "--name", "auto", "--preset", "tiny", "--seq-len", "64", "--batch-size", "8")
+    out = run_roost(*args, "--steps", "2", "--ckpt-every", "2", "--no-export").stdout
+    assert want.line() in out and "MFU against CPU estimate:" in " ".join(out.split())
+    meta = json.loads(next((home / "runs/auto/checkpoints").glob("step_*/meta.json")).read_text())
+    assert meta["train_config"]["dtype"] == want.dtype
+    again = run_roost(*args, "--steps", "3", "--resume", "--no-export").stdout
+    assert f"dtype {want.dtype} (kept from the checkpoint)" in again

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from roost.corpus.writers import Draft, write_mastodon_outbox, write_x_archive
-from roost.errors import RoostError
+from roost.errors import RoostError, UsageError
 
 VADER = "vaderSentiment-3.3.2.tar.gz"
 TWEETS_MEMBER = "hutto_ICWSM_2014/tweets_GroundTruth.txt"
@@ -132,13 +132,17 @@ def _pii(rng: random.Random, author: str) -> str:
     )
 
 
-def build(dest: Path, vader_sdist: Path, seed: int = 0) -> DemoSummary:
+def build(dest: Path, vader_sdist: Path, seed: int = 0, posts: int | None = None) -> DemoSummary:
+    """Write the demo exports; `posts` keeps a seeded sample of that many source texts (None: all ~19.7k)."""
+    if posts is not None and posts < 1:
+        raise UsageError(f"--posts must be >= 1, got {posts}")
     rng = random.Random(seed)
     items: list[tuple[str, str, str]] = []  # (text, hashtag, lang)
     items += [(t, "", "en") for t in vader_tweets(vader_sdist)]
     items += [(t, cat, "en") for cat, t in fortunes()]
     items += [(t, "jokes", lang) for lang, t in jokes()]
     rng.shuffle(items)
+    items = items[:posts]
     authors = [("x", a) for a in X_AUTHORS] + [("m", f"{n}@{h}") for n, h in MASTODON_AUTHORS]
     per_author: dict[tuple[str, str], list[Draft]] = {a: [] for a in authors}
     published: list[tuple[tuple[str, str], Draft]] = []

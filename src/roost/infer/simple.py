@@ -37,7 +37,7 @@ def generate(model: Llama, prompt_ids: list[int], cfg: SampleConfig, stop_ids: s
     model.setup_kv_cache(1, total)
     try:
         x = torch.tensor([prompt_ids], device=dev)
-        logits = model(x, input_pos=torch.arange(len(prompt_ids), device=dev))[0, -1]
+        logits = model(x, input_pos=torch.arange(len(prompt_ids), device=dev))[0, -1].float()
         out: list[int] = []
         pos = len(prompt_ids)
         while len(out) < cfg.max_tokens and pos < total:
@@ -45,7 +45,7 @@ def generate(model: Llama, prompt_ids: list[int], cfg: SampleConfig, stop_ids: s
             if tid in stop_ids:
                 break
             out.append(tid)
-            logits = model(torch.tensor([[tid]], device=dev), input_pos=torch.tensor([pos], device=dev))[0, -1]
+            logits = model(torch.tensor([[tid]], device=dev), input_pos=torch.tensor([pos], device=dev))[0, -1].float()
             pos += 1
         return out
     finally:

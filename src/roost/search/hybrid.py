@@ -69,7 +69,7 @@ class SearchIndex:
         if not self._embedder:
             from roost.search.embed import Embedder
 
-            self._embedder = Embedder()
+            self._embedder = Embedder(dtype=self.cfg.embed_dtype)
         return self._embedder
 
     @property

@@ -38,7 +38,7 @@ class ServeConfig:
     max_queue: int = 32
     max_seq: int = 2048
     max_body_bytes: int = 1 << 20
-    dtype: str = "bf16"  # weights for decoding on CPU: bf16 is ~2.5× faster than fp32 here (bench.decode)
+    dtype: str = "auto"  # weights for decoding: auto (roost.probe's table, by CPU class), bf16 or fp32
 
 
 if TYPE_CHECKING:

@@ -65,7 +65,8 @@ def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[st
     acc = accelerator(gpu)
     params, counted = counted_flops_per_token(mcfg, cfg.seq_len)
     base = dict(dp_replicate=rep, dp_shard=shard, tp=tp, parallel=cfg.parallel, seq_len=cfg.seq_len)
-    base |= dict(micro_batch=cfg.batch_size, compute_bytes=2 if cfg.dtype == "bf16" else 4)
+    dtype = "bf16" if cfg.dtype == "auto" else cfg.dtype  # auto: what the probe picks on a GPU with bf16
+    base |= dict(micro_batch=cfg.batch_size, compute_bytes=2 if dtype == "bf16" else 4)
     mem = {
         ac: memory_per_rank(mcfg, Layout(**base, recompute="full" if ac else "none", overhead_gib=OVERHEAD_GIB))
         for ac in (False, True)
@@ -80,7 +81,7 @@ def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[st
         "mesh": {"world": world, "dp_replicate": rep, "dp_shard": shard, "tp": tp, "parallel": cfg.parallel},
         "seq_len": cfg.seq_len,
         "micro_batch": cfg.batch_size,
-        "dtype": cfg.dtype,
+        "dtype": dtype,
         "gpu": acc.name,
         "gpu_memory_gib": acc.memory_gib,
         "memory": {"no_checkpointing": mem[False], "checkpointing": mem[True]},

@@ -2,15 +2,14 @@
 (`tensorboard --logdir runs/<name>/tensorboard`), plus the device peak that MFU is measured against.
 
 MFU = achieved FLOP/s ÷ peak FLOP/s, with FLOPs from `ModelConfig.flops_per_token` (6·N + 12·L·H·Dh·T).
-Peaks: dense bf16 tensor-core figures for known GPUs (NVIDIA datasheets, no sparsity); for a CPU, cores × clock ×
-FLOPs per cycle (32 fp32 FLOPs/cycle with AVX2 + 2 FMA units, 64 with AVX-512) read from /proc/cpuinfo and
-sysfs (twice that for bf16 with AVX512-BF16). `--peak-tflops` overrides; the value used is recorded in every metrics line.
+Peaks: dense bf16 tensor-core figures for known GPUs (NVIDIA datasheets, no sparsity); for a CPU, an estimate from
+the probe (`roost.probe.cpu_peak_tflops`: threads × clock × 2 × FMA lanes × FMA units, docs/model.md).
+`--peak-tflops` overrides; the value used is recorded in every metrics line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,9 @@ def device_peak_tflops(device: torch.device, dtype: str = "fp32") -> tuple[float
         if known is not None:
             return known.bf16_tflops, f"{name}: {known.bf16_tflops:g} TFLOP/s dense bf16 (datasheet)"
         return 100.0, f"{name}: unknown, assumed 100 TFLOP/s"
-    flags = ""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
-    ghz = 2.5
-    try:
-        ghz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
-    except (OSError, ValueError):
-        try:
-            mhz = next(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
-            ghz = mhz / 1000
-        except (OSError, StopIteration, ValueError):
-            pass
-    kind = "fp32"
-    if dtype == "bf16" and "avx512_bf16" in flags:  # VDPBF16PS: twice the fp32 FMA rate
-        per_cycle, kind = per_cycle * 2, "bf16"
-    cores = torch.get_num_threads() or os.cpu_count() or 1
-    peak = cores * ghz * per_cycle / 1000
-    return (
-        peak,
-        f"CPU: {cores} threads × {ghz:.2f} GHz × {per_cycle} {kind} FLOP/cycle = {peak:.3f} TFLOP/s (base clock)",
-    )
+    from roost.probe import cpu_peak_tflops
+
+    return cpu_peak_tflops(dtype=dtype)
 
 
 class MetricsLog:

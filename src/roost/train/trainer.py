@@ -27,6 +27,7 @@ from roost.errors import RoostError, UsageError
 from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.convert import load_model_dir, save_model_dir
 from roost.model.llama import Llama
+from roost.probe import Choice, choose, probe
 from roost.train import checkpoint as ckpt
 from roost.train import dcp
 from roost.train.lora import apply_lora, lora_parameters, merge_lora
@@ -65,7 +66,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | muon
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    dtype: str = "auto"  # auto (roost.probe: bf16 only where the hardware runs it natively) | fp32 | bf16 (autocast)
     compile: bool = False
     activation_checkpointing: bool = False
     doc_mask: bool = False  # attention stays inside each packed document
@@ -98,8 +99,8 @@ class TrainConfig:
             raise UsageError(f"train.schedule must be cosine, wsd or constant, got {self.schedule!r}")
         if self.optimizer not in ("adamw", "muon"):
             raise UsageError(f"train.optimizer must be adamw or muon, got {self.optimizer!r}")
-        if self.dtype not in ("fp32", "bf16"):
-            raise UsageError(f"train.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise UsageError(f"train.dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.parallel not in ("fsdp", "ddp"):
             raise UsageError(f"train.parallel must be fsdp or ddp, got {self.parallel!r}")
         if self.hang_timeout < 0:
@@ -125,6 +126,14 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def pick_dtype(device: torch.device, requested: str) -> Choice:
+    """The training dtype for `device`: `requested`, or by the probe's table when it is "auto"."""
+    hw = probe()
+    if device.type != "cuda":
+        hw = dataclasses.replace(hw, cuda_name="", cuda_bf16=False)
+    return choose("train", requested, hw)
 
 
 def _resolve_model_dir(home: Path, init: str) -> Path:
@@ -172,8 +181,11 @@ class Trainer:
                     f"{self.dist.dp_size} data-parallel ranks"
                 )
             cfg = dataclasses.replace(cfg, batch_size=global_batch // self.dist.dp_size)
-        self.cfg = cfg
         self.device = self.dist.device if self.dist.on else _device(cfg.device)
+        self.dtype_choice = pick_dtype(self.device, cfg.dtype)
+        if self.start_ckpt is not None:  # a resumed run keeps the dtype it started with
+            self.dtype_choice = dataclasses.replace(self.dtype_choice, why="kept from the checkpoint", given=True)
+        self.cfg = cfg = dataclasses.replace(cfg, dtype=self.dtype_choice.dtype)  # checkpoints record what ran
         torch.manual_seed(cfg.seed)
         self._pending: dcp.Pending | None = None
         self._build()
