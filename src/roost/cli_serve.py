@@ -147,9 +147,8 @@ def register(app: typer.Typer, state: Any) -> None:
             )
         search = None
         if not no_search and db.is_file():
-            from roost.serve.search_api import SearchService
-
             from roost.probe import choose
+            from roost.serve.search_api import SearchService
 
             emb = choose("embed", st.config.search.embed_dtype).line()
             console.print(f"opening the search index (catching up with the store)… [dim]embeddings: {emb}[/]")
