@@ -18,11 +18,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli_model import import_model, smollm2_gguf
 from roost.data.tokenizer import load
 from roost.infer.engine import Engine
 from roost.infer.sampling import SamplingParams
 from roost.model.convert import load_model_dir
+from roost.model.imports import import_model, smollm2_gguf
 
 PROMPT = "<|im_start|>user\nWrite a short, upbeat post about a rainy Monday morning.<|im_end|>\n<|im_start|>assistant\n"
 

@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = None
         if "decode" in only:
-            from roost.cli_model import import_model
+            from roost.model.imports import import_model
 
             model_dir, _ = import_model(Path(tmp), "smollm2", "smollm2")
         for w, unit, fn in (

@@ -122,5 +122,11 @@ def test_demo_corpus_sample(tmp_path: Path) -> None:
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]  # same seed, same sample
     run_roost("--home", str(tmp_path / "a"), "ingest", str(tmp_path / "a" / "exports"))
     assert 250 <= len(posts(tmp_path / "a" / "corpus.db")) <= 300  # a few near-copies of reposts fold away
+    full = tmp_path / "full"  # a smaller sample written over a bigger one leaves none of the bigger one behind
+    run_roost("--home", str(full), "demo-corpus", *extra)
+    run_roost("--home", str(full), "demo-corpus", "--posts", "300", *extra)
+    assert sorted(p.relative_to(full) for p in (full / "exports").rglob("*.js*")) == [
+        p.relative_to(tmp_path / "a") for p in a
+    ]
     bad = run_roost("--home", str(tmp_path / "c"), "demo-corpus", "--posts", "0", *extra, check=False)
     assert bad.returncode == 2 and "--posts must be >= 1" in bad.stderr

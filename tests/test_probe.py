@@ -67,7 +67,7 @@ def test_avx512_bf16_machine_and_others() -> None:
 
 def test_dtype_flag_overrides_and_bad_values() -> None:
     c = choose("train", "bf16", hw=AVX2_EPYC)
-    assert c.dtype == "bf16" and c.given and "given with --dtype" in c.line()
+    assert c.dtype == "bf16" and c.given and "set by --dtype or roost.toml" in c.line()
     assert choose("decode", "fp32", hw=ZEN5_BF16).dtype == "fp32"
     assert choose("decode", None, hw=AVX2_EPYC).dtype == "bf16"  # None is auto
     with pytest.raises(UsageError, match="--dtype must be auto, fp32 or bf16"):
@@ -85,8 +85,10 @@ def test_peak_flops_from_vector_width_fma_units_and_threads() -> None:
     assert flop_per_cycle(ZEN5_BF16, "bf16")[0] == 128
     assert flop_per_cycle(AVX2_EPYC, "bf16")[0] == 32  # emulated bf16 is no faster than fp32
     assert flop_per_cycle(SAPPHIRE, "bf16")[0] == 1024  # AMX tiles
-    capped = dataclasses.replace(ZEN5_BF16, isa_cap="avx2")  # oneDNN/MKL held to AVX2: 256-bit, no bf16 dot
-    assert flop_per_cycle(capped)[0] == flop_per_cycle(capped, "bf16")[0] == 32
+    capped = dataclasses.replace(ZEN5_BF16, isa_cap="avx2")  # oneDNN held to AVX2: bf16 emulated, fp32 (MKL) not
+    assert flop_per_cycle(capped)[0] == flop_per_cycle(capped, "bf16")[0] == 64
+    amx_capped = dataclasses.replace(SAPPHIRE, isa_cap="avx512_core_bf16")
+    assert classify(amx_capped) == "avx512_bf16" and flop_per_cycle(amx_capped, "bf16")[0] == 128
     peak, note = cpu_peak_tflops(AVX2_EPYC)
     assert peak == pytest.approx(2 * 2.25 * 32 / 1000) and note.startswith("CPU estimate:")
 

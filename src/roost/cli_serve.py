@@ -6,9 +6,7 @@ Registered on the main typer app by `roost.cli`; thin calls into `roost.infer` a
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,62 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.errors import RoostError, UsageError
+from roost.infer.loading import load_engine
 
 console = Console()
 
 
-def load_engine(
-    home: Path,
-    name: str,
-    max_batch: int = 8,
-    max_queue: int = 32,
-    max_seq: int = 2048,
-    dtype: str = "auto",
-    quant: str | None = None,
-    start: bool = True,
-) -> tuple[Any, str, str, Any]:
-    import torch
+def _say(line: str) -> None:
+    from rich.markup import escape
 
-    from roost.cli_model import resolve_model
-    from roost.data import tokenizer as toklib
-    from roost.infer.engine import Engine
-    from roost.model.convert import load_model_dir
-
-    path = resolve_model(home, name)
-    model, meta = load_model_dir(path)
-    tok = toklib.load(path / "tokenizer.json")
-    tc_path = path / "tokenizer_config.json"
-    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
-    eos = {
-        i
-        for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
-        if i is not None
-    }
-    from roost.probe import choose
-
-    choice = choose("decode", dtype)  # UsageError for anything but auto, fp32, bf16
-    Console(stderr=True).print(f"[dim]{path.name}: {choice.line()}[/]", highlight=False)
-    if quant not in (None, "int8"):
-        raise UsageError(f"--quant must be int8 (or left out), got {quant!r}")
-    if torch.cuda.is_available():
-        model.to("cuda")
-        if quant:
-            raise UsageError("--quant int8 is the CPU path; on a GPU serve bf16")
-    engine = Engine(
-        model,
-        tok,
-        eos,
-        max_batch=max_batch,
-        max_seq=max_seq,
-        max_queue=max_queue,
-        dtype=torch.bfloat16 if choice.dtype == "bf16" else None,
-        quant=quant,
-        start=start,
-    )
-    from roost.infer.chat import ChatTemplate
-
-    template = ChatTemplate(tc.get("chat_template"), tc)
-    return engine, path.name, str(meta.get("model_sha256", "unknown")), template
+    Console(stderr=True).print(f"[dim]{escape(line)}[/]", highlight=False)
 
 
 def _print_suggestions(out: dict[str, Any], title: str) -> None:
@@ -133,17 +84,20 @@ def register(app: typer.Typer, state: Any) -> None:
             loopback = host == "localhost"
         if not loopback and not key:
             raise UsageError(f"refusing to bind {host} without an API key: pass --api-key or set ROOST_API_KEY")
+        from roost.probe import choose
+
+        choose("decode", dtype)  # a bad --dtype is refused even when no model uses it
         if max_batch < 1 or max_queue < 0 or not 1 <= port <= 65535:
             raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
         st = state(ctx)
         home = st.ws.root
-        db = home / "corpus.db"
+        db = st.ws.corpus_db
         if model is None and (no_search or not db.is_file()):
             raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
         engine = name = sha = template = None
         if model is not None:
             engine, name, sha, template = load_engine(
-                home, model, max_batch, max_queue, max_seq, dtype, quant, start=False
+                home, model, max_batch, max_queue, max_seq, dtype, quant, start=False, say=_say
             )
         search = None
         if not no_search and db.is_file():
@@ -194,7 +148,15 @@ def register(app: typer.Typer, state: Any) -> None:
                 search.close()
 
     def _suggest(
-        ctx: typer.Context, model: str, system: str, user: str, n: int, max_chars: int, seed: int | None, title: str
+        ctx: typer.Context,
+        model: str,
+        system: str,
+        user: str,
+        n: int,
+        max_chars: int,
+        seed: int | None,
+        title: str,
+        dtype: str = "auto",
     ) -> None:
         from roost.infer.compose import ComposeConfig, suggest
         from roost.infer.guard import LeakGuard
@@ -202,11 +164,11 @@ def register(app: typer.Typer, state: Any) -> None:
         if not 1 <= n <= 8 or max_chars < 20:
             raise UsageError("-n must be in 1..8 and --max-chars >= 20")
         home = state(ctx).ws.root
-        engine, name, sha, template = load_engine(home, model, max_batch=max(n, 1))
+        engine, name, sha, template = load_engine(home, model, max_batch=max(n, 1), dtype=dtype, say=_say)
         from roost.infer.compose import chat_prompt
 
         prompt = chat_prompt(system, user, template)
-        db = home / "corpus.db"
+        db = state(ctx).ws.corpus_db
         guard = LeakGuard(db) if db.is_file() else None
         try:
             out = suggest(
@@ -228,6 +190,7 @@ def register(app: typer.Typer, state: Any) -> None:
         n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
         max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
+        dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
     ) -> None:
         """Suggest N posts on a topic: within the character limit, no near-duplicates, no copies of corpus posts.
 
@@ -244,6 +207,7 @@ def register(app: typer.Typer, state: Any) -> None:
             max_chars,
             seed,
             f"compose: {topic}",
+            dtype,
         )
 
     @app.command()
@@ -254,6 +218,7 @@ def register(app: typer.Typer, state: Any) -> None:
         n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
         max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
+        dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
     ) -> None:
         """Suggest N replies to a post (by id from the store, or its text).
 
@@ -281,4 +246,5 @@ def register(app: typer.Typer, state: Any) -> None:
             max_chars,
             seed,
             f"reply to: {text[:80]}",
+            dtype,
         )

@@ -64,6 +64,9 @@ def register(app: typer.Typer, state: Any) -> None:
             str | None, typer.Option("--resume-from", help="Continue this checkpoint (step_N).")
         ] = None,
         no_export: Annotated[bool, typer.Option("--no-export", help="Do not write models/NAME at the end.")] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="Start over: replace an existing run and models/NAME of this name.")
+        ] = False,
         nproc: Annotated[
             int | None, typer.Option("--nproc", help="Run N processes on this machine (torchrun for you).")
         ] = None,
@@ -100,7 +103,7 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.config import build_section
         from roost.train import launch
         from roost.train.parallel import init_distributed, launched_by_torchrun, shutdown
-        from roost.train.trainer import TrainConfig, Trainer
+        from roost.train.trainer import TrainConfig, Trainer, start_over
 
         st = state(ctx)
         flags = {
@@ -147,10 +150,12 @@ def register(app: typer.Typer, state: Any) -> None:
 
             print_dry_run(st.ws.root, cfg, gpu, world, console)
             return
+        if force and not resume and not resume_from and not launched_by_torchrun():
+            start_over(st.ws.root, cfg.name)  # the folders this run would write, checked as roost's own first
         if nproc is not None and not launched_by_torchrun():
             if nproc < 1:
                 raise UsageError(f"--nproc must be >= 1, got {nproc}")
-            raise typer.Exit(launch.run_local(nproc, max_restarts, st.ws.root / "runs" / cfg.name, console))
+            raise typer.Exit(launch.run_local(nproc, max_restarts, st.ws.run_dir(cfg.name), console))
         if cfg.init:
             cfg = dataclasses.replace(cfg, init=str(resolve_model(st.ws.root, cfg.init)))
         dist = None
@@ -158,7 +163,7 @@ def register(app: typer.Typer, state: Any) -> None:
             dist = init_distributed(
                 cfg.dp_replicate, cfg.dp_shard, cfg.tp, cfg.device, timeout_s=cfg.hang_timeout or 600
             )
-            resume = resume or launch.restarted_with_checkpoint(st.ws.root / "runs" / cfg.name)
+            resume = resume or launch.restarted_with_checkpoint(st.ws.run_dir(cfg.name))
         try:
             trainer = Trainer(st.ws.root, cfg, resume=resume, resume_from=resume_from or "", dist=dist)
             if trainer.dist.main:

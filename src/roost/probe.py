@@ -57,8 +57,7 @@ DEFAULTS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 # oneDNN ISA names (ONEDNN_MAX_CPU_ISA) below which it has no native bf16 path
-_BELOW_AVX512 = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2"}
-_BELOW_BF16 = _BELOW_AVX512 | {"avx512_core", "avx512_core_vnni"}
+_BELOW_BF16 = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def classify(hw: Hardware) -> str:
     native_bf16 = "avx512_bf16" in f or "amx_bf16" in f
     if native_bf16 and hw.isa_cap in _BELOW_BF16:
         return "capped"
-    if "amx_bf16" in f:
+    if "amx_bf16" in f and (not hw.isa_cap or "amx" in hw.isa_cap or hw.isa_cap == "all"):
         return "amx"
     if "avx512_bf16" in f:
         return "avx512_bf16"
@@ -132,7 +131,7 @@ def choose(workload: str, requested: str | None = "auto", hw: Hardware | None = 
     if requested not in (None, "auto"):
         if requested not in DTYPES:
             raise UsageError(f"--dtype must be auto, fp32 or bf16, got {requested!r}")
-        return Choice(requested, "given with --dtype", cls, workload, given=True)
+        return Choice(requested, "set by --dtype or roost.toml", cls, workload, given=True)
     dtype, why = DEFAULTS[(cls, workload)]
     return Choice(dtype, why, cls, workload)
 
@@ -142,19 +141,19 @@ def flop_per_cycle(hw: Hardware, dtype: str = "fp32") -> tuple[int, str]:
     f = hw.flags
     if hw.arch in ("aarch64", "arm64"):
         bits, units = 128, 2  # NEON: 2 × 128-bit FMA pipes on most server cores (4 on Neoverse V1/V2)
-    elif "avx512f" in f and hw.isa_cap not in _BELOW_AVX512:
+    elif "avx512f" in f:  # fp32 GEMMs run in MKL, which ONEDNN_MAX_CPU_ISA does not cap
         # AMD Zen 4 (family 0x19) runs AVX-512 on 256-bit pipes; Zen 5 (0x1a) and Intel server cores on 512-bit ones
         bits = 256 if hw.vendor == "AuthenticAMD" and hw.family < 0x1A else 512
         units = 2
     elif "avx2" in f or "avx" in f:
-        bits, units = 256, 2 if "fma" in f else 1
+        bits, units = (256, 2) if "fma" in f else (128, 2)  # without FMA: a 256-bit mul + add = two 128-bit FMAs
     else:
         bits, units = 128, 1
     per = 2 * (bits // 32) * units
     how = f"2 × {bits // 32} fp32 lanes ({bits}-bit) × {units} FMA units"
     if dtype == "bf16" and hw.isa_cap in _BELOW_BF16:
         return per, how + " (bf16 capped to emulation)"
-    if dtype == "bf16" and "amx_bf16" in f:
+    if dtype == "bf16" and "amx_bf16" in f and (not hw.isa_cap or "amx" in hw.isa_cap or hw.isa_cap == "all"):
         return 1024, "AMX: 1024 bf16 FLOP/cycle per core"
     if dtype == "bf16" and ("avx512_bf16" in f or (hw.arch in ("aarch64", "arm64") and "bf16" in f)):
         return per * 2, how + " × 2 (bf16 dot products)"
@@ -194,7 +193,7 @@ def _ghz(info: dict[str, str]) -> tuple[float, str]:
     except (OSError, ValueError):
         pass
     try:
-        return float(info["cpu MHz"]) / 1000, "current clock"
+        return float(info["cpu MHz"]) / 1000, "current clock; turbo may be higher"
     except (KeyError, ValueError):
         return 2.5, "assumed"
 
@@ -224,7 +223,7 @@ def probe() -> Hardware:
         threads=torch.get_num_threads() or os.cpu_count() or 1,
         ghz=ghz,
         ghz_source=source,
-        isa_cap=os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().lower(),
+        isa_cap=(os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().lower(),
         cuda_name=cuda_name,
         cuda_bf16=cuda_bf16,
     )

@@ -128,10 +128,10 @@ def test_int8_weights_stay_close(model_dir: Path) -> None:
 @pytest.mark.slow
 def test_streamed_emoji_never_split_with_smollm2(tmp_path: Path) -> None:
     """A real model that writes emoji: no streamed piece may hold half a character (U+FFFD)."""
-    from roost.cli_model import import_model
     from roost.data.tokenizer import load
     from roost.infer.engine import Engine
     from roost.model.convert import load_model_dir
+    from roost.model.imports import import_model
 
     d, _ = import_model(tmp_path, "smollm2", "s")
     m, _ = load_model_dir(d)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from roost.cli_model import smollm2_gguf
+from roost.model.imports import smollm2_gguf
 from tests.conftest import run_roost
 
 TEXTS = [

@@ -31,7 +31,7 @@ FERRY = [
 def test_page_search_and_ask(search_home: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from roost.cli_serve import load_engine
+    from roost.infer.loading import load_engine
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian chromium is required (apt-get install chromium); `make test` installs it"

@@ -148,6 +148,14 @@ def write_x_archive(
         for name, text in files.items():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             (dest / name).write_text(text, encoding="utf-8")
+        # an archive written again with fewer parts or no notes must not keep the last write's files
+        for old in [
+            *(dest / "data").glob("tweets-part*.js"),
+            dest / "data/note-tweet.js",
+            dest / "data/deleted-tweets.js",
+        ]:
+            if str(old.relative_to(dest)) not in files:
+                old.unlink(missing_ok=True)
     return dest
 
 

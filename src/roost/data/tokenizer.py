@@ -21,6 +21,7 @@ from roost.config import TokenizerConfig
 from roost.corpus.store import TRAINING_WHERE
 from roost.errors import RoostError, UsageError
 from roost.hashing import sha256_file
+from roost.workspace import is_name, replace_dir, temp_dir_for
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -121,12 +122,11 @@ def train(
     return save(tok, out_dir)
 
 
-def save(tok: Tokenizer, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tokenizer.json"
-    tmp = path.with_suffix(".json.tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)
+def save(tok: Tokenizer, final_dir: Path) -> Path:
+    """Write the HF-loadable tokenizer folder: built in a temp folder beside `final_dir`, then swapped in."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = temp_dir_for(final_dir)
+    tok.save(str(out_dir / "tokenizer.json"))
     special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps(
@@ -145,13 +145,15 @@ def save(tok: Tokenizer, out_dir: Path) -> Path:
     (out_dir / "special_tokens_map.json").write_text(
         json.dumps({**special, "additional_special_tokens": [IM_START, IM_END]}, indent=2)
     )
-    return path
+    replace_dir(out_dir, final_dir)
+    return final_dir / "tokenizer.json"
 
 
 def resolve(tokenizers_dir: Path, name_or_path: str) -> Path:
     """A tokenizer.json from a name under <home>/tokenizers, a directory holding one, or the file itself."""
     p = Path(name_or_path).expanduser()
-    for cand in (tokenizers_dir / name_or_path / "tokenizer.json", p / "tokenizer.json", p):
+    named = [tokenizers_dir / name_or_path / "tokenizer.json"] if is_name(name_or_path) else []
+    for cand in (*named, p / "tokenizer.json", p):
         if cand.is_file():
             return cand.resolve()
     raise UsageError(

@@ -19,6 +19,7 @@ from roost.errors import RoostError
 from roost.hashing import sha256_file
 from roost.model.config import ModelConfig, from_dict
 from roost.model.llama import Llama
+from roost.workspace import replace_dir, temp_dir_for
 
 # -- HF config ---------------------------------------------------------------------------------------------------
 
@@ -321,9 +322,7 @@ def save_weights_dir(
 
     from safetensors.torch import save_file
 
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_dir_for(out)
     if isinstance(tokenizer_json, Path):
         shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
     else:
@@ -381,9 +380,7 @@ def save_weights_dir(
         "params": cfg.num_params(),
     }
     (tmp / "roost.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    replace_dir(tmp, out)
     return meta
 
 

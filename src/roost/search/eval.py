@@ -26,6 +26,7 @@ from typing import Any
 from roost.errors import UsageError
 from roost.search.hybrid import SearchIndex, or_terms
 from roost.search.query import MAX_QUERY_CHARS, Query, parse
+from roost.workspace import Workspace
 
 MEASURES = {"ndcg_cut_10": "nDCG@10", "recall_10": "recall@10", "recall_100": "recall@100", "recip_rank": "MRR"}
 MODES = ("keyword", "semantic", "hybrid")
@@ -60,7 +61,7 @@ def _half(key: str) -> bool:
 
 def known_item_set(home: Path, generate: Callable[[list[str]], list[str]], n: int, min_chars: int = 60) -> EvalSet:
     """n posts spread evenly over the store (English training text of at least min_chars), one query each."""
-    d = home / "index" / "eval" / "known-item"
+    d = Workspace(home).index_dir / "eval" / "known-item"
     if (d / "queries.jsonl").is_file():
         cached = load_beir_queries(d)
         if len(cached.queries) == n:
@@ -143,7 +144,7 @@ def beir_workspace(d: Path, max_docs: int, on_batch: Callable[[int, int], None] 
     cfg = CorpusConfig(max_post_chars=100_000, workers=1)
     ingest(
         [posts],
-        home / "corpus.db",
+        Workspace(home).corpus_db,
         cfg,
         ImportOptions(format="jsonl", mapping=parse_mapping(None), source="beir"),
         False,

@@ -32,6 +32,7 @@ from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
+from roost.workspace import Workspace
 
 _SELECT = "SELECT rowid, id, author, created_at, text, lang, reply_to, mentions FROM posts WHERE repost_of IS NULL"
 
@@ -53,8 +54,8 @@ class Hit:
 
 class SearchIndex:
     def __init__(self, home: Path, embedder: Any | None = None, cfg: SearchConfig | None = None):
-        self.dir = home / "index"
-        self.db = home / "corpus.db"
+        self.dir = Workspace(home).index_dir
+        self.db = Workspace(home).corpus_db
         if not (self.dir / "meta.json").is_file():
             raise RoostError(f"{self.dir}: no search index; run `roost index` first")
         self.meta = json.loads((self.dir / "meta.json").read_text())
@@ -83,15 +84,15 @@ class SearchIndex:
     @staticmethod
     def create(home: Path, vectors: str = "f32") -> None:
         """An empty index (then `catch_up` fills it)."""
-        if not (home / "corpus.db").is_file():
-            raise RoostError(f"{home / 'corpus.db'}: no post store; `roost ingest` exports first")
-        d = home / "index"
+        if not (Workspace(home).corpus_db).is_file():
+            raise RoostError(f"{Workspace(home).corpus_db}: no post store; `roost ingest` exports first")
+        d = Workspace(home).index_dir
         d.mkdir(parents=True, exist_ok=True)
         KeywordIndex(d / "tantivy", create=True)
         for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
-        with sqlite3.connect(f"file:{home / 'corpus.db'}?mode=ro", uri=True) as con:
+        with sqlite3.connect(f"file:{Workspace(home).corpus_db}?mode=ro", uri=True) as con:
             tomb = con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
         meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
         write_json(d / "meta.json", meta)
@@ -107,7 +108,7 @@ class SearchIndex:
         """Index the whole store (`rebuild`) or only what changed since the last run; returns meta.json."""
         cfg = cfg or SearchConfig()
         t0 = time.perf_counter()
-        if rebuild or not (home / "index" / "meta.json").is_file():
+        if rebuild or not (Workspace(home).index_dir / "meta.json").is_file():
             SearchIndex.create(home, cfg.vectors)
         idx = SearchIndex(home, embedder, cfg)
         added, removed = idx.catch_up(on_batch=on_batch, release=True)

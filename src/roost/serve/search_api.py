@@ -40,6 +40,7 @@ from roost.serve.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from roost.workspace import Workspace
 
 
 @dataclass
@@ -51,12 +52,12 @@ class SearchService:
 
     @classmethod
     def open(cls, home: Path, corpus_cfg: CorpusConfig, cfg: SearchConfig) -> SearchService:
-        if not (home / "index" / "meta.json").is_file():
+        if not (Workspace(home).index_dir / "meta.json").is_file():
             SearchIndex.create(home, cfg.vectors)  # an empty index that fills as posts arrive
         index = SearchIndex(home, cfg=cfg)
         index.embedder  # noqa: B018 — load MiniLM now, not on the first request
         index.catch_up()
-        return cls(index, LiveIndexer(index).start(), LiveIngest(home / "corpus.db", corpus_cfg), cfg)
+        return cls(index, LiveIndexer(index).start(), LiveIngest(Workspace(home).corpus_db, corpus_cfg), cfg)
 
     def close(self) -> None:
         self.indexer.stop()

@@ -22,6 +22,7 @@ from roost.model.budget import GIB, OVERHEAD_GIB, USABLE, Layout, memory_per_ran
 from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.llama import Llama
 from roost.train.parallel import check_tp, mesh_shape
+from roost.workspace import Workspace
 
 
 def model_config(home: Path, cfg: Any) -> ModelConfig:
@@ -32,7 +33,7 @@ def model_config(home: Path, cfg: Any) -> ModelConfig:
         path = _resolve_model_dir(home, cfg.init) / "config.json"
         return config_from_hf(json.loads(path.read_text()), str(path))
     vocab: dict[str, int] = {}
-    manifest = home / "shards" / cfg.shards / "manifest.json"
+    manifest = Workspace(home).shard_dir(cfg.shards) / "manifest.json"
     if manifest.is_file():
         vocab = {"vocab_size": int(json.loads(manifest.read_text())["tokenizer"]["vocab_size"])}
     if cfg.depth:

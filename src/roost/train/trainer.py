@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from roost.data.shards import read_manifest
 from roost.errors import RoostError, UsageError
 from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.convert import load_model_dir, save_model_dir
+from roost.model.imports import resolve_model
 from roost.model.llama import Llama
 from roost.probe import Choice, choose, probe
 from roost.train import checkpoint as ckpt
@@ -43,6 +46,7 @@ from roost.train.parallel import (
     parallelize,
     step_stats,
 )
+from roost.workspace import Workspace
 
 
 @dataclass
@@ -119,7 +123,8 @@ class Paths:
 
     @classmethod
     def of(cls, home: Path, cfg: TrainConfig) -> Paths:
-        return cls(home, home / "runs" / cfg.name, home / "shards" / cfg.shards, home / "models", home / "corpus.db")
+        ws = Workspace(home)
+        return cls(home, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ws.corpus_db)
 
 
 def _device(name: str) -> torch.device:
@@ -137,13 +142,39 @@ def pick_dtype(device: torch.device, requested: str) -> Choice:
 
 
 def _resolve_model_dir(home: Path, init: str) -> Path:
-    for cand in (home / "models" / init, Path(init)):
-        if (cand / "config.json").is_file():
-            return cand
-    raise UsageError(f"--init {init}: no model directory there (config.json missing); `roost import` one first")
+    try:
+        return resolve_model(home, init)
+    except UsageError:
+        raise UsageError(
+            f"--init {init}: no model directory there (config.json missing); `roost import` one first"
+        ) from None
+
+
+def check_new_run(home: Path, name: str) -> None:
+    """A new run may not write over an existing run's checkpoints or an existing models/NAME."""
+    ws = Workspace(home)
+    run, model = ws.run_dir(name), ws.model_dir(name)
+    if ckpt.list_checkpoints(run / "checkpoints"):
+        raise UsageError(f"run {name!r} exists ({run}): --resume continues it, --force starts it over")
+    if model.exists():
+        raise UsageError(f"model {name!r} exists ({model}): pass --force to replace it, or pick another --name")
+
+
+def start_over(home: Path, name: str) -> None:
+    """`roost train --force`: remove the run folder and models/NAME that roost wrote (their marker files say so)."""
+    ws = Workspace(home)
+    for path in (ws.run_dir(name), ws.model_dir(name)):
+        ws.claim(path, force=True)  # refuses a folder roost did not write
+        if path.exists():
+            tmp = path.parent / f".{path.name}.old-{os.getpid()}"
+            path.rename(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Trainer:
+    """One training run: builds the model, loader and optimizer from a `TrainConfig`, trains with checkpoints,
+    resumes, and exports `models/NAME`."""
+
     def __init__(
         self,
         home: Path,
@@ -181,6 +212,8 @@ class Trainer:
                     f"{self.dist.dp_size} data-parallel ranks"
                 )
             cfg = dataclasses.replace(cfg, batch_size=global_batch // self.dist.dp_size)
+        else:
+            check_new_run(home, cfg.name)
         self.device = self.dist.device if self.dist.on else _device(cfg.device)
         self.dtype_choice = pick_dtype(self.device, cfg.dtype)
         if self.start_ckpt is not None:  # a resumed run keeps the dtype it started with

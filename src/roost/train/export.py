@@ -1,0 +1,52 @@
+"""`roost export SOURCE OUT [--force]`: a HF Llama directory from `models/NAME` or from a run's newest checkpoint
+(sharded DCP checkpoints are streamed tensor group by tensor group, never whole in memory).
+
+OUT is the operator's path, outside the workspace if they like; an existing OUT is replaced only with `force` and
+only when it is a model directory (config.json), through a temp folder and a rename.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from roost.errors import UsageError
+from roost.model.imports import resolve_model
+from roost.workspace import Workspace, is_name, replace_dir, temp_dir_for
+
+
+def check_out(out: Path, force: bool) -> None:
+    """OUT may be new, an empty folder, or (with force) a model directory; anything else is refused."""
+    if out.is_file() or out.is_symlink():
+        raise UsageError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "config.json").is_file():
+            raise UsageError(f"{out}: a non-empty folder that is not a model directory; roost will not replace it")
+        if not force:
+            raise UsageError(f"{out}: exists; pass --force to replace it")
+
+
+def export(home: Path, source: str, out: Path, force: bool = False) -> dict[str, Any]:
+    from roost.train import checkpoint as ckpt
+    from roost.train import dcp
+
+    check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run = Workspace(home).run_dir(source) if is_name(source) else None
+    found = ckpt.list_checkpoints(run / "checkpoints") if run else []
+    if found and dcp.is_dcp(found[-1]):
+        m = dcp.read_meta(found[-1])
+        prov = {**m["provenance"], "train_config": m["train_config"]}
+        return dcp.export(found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
+    if found:
+        from roost.train.trainer import TrainConfig, Trainer
+
+        return Trainer(home, TrainConfig(name=source), resume=True).export(out)
+    src = resolve_model(home, source)
+    tmp = temp_dir_for(out)
+    shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    replace_dir(tmp, out)
+    return json.loads((out / "roost.json").read_text()) if (out / "roost.json").is_file() else {}
