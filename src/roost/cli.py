@@ -164,38 +164,33 @@ def corpus_stats(ctx: typer.Context) -> None:
 @app.command()
 def forget(
     ctx: typer.Context,
-    author: Annotated[list[str] | None, typer.Option("--author", help="Author handle as stored (repeatable).")] = None,
+    author: Annotated[list[str] | None, typer.Option("--author", help="Author handle, any case (repeatable).")] = None,
     post: Annotated[list[str] | None, typer.Option("--post", help="Post id, e.g. x:1234 (repeatable).")] = None,
 ) -> None:
     """Delete posts or whole authors and tombstone them: re-ingest never brings them back.
 
     Example: [bold]roost forget --author alice --post x:1600000000000000123[/]
     """
-    from roost.corpus.store import Store
+    from roost.erasure import erase
 
     if not author and not post:
         raise UsageError("forget: give --author NAME and/or --post ID")
-    from roost.data.shards import mark_stale
-
-    ws = _state(ctx).ws
-    with Store(ws.corpus_db, readonly=True) as store:
-        n = store.forget(author or [], post or [])
-    console.print(f"forgot {n['posts']:,} post(s); tombstoned {n['authors']} author(s) and {n['post_ids']} post id(s)")
-    stale = mark_stale(ws.shards, n["ids"]) if ws.shards.is_dir() else []
-    if (ws.index_dir / "meta.json").is_file() and n["ids"]:
-        from roost.search.hybrid import SearchIndex
-        from roost.search.keyword import IndexBusy
-
-        try:
-            SearchIndex(ws.root, embedder=False).forget(n["ids"], n["rowids"])
-            console.print(f"removed {len(n['ids'])} post(s) from the search index")
-        except IndexBusy:
-            console.print("a running `roost serve` holds the search index: it drops them within a second")
-    for name in stale:
+    rep = erase(_state(ctx).ws, author or [], post or [])
+    console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
+    if rep.index == "removed" and rep.posts:
+        console.print(f"removed {rep.posts} post(s) from the search index (keyword index rewritten, vectors compacted)")
+    elif rep.index == "server":
+        console.print("a running `roost serve` holds the search index: it erases them from it within a second")
+    if not rep.wal_truncated:
+        console.print("[yellow]a reader kept the WAL from being truncated; the next erasure retries[/]")
+    for name in rep.stale_shards:
         console.print(
             f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
             "rebuild with [bold]roost tokenize --rebuild-stale[/]"
         )
+    for kind, names in (("tokenizers", rep.tokenizers), ("runs", rep.runs), ("models", rep.models)):
+        if names:
+            console.print(f"[yellow]{kind} built from these posts (retrain to be rid of them):[/] {', '.join(names)}")
 
 
 def _progress(show: bool):  # type: ignore[no-untyped-def]

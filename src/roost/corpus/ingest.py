@@ -27,7 +27,7 @@ from roost.corpus.clean import clean_post
 from roost.corpus.dedup import NearDupIndex, signature, text_key
 from roost.corpus.importers import ImportOptions, expand_paths, read_export
 from roost.corpus.pii import scrub
-from roost.corpus.post import BadRecord, Post, RecordError, iso
+from roost.corpus.post import BadRecord, Post, RecordError, author_key, iso
 from roost.corpus.store import Store
 from roost.errors import StrictModeError
 
@@ -125,7 +125,7 @@ class Ingester:
             self.report.read += 1
             if p.visibility not in self.cfg.keep_visibility:
                 self.report.hidden += 1
-            elif p.id in self.dead_posts or p.author in self.dead_authors:
+            elif p.id in self.dead_posts or author_key(p.author) in self.dead_authors:
                 self.report.forgotten += 1
             elif p.id in known or p.id in self.seen:
                 self.report.already += 1
@@ -209,6 +209,7 @@ class LiveIngest:
         self.cfg = cfg = dataclasses.replace(cfg, strict=False)  # good posts of a request are kept
         self.lock = threading.Lock()
         self.ing = Ingester(self.store, cfg, self.store.start_run(["api"]))
+        self.tomb_seen = self.store.tombstone_cursor()
         from datetime import UTC, datetime
 
         # load the language model and scrubbers now, not on the first request
@@ -217,6 +218,7 @@ class LiveIngest:
     def add(self, posts: list[Post], label: str = "request") -> tuple[Report, list[BadRecord]]:
         """Ingest these posts; returns the batch's report and the posts rejected (with field and reason)."""
         with self.lock:
+            self._follow_erasures()
             ing = self.ing
             ing.report, ing.seen = Report(), set()
             ing.dead_posts, ing.dead_authors = self.store.dead([p.id for p in posts], [p.author for p in posts])
@@ -224,6 +226,20 @@ class LiveIngest:
             bad = [BadRecord(label, x.record, x.field, x.message) for x in prepared if isinstance(x, BadRecord)]
             ing.commit(prepared)
             return ing.report, bad
+
+    def _follow_erasures(self) -> None:
+        """After any erasure (this server's or another process's), rebuild the dedup state from the store: it
+        must not hold a forgotten post's hash or signature (a copy would be reported as "duplicate of <forgotten
+        id>") and copies whose original was erased now have a new original among themselves."""
+        cursor = self.store.tombstone_cursor()
+        if cursor != self.tomb_seen:
+            self.ing = Ingester(self.store, self.cfg, self.ing.run_id)
+            self.tomb_seen = cursor
+
+    def forgotten(self) -> None:
+        """Drop erased posts from the dedup state now (called by the erasure cascade of this server)."""
+        with self.lock:
+            self._follow_erasures()
 
     def close(self) -> None:
         with self.lock:

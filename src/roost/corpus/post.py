@@ -11,6 +11,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 VISIBILITIES = ("public", "unlisted", "followers", "direct")
+
+
+def author_key(author: str) -> str:
+    """The one rule for matching authors everywhere (forget, tombstones, search filters): case-insensitive, as X
+    handles and Mastodon accounts are."""
+    return author.casefold()
+
+
 _MONTHS = {
     m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
 }

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from roost.corpus.post import author_key
 from roost.errors import RoostError
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+SCHEMA_VERSION = 2
+# v2: `seq` (the rowid) is AUTOINCREMENT, so a row id is never reused after a delete: followers (the live indexer,
+# the leak guard) read "rows since a cursor" and must never see a new post under an id they have passed.
+POSTS_TABLE = """
 CREATE TABLE IF NOT EXISTS posts (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
     author TEXT NOT NULL,
     created_at TEXT NOT NULL,              -- ISO 8601 UTC, '2018-10-10T20:19:24Z'
     text TEXT NOT NULL,                    -- normalised original
@@ -37,7 +40,14 @@ CREATE TABLE IF NOT EXISTS posts (
     pii_hits INTEGER NOT NULL DEFAULT 0,
     run_id INTEGER
 );
-CREATE INDEX IF NOT EXISTS posts_author ON posts(author);
+"""
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + POSTS_TABLE
+    + """
+CREATE INDEX IF NOT EXISTS posts_author ON posts(author COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS posts_hash ON posts(text_hash);
 CREATE INDEX IF NOT EXISTS posts_created ON posts(created_at);
 CREATE TABLE IF NOT EXISTS signatures (post_id TEXT PRIMARY KEY, sig BLOB NOT NULL);
@@ -48,6 +58,7 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
     paths TEXT NOT NULL, report TEXT);
 """
+)
 COLUMNS = (
     "id",
     "author",
@@ -90,10 +101,44 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise RoostError(f"{path}: not a usable roost corpus database ({e})") from None
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older store up to SCHEMA_VERSION (numbered steps, in one transaction)."""
+        db = self.db
+        has_posts = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='posts'").fetchone()
+        version = 0
+        if has_posts:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise RoostError(f"{self.path}: written by a newer roost (schema {version} > {SCHEMA_VERSION})")
+        if version == 1:
+            with self.transaction():
+                cols = ", ".join(COLUMNS)
+                db.execute("ALTER TABLE posts RENAME TO posts_v1")
+                for idx in ("posts_author", "posts_hash", "posts_created"):
+                    db.execute(f"DROP INDEX IF EXISTS {idx}")
+                db.execute(POSTS_TABLE)
+                db.execute(f"INSERT INTO posts (seq, {cols}) SELECT rowid, {cols} FROM posts_v1 ORDER BY rowid")
+                # rows deleted before v2 may have been the newest a follower saw: start past them with room
+                top = db.execute("SELECT coalesce(max(rowid), 0) FROM posts_v1").fetchone()[0]
+                db.execute("DROP TABLE posts_v1")
+                db.execute("DELETE FROM sqlite_sequence WHERE name = 'posts'")
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('posts', ?)", (top + 1_000_000,))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        if has_posts and "NOCASE" not in self._index_sql("posts_author"):
+            db.execute("DROP INDEX IF EXISTS posts_author")  # the case-sensitive one of schema 1
+        db.executescript(SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _index_sql(self, name: str) -> str:
+        row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone()
+        return row[0] if row and row[0] else ""
 
     def close(self) -> None:
         self.db.close()
@@ -109,12 +154,16 @@ class Store:
         posts: set[str] = set()
         authors: set[str] = set()
         for kind, key in self.db.execute("SELECT kind, key FROM tombstones"):
-            (posts if kind == "post" else authors).add(key)
+            if kind == "post":
+                posts.add(key)
+            else:
+                authors.add(author_key(key))
         return posts, authors
 
     def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
         """The tombstoned ones among these post ids and authors (without reading the whole table)."""
         out: tuple[set[str], set[str]] = (set(), set())
+        authors = [author_key(a) for a in authors]  # author tombstones are kept as author_key()
         for kind, keys, into in (("post", ids, out[0]), ("author", authors, out[1])):
             keys = list(set(keys))
             for i in range(0, len(keys), 900):
@@ -172,8 +221,8 @@ class Store:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY)")
             db.execute("DELETE FROM gone")
             for a in authors:
-                db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author = ?", (a,))
-                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (a, now()))
+                db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author = ? COLLATE NOCASE", (a,))
+                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (author_key(a), now()))
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (p, now()))
@@ -195,6 +244,16 @@ class Store:
             db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
         return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids, "rowids": rowids}
+
+    def checkpoint(self) -> bool:
+        """Move the WAL into the database file and truncate it (after an erasure the deleted text must not linger
+        in corpus.db-wal); False when a reader kept it from finishing (it is retried at the next erasure)."""
+        busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return busy == 0
+
+    def tombstone_cursor(self) -> int:
+        """The newest tombstone's row id: a follower that saw a smaller one has erasures to apply."""
+        return int(self.db.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0])
 
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

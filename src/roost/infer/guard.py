@@ -33,11 +33,18 @@ class LeakGuard:
         self._rowids = np.zeros(0, dtype=np.int64)
         self._offsets = np.zeros(0, dtype=np.int32)
         self.max_rowid = 0
+        self.tomb_seen = -1
         self.refresh()
 
     def refresh(self) -> int:
-        """Index posts added since the last call; returns how many."""
+        """Index posts added since the last call, and drop posts erased since; returns how many were added."""
         with self._lock:
+            tomb = self._con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
+            if tomb != self.tomb_seen:  # an erasure: keep no hash of a forgotten post in memory
+                self._hashes = np.zeros(0, dtype=np.int64)
+                self._rowids = np.zeros(0, dtype=np.int64)
+                self._offsets = np.zeros(0, dtype=np.int32)
+                self.max_rowid, self.tomb_seen = 0, tomb
             rows = self._con.execute(
                 "SELECT rowid, text, text_scrubbed FROM posts WHERE rowid > ?", (self.max_rowid,)
             ).fetchall()

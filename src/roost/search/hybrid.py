@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from roost.config import SearchConfig
+from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
@@ -166,6 +167,12 @@ class SearchIndex:
         rowids = self.keyword.rowids_of(posts, authors)
         self.keyword.delete(posts, authors)
         self.vectors.remove(rowids)
+        if rowids:  # erased for real: no bytes of the posts left in either index's files
+            upto = int(self.meta.get("max_rowid", 0))
+            cur = con.execute(f"{_SELECT} AND rowid <= ? ORDER BY rowid", (upto,))
+            self.keyword.rewrite(iter(lambda: cur.fetchmany(2048), []))
+            self.vectors.compact()
+            self.vectors.save()
         self.meta["tomb_rowid"] = rows[-1][0]
         return len(rowids)
 
@@ -182,6 +189,7 @@ class SearchIndex:
             self.keyword.delete(post_ids)
             self.keyword.commit()
             self.vectors.remove(rowids)
+            self.vectors.compact()
             self.vectors.save()
 
     # -- searching -----------------------------------------------------------------------------------------------------
@@ -263,7 +271,7 @@ class SearchIndex:
         now = time.time()
         for rowid in order[:take]:
             score, row = scores[rowid], found.get(rowid)
-            if row is None or ("post", row[0]) in gone or ("author", row[1]) in gone:
+            if row is None or ("post", row[0]) in gone or ("author", author_key(row[1])) in gone:
                 continue  # forgotten: never returned, whatever the index still holds
             if recency:
                 age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
@@ -281,7 +289,7 @@ class SearchIndex:
                 part = rowids[s : s + 500]
                 sql = f"SELECT rowid, id, author, created_at, text FROM posts WHERE rowid IN ({','.join('?' * len(part))})"
                 found.update({r[0]: r[1:] for r in con.execute(sql, part)})
-            keys = list({k for row in found.values() for k in (row[0], row[1])})
+            keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
             gone: set[tuple[str, str]] = set()
             for s in range(0, len(keys), 500):
                 names = keys[s : s + 500]

@@ -105,6 +105,14 @@ class KeywordIndex:
         for a in authors:
             w.delete_documents_by_term("author", a.lower())
 
+    def rewrite(self, batches: Iterable[list[tuple[Any, ...]]]) -> None:
+        """Replace every document with these rows (committed by the next `commit`): deleted documents otherwise
+        stay in their segment's files until a merge, so an erasure rewrites the index from the store."""
+        w = self.writer()
+        w.delete_all_documents()
+        for rows in batches:
+            self.add(rows)
+
     def rowids_of(self, post_ids: Sequence[str] = (), authors: Sequence[str] = ()) -> list[int]:
         """Rowids of the indexed posts with these ids or by these authors (to remove their vectors too)."""
         s = self.schema
@@ -127,6 +135,7 @@ class KeywordIndex:
         gives the writer lock back so that another process (`roost forget`) can write."""
         if self._writer is not None:
             self._writer.commit()
+            self._writer.garbage_collect_files()  # segments a commit dropped (e.g. after a rewrite) leave the disk
             if release:
                 self._writer.wait_merging_threads()
                 self._writer = None

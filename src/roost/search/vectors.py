@@ -80,6 +80,18 @@ class VectorIndex:
                 gone += 1
             return gone
 
+    def compact(self) -> None:
+        """Rebuild the HNSW graph and the raw arrays from the live vectors only: usearch keeps a removed vector's
+        bytes in its file, so after an erasure the index is rebuilt (O(n log n); erasures are rare)."""
+        with self.lock:
+            live = np.nonzero(self._keys[: self.n] >= 0)[0]
+            keys, vecs = self._keys[live].copy(), self._vecs[live].copy()
+            self.index = Index(ndim=DIM, metric="cos", dtype=self.dtype)
+            if len(keys):
+                self.index.add(keys.astype(np.uint64), vecs)
+            self._keys, self._vecs, self.n = keys, vecs, len(keys)
+            self.slot = {int(k): i for i, k in enumerate(keys.tolist())}
+
     def save(self) -> None:
         with self.lock:
             self.path.mkdir(parents=True, exist_ok=True)

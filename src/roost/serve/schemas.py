@@ -161,7 +161,9 @@ class PostIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=300, description="Unique id; 'api:' is prefixed unless it has a source.")
+    id: str = Field(
+        min_length=1, max_length=300, description="Unique id; stored as 'api:ID' (API posts have their own namespace)."
+    )
     author: str = Field(min_length=1, max_length=300)
     text: str = Field(max_length=20_000)
     created_at: str = Field(min_length=1, max_length=64, description="ISO 8601, e.g. 2024-05-01T12:00:00Z.")

@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 from roost.config import CorpusConfig, SearchConfig
 from roost.corpus.ingest import LiveIngest
 from roost.corpus.post import Post, RecordError, parse_iso_date
+from roost.erasure import ErasureReport, erase
 from roost.errors import RoostError
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import EngineStopped, QueueFull
@@ -49,6 +50,7 @@ class SearchService:
     indexer: LiveIndexer
     ingest: LiveIngest
     cfg: SearchConfig
+    ws: Workspace
 
     @classmethod
     def open(cls, home: Path, corpus_cfg: CorpusConfig, cfg: SearchConfig) -> SearchService:
@@ -57,7 +59,8 @@ class SearchService:
         index = SearchIndex(home, cfg=cfg)
         index.embedder  # noqa: B018 — load MiniLM now, not on the first request
         index.catch_up()
-        return cls(index, LiveIndexer(index).start(), LiveIngest(Workspace(home).corpus_db, corpus_cfg), cfg)
+        ws = Workspace(home)
+        return cls(index, LiveIndexer(index).start(), LiveIngest(ws.corpus_db, corpus_cfg), cfg, ws)
 
     def close(self) -> None:
         self.indexer.stop()
@@ -65,7 +68,9 @@ class SearchService:
 
 
 def _post(p: Any) -> Post:
-    pid = p.id if ":" in p.id else f"api:{p.id}"
+    """API posts live in their own namespace: `id` "123" and "x:123" become "api:123" and "api:x:123", so a client
+    can never claim (and so hide) an importer's id."""
+    pid = p.id if p.id.startswith("api:") else f"api:{p.id}"
     reply = None if p.reply_to is None else p.reply_to if ":" in p.reply_to else f"api:{p.reply_to}"
     return Post(pid, p.author, parse_iso_date(p.created_at, "created_at"), p.text, "api", lang=p.lang, reply_to=reply)
 
@@ -147,13 +152,14 @@ def add_search_routes(
         if not 0 < len(post_id) <= 300:
             raise api_error(400, "post id must be 1..300 characters", param="post_id", code="invalid_value")
 
-        def run() -> dict[str, Any]:
+        def run() -> ErasureReport:  # the one erasure cascade, with this server's store and index
             with svc.ingest.lock:
-                return svc.ingest.store.forget([], [post_id])
+                rep = erase(svc.ws, post_ids=[post_id], store=svc.ingest.store, index=svc.index)
+            svc.ingest.forgotten()  # and this server's dedup state
+            return rep
 
-        out = await asyncio.to_thread(run)
-        await asyncio.to_thread(svc.indexer.flush, 5.0)
-        return {"object": "post.deleted", "id": post_id, "deleted": out["posts"] > 0, "tombstoned": True}
+        rep = await asyncio.to_thread(run)
+        return {"object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True, **rep.to_json()}
 
     @app.post("/v1/ask", response_model=AskResponse)
     async def ask(req: AskRequest) -> Any:

@@ -1,0 +1,118 @@
+"""The one erasure cascade: `roost forget --author A --post ID`, `DELETE /v1/posts/{id}` and any later path call
+`erase()`, so a forgotten post is gone the same way whoever asks.
+
+    from roost.erasure import erase
+    report = erase(Workspace.resolve("roost-home"), authors=["alice"], post_ids=["x:123"])
+
+In order: the store deletes and tombstones (SQLite `secure_delete` overwrites the freed pages; the WAL is
+checkpointed and truncated so the text is not left in `corpus.db-wal`); shard sets holding the posts are marked
+stale; the keyword index is rewritten without them and the vector index compacted (the bytes are gone from the
+files, not only hidden) — by this process, or, while a `roost serve` holds the index, by that server's live
+indexer within a second (it follows the tombstones and also drops the posts from its dedup state and leak guard);
+finally the report names the tokenizers, runs and models whose provenance includes the erased posts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.corpus.store import Store
+from roost.workspace import Workspace
+
+
+@dataclass
+class ErasureReport:
+    """What one erasure removed, and what was trained on the removed posts."""
+
+    posts: int = 0
+    ids: list[str] = field(default_factory=list)
+    rowids: list[int] = field(default_factory=list)
+    authors: int = 0
+    post_ids: int = 0
+    wal_truncated: bool = False
+    index: str = "none"  # "removed" | "server" (a running server drops them) | "none" (no index)
+    stale_shards: list[str] = field(default_factory=list)
+    tokenizers: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out.pop("rowids")
+        return out
+
+
+def erase(
+    ws: Workspace,
+    authors: list[str] | None = None,
+    post_ids: list[str] | None = None,
+    store: Store | None = None,
+    index: Any | None = None,
+) -> ErasureReport:
+    """Forget these authors and posts everywhere. `store`/`index`: a running server's own (it holds the index);
+    otherwise they are opened here."""
+    authors, post_ids = list(authors or []), list(post_ids or [])
+    own = store is None
+    st = store or Store(ws.corpus_db, readonly=True)
+    try:
+        n = st.forget(authors, post_ids)
+        truncated = st.checkpoint()
+    finally:
+        if own:
+            st.close()
+    rep = ErasureReport(n["posts"], n["ids"], n["rowids"], n["authors"], n["post_ids"], truncated)
+    if ws.shards.is_dir() and rep.ids:
+        from roost.data.shards import mark_stale
+
+        rep.stale_shards = mark_stale(ws.shards, rep.ids)
+    rep.index = _erase_from_index(ws, rep, index)
+    _trained_on(ws, rep)
+    return rep
+
+
+def _erase_from_index(ws: Workspace, rep: ErasureReport, index: Any | None) -> str:
+    if not (ws.index_dir / "meta.json").is_file():
+        return "none"
+    if index is not None:  # a server's own index: its live indexer applies the tombstones (and compacts) now
+        index.catch_up()
+        return "removed"
+    from roost.search.hybrid import SearchIndex
+    from roost.search.keyword import IndexBusy
+
+    try:
+        idx = SearchIndex(ws.root, embedder=False)
+        idx.catch_up()  # applies the new tombstones: keyword rewrite + vector compaction, saved
+        idx.save()
+        return "removed"
+    except IndexBusy:
+        return "server"
+
+
+def _trained_on(ws: Workspace, rep: ErasureReport) -> None:
+    """Tokenizers, runs and models built from the store or from a stale shard set: their provenance includes
+    the erased posts (a model is not un-trained by deleting its data; it has to be retrained)."""
+    if not rep.posts:
+        return
+    stale = {str(ws.shard_dir(s)) for s in rep.stale_shards}
+    if ws.tokenizers.is_dir():
+        rep.tokenizers = sorted(d.name for d in ws.tokenizers.iterdir() if (d / "tokenizer.json").is_file())
+    if ws.runs.is_dir():
+        for d in sorted(ws.runs.iterdir()):
+            train = _json(d / "config.json").get("train", {})
+            if train.get("sft") or train.get("shards") in rep.stale_shards:
+                rep.runs.append(d.name)
+    if ws.models.is_dir():
+        for d in sorted(ws.models.iterdir()):
+            meta = _json(d / "roost.json")
+            if meta.get("shards") in stale or meta.get("corpus") == str(ws.corpus_db):
+                rep.models.append(d.name)
+
+
+def _json(path: Any) -> dict[str, Any]:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}

@@ -1,0 +1,83 @@
+"""Row ids are never reused (a post stored after the newest was deleted is indexed), an old (v1) store migrates
+in place keeping its ids, and authors match one way everywhere (X handles are case-insensitive)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from roost.corpus.store import Store
+from roost.corpus.writers import Draft, write_x_archive
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TEXTS = [
+    "Morning tram was late again, the whole platform sighed at once",
+    "Fresh bread from the corner bakery is the best part of Saturday",
+    "Watched the storm roll in over the harbour from the lighthouse",
+]
+
+
+def _archive(root: Path, user: str, texts: list[str], first_id: int) -> Path:
+    drafts = [Draft(str(first_id + i), t, T0 + timedelta(minutes=i)) for i, t in enumerate(texts)]
+    return write_x_archive(root / f"{user}-{first_id}", user, "42", drafts)
+
+
+def test_a_post_after_the_deleted_newest_gets_a_new_id_and_is_indexed(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", str(_archive(tmp_path, "alice", TEXTS, 1000)))
+    cli("index")
+    db = cli.home / "corpus.db"
+    top = sqlite3.connect(db).execute("SELECT max(rowid) FROM posts").fetchone()[0]
+    cli("forget", "--post", "x:1002")  # the newest row
+    cli("ingest", str(_archive(tmp_path, "bob", ["Zeppelins over the old harbour at dawn, quiet and huge"], 5000)))
+    new = sqlite3.connect(db).execute("SELECT rowid FROM posts WHERE id = 'x:5000'").fetchone()[0]
+    assert new > top  # never the deleted row's id
+    out = " ".join(cli("index").output.split())  # ingest already caught the index up; nothing left to add
+    assert "the index: 3 posts (+0 -0)" in out
+    hits = cli("search", "zeppelins harbour", "--mode", "keyword", "--json").output
+    assert "x:5000" in hits
+
+
+def test_v1_store_migrates_keeping_ids(tmp_path: Path) -> None:
+    db = tmp_path / "corpus.db"
+    with Store(db) as s:
+        schema = s.db.execute("SELECT sql FROM sqlite_master WHERE name='posts'").fetchone()[0]
+    assert "AUTOINCREMENT" in schema
+    # an old store: posts keyed by id with an implicit rowid, one row deleted at the tail
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    v1 = schema.replace("seq INTEGER PRIMARY KEY AUTOINCREMENT,\n", "").replace("NOT NULL UNIQUE", "PRIMARY KEY")
+    con.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);" + v1 + ";")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    cols = "id, author, created_at, text, text_scrubbed, lang, hashtags, mentions, urls, visibility, source"
+    for i in range(3):
+        con.execute(
+            f"INSERT INTO posts ({cols}) VALUES (?, 'a', 't', 'x', 'x', 'en', '[]', '[]', '[]', 'public', 'x')",
+            (f"x:{i}",),
+        )
+    con.execute("DELETE FROM posts WHERE id = 'x:2'")
+    con.commit()
+    before = con.execute("SELECT rowid, id FROM posts ORDER BY rowid").fetchall()
+    con.close()
+    with Store(old) as s:
+        assert s.db.execute("SELECT seq, id FROM posts ORDER BY seq").fetchall() == before
+        assert s.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        s.db.execute(
+            f"INSERT INTO posts ({cols}) VALUES ('x:9', 'a', 't', 'y', 'y', 'en', '[]', '[]', '[]', 'public', 'x')"
+        )
+        assert s.db.execute("SELECT seq FROM posts WHERE id = 'x:9'").fetchone()[0] > 3
+    with Store(old) as s:  # opening again changes nothing
+        assert s.db.execute("SELECT count(*) FROM posts").fetchone()[0] == 3
+
+
+def test_forget_author_is_case_insensitive_everywhere(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", str(_archive(tmp_path, "TidePool", TEXTS, 1000)))
+    cli("index")
+    out = cli("forget", "--author", "tidepool").output  # X handles are case-insensitive
+    assert "forgot 3 post(s)" in out
+    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+    again = cli(
+        "ingest", str(_archive(tmp_path, "TIDEPOOL", ["A brand new post from the same person, other case"], 7000))
+    )
+    assert "forgotten (not resurrected)" in again.output
+    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
