@@ -133,7 +133,14 @@ def ingest(
     cfg: CorpusConfig = dataclasses.replace(st.config.corpus, **overrides)  # type: ignore[arg-type]
     opts = ImportOptions(format=format, mapping=parse_mapping(map), source=source)
     st.ws.ensure()
-    report = run_ingest(paths, st.ws.corpus_db, cfg, opts, show_progress=not quiet and console.is_terminal)
+    report = run_ingest(
+        paths,
+        st.ws.corpus_db,
+        cfg,
+        opts,
+        show_progress=not quiet and console.is_terminal,
+        on_wait=lambda m: console.print(f"[yellow]{m}[/]"),
+    )
     print_ingest_report(report.to_json(), console)
     if report.stored and (st.ws.index_dir / "meta.json").is_file():
         from roost.search.hybrid import SearchIndex

@@ -59,6 +59,12 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     assert kills >= 2, "the ingest finished before it could be killed; raise N"
     run_roost("--home", str(home), "ingest", "-q", str(archive))
     assert _snapshot(home / "corpus.db") == reference
+    # a killed run is shown as interrupted, not 'running' forever
+    statuses = [r[0] for r in sqlite3.connect(home / "corpus.db").execute("SELECT status FROM ingest_runs")]
+    # (a kill that lands after a run recorded itself 'done' leaves it 'done')
+    assert 1 <= statuses.count("interrupted") <= kills and set(statuses) <= {"done", "interrupted"}, statuses
+    shown = " ".join(run_roost("--home", str(home), "corpus", "stats").stdout.split())
+    assert f"{statuses.count('interrupted')} interrupted" in shown
     # no worker outlived its killed parent
     left = subprocess.run(["pgrep", "-f", f"--home {home}"], capture_output=True, text=True).stdout.split()
     assert not left

@@ -64,6 +64,15 @@ def _check_field(value: str | None, name: str) -> None:
         raise RecordError(name, "invalid UTF-8 or NUL bytes")
 
 
+def check_keys(post: Post) -> None:
+    """The fields the store is asked about before cleaning (id, author): valid Unicode, or RecordError."""
+    for name in ("id", "author"):
+        value = getattr(post, name)
+        if not isinstance(value, str):
+            raise RecordError(name, f"must be a string, got {type(value).__name__}")
+        _check_field(value, name)
+
+
 def clean_post(post: Post, max_chars: int) -> Post:
     """Normalise a post in place and fill entity fields from the text when the source gave none."""
     post.text = normalise(check_text(post.text, max_chars))

@@ -7,13 +7,15 @@ deterministic and a re-run after a kill reaches the same store as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import multiprocessing as mp
 import os
 import signal
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
 from roost.corpus import lang as langid
-from roost.corpus.clean import clean_post
+from roost.corpus.clean import check_keys, clean_post
 from roost.corpus.dedup import NearDupIndex, signature, text_key
 from roost.corpus.importers import ImportOptions, expand_paths, read_export
 from roost.corpus.pii import scrub
 from roost.corpus.post import BadRecord, Post, RecordError, author_key, iso
 from roost.corpus.store import Store
-from roost.errors import StrictModeError
+from roost.errors import RoostError, StrictModeError
 
 MAX_EXAMPLES = 20
 
@@ -116,9 +118,25 @@ class Ingester:
             if len(sig) == cfg.num_perm:
                 self.near.add(pid, sig)
         self.seen: set[str] = set()
+        self.seq = store.max_seq()
+
+    def follow(self) -> None:
+        """Take in the originals other writers (a server, another ingest) stored since: a copy of one of them is
+        then a duplicate here too, whichever process stored the original."""
+        top = self.store.max_seq()
+        if top == self.seq:
+            return
+        hashes, sigs = self.store.dedup_state_since(self.seq, self.run_id)
+        for key, pid in hashes:
+            self.originals.setdefault(key, pid)
+        for pid, sig in sigs:
+            if len(sig) == self.cfg.num_perm:
+                self.near.add(pid, sig)
+        self.seq = top
 
     def admit(self, batch: list[Post]) -> list[Post]:
         """Drop what must not or need not be processed: hidden, forgotten, already stored, repeated in input."""
+        self.follow()
         known = self.store.existing([p.id for p in batch])
         out = []
         for p in batch:
@@ -247,6 +265,32 @@ class LiveIngest:
             self.store.close()
 
 
+def guarded(records: Iterable[Post | BadRecord], label: str) -> Iterator[Post | BadRecord]:
+    """Records of one export, never an exception: a record whose id/author is not valid Unicode becomes a
+    BadRecord, and an importer that fails mid-file ends that file with a BadRecord naming where and why (what it
+    yielded before is kept, and later exports are read)."""
+    it = iter(records)
+    n = 0
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except (KeyboardInterrupt, RoostError):  # the whole file is not of its format: a clear error, exit 2
+            raise
+        except Exception as e:  # noqa: BLE001 — one file's failure must not lose the others
+            yield BadRecord(label, f"after record {n}", None, f"cannot read further: {type(e).__name__}: {e}")
+            return
+        n += 1
+        if isinstance(rec, Post):
+            try:
+                check_keys(rec)
+            except RecordError as e:
+                rid = rec.id.encode("utf-8", "backslashreplace").decode() if isinstance(rec.id, str) else "?"
+                rec = BadRecord(label, f"#{n} (id {rid})", e.field, e.message)
+        yield rec
+
+
 def _batches(records: Iterable[Post | BadRecord], size: int, report: Report, strict: bool) -> Iterator[list[Post]]:
     batch: list[Post] = []
     for rec in records:
@@ -294,15 +338,38 @@ def validate(exports: list[tuple[Path, str]], cfg: CorpusConfig, opts: ImportOpt
                 ) from None
 
 
+@contextlib.contextmanager
+def ingest_lock(db_path: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One `roost ingest` at a time per store (an OS file lock, released when the process dies, even by SIGKILL):
+    a second one waits, saying so, and then sees every post the first stored (exact and near copies included)."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.with_name(db_path.name + ".ingest-lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait(f"another `roost ingest` is writing to {db_path}; waiting for it to finish…")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ingest(
-    paths: list[Path], db_path: Path, cfg: CorpusConfig, opts: ImportOptions | None = None, show_progress: bool = True
+    paths: list[Path],
+    db_path: Path,
+    cfg: CorpusConfig,
+    opts: ImportOptions | None = None,
+    show_progress: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Report:
     opts = opts or ImportOptions()
     opts.include_deleted = opts.include_deleted or cfg.include_deleted
     exports = expand_paths(paths, opts.format)
     if cfg.strict:
         validate(exports, cfg, opts)
-    with Store(db_path) as store:
+    with ingest_lock(db_path, on_wait), Store(db_path) as store:
         run_id = store.start_run(str(p) for p, _ in exports)
         ing = Ingester(store, cfg, run_id)
         workers = cfg.workers or (os.cpu_count() or 1)
@@ -319,7 +386,7 @@ def ingest(
             ) as progress:
                 for path, fmt in exports:
                     task = progress.add_task(f"{fmt} {path.name}", total=None, n=0)
-                    records = read_export(path, fmt, opts)
+                    records = guarded(read_export(path, fmt, opts), str(path))
                     for prepared in _run(
                         pool, workers, cfg, ing, _batches(records, cfg.batch_size, ing.report, cfg.strict)
                     ):

@@ -8,6 +8,7 @@ Tombstoned ids and authors are never inserted again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS tombstones (
     PRIMARY KEY (kind, key));
 CREATE TABLE IF NOT EXISTS ingest_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
-    paths TEXT NOT NULL, report TEXT);
+    paths TEXT NOT NULL, report TEXT, pid INTEGER);
 """
 )
 COLUMNS = (
@@ -131,6 +132,9 @@ class Store:
                 db.execute("DELETE FROM sqlite_sequence WHERE name = 'posts'")
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('posts', ?)", (top + 1_000_000,))
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        runs_cols = [r[1] for r in db.execute("PRAGMA table_info(ingest_runs)")]
+        if runs_cols and "pid" not in runs_cols:
+            db.execute("ALTER TABLE ingest_runs ADD COLUMN pid INTEGER")
         if has_posts and "NOCASE" not in self._index_sql("posts_author"):
             db.execute("DROP INDEX IF EXISTS posts_author")  # the case-sensitive one of schema 1
         db.executescript(SCHEMA)
@@ -201,11 +205,46 @@ class Store:
         return _Tx(self.db)
 
     def start_run(self, paths: Iterable[str]) -> int:
+        self.reap_runs()
         cur = self.db.execute(
-            "INSERT INTO ingest_runs (started_at, status, paths) VALUES (?, 'running', ?)",
-            (now(), json.dumps(list(paths))),
+            "INSERT INTO ingest_runs (started_at, status, paths, pid) VALUES (?, 'running', ?, ?)",
+            (now(), json.dumps(list(paths)), os.getpid()),
         )
         return int(cur.lastrowid or 0)
+
+    def reap_runs(self) -> int:
+        """Mark runs still 'running' whose process is gone (killed) as 'interrupted'; returns how many."""
+        dead = []
+        for rid, pid in self.db.execute("SELECT id, pid FROM ingest_runs WHERE status = 'running'").fetchall():
+            try:
+                alive = pid is not None and pid != os.getpid() and (os.kill(pid, 0) or True)
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive and pid != os.getpid():
+                dead.append(rid)
+        for rid in dead:
+            self.db.execute("UPDATE ingest_runs SET status='interrupted', finished_at=? WHERE id=?", (now(), rid))
+        return len(dead)
+
+    def max_seq(self) -> int:
+        """The newest post's row id (the cursor followers and concurrent writers read from)."""
+        return int(self.db.execute("SELECT coalesce(max(seq), 0) FROM posts").fetchone()[0])
+
+    def dedup_state_since(self, seq: int, run_id: int) -> tuple[list[tuple[bytes, str]], list[tuple[str, np.ndarray]]]:
+        """Exact-copy keys and MinHash signatures of originals other writers stored after `seq`."""
+        hashes = self.db.execute(
+            "SELECT text_hash, id FROM posts WHERE seq > ? AND text_hash IS NOT NULL AND dup_of IS NULL "
+            "AND coalesce(run_id, -1) != ?",
+            (seq, run_id),
+        ).fetchall()
+        sigs = self.db.execute(
+            "SELECT s.post_id, s.sig FROM signatures s JOIN posts p ON p.id = s.post_id "
+            "WHERE p.seq > ? AND coalesce(p.run_id, -1) != ?",
+            (seq, run_id),
+        ).fetchall()
+        return hashes, [(pid, np.frombuffer(b, dtype=np.uint32)) for pid, b in sigs]
 
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
         self.db.execute(
@@ -257,6 +296,7 @@ class Store:
 
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        self.reap_runs()
         db = self.db
         one = lambda q: db.execute(q).fetchone()[0]  # noqa: E731
         runs = db.execute("SELECT status, report FROM ingest_runs").fetchall()

@@ -122,6 +122,13 @@ def iter_json_array(fp: IO[bytes], filename: str, key: str | None = None) -> Ite
             continue
         try:
             value, end = _DECODER.raw_decode(buf.text, buf.pos)
+        except RecursionError:
+            yield BadRecord(filename, f"#{index}", None, "record nested too deeply (over ~1000 levels)")
+            last_err = None
+            index += 1
+            if not _resync(buf):
+                return
+            continue
         except json.JSONDecodeError as e:
             err = (e.pos - buf.pos, e.msg)
             # More data may complete the record: retry after each chunk until the error stops moving.
@@ -179,7 +186,11 @@ def iter_jsonl(fp: IO[bytes], filename: str) -> Iterator[Item | BadRecord]:
     for lineno, raw in enumerate(fp, 1):
         if lineno == 1:
             raw = raw.removeprefix(codecs.BOM_UTF8)
-        line = raw.decode("utf-8", errors="surrogateescape").strip()
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            yield BadRecord(filename, f"line {lineno}", None, f"not valid UTF-8 (byte {e.start + 1} of the line)")
+            continue
         if not line:
             continue
         if len(line) > MAX_RECORD_CHARS:
@@ -191,5 +202,8 @@ def iter_jsonl(fp: IO[bytes], filename: str) -> Iterator[Item | BadRecord]:
                 raise json.JSONDecodeError("extra data after the value", line, end)
         except json.JSONDecodeError as e:
             yield BadRecord(filename, f"line {lineno}", None, f"invalid JSON: {e.msg} (column {e.pos + 1})")
+            continue
+        except RecursionError:
+            yield BadRecord(filename, f"line {lineno}", None, "record nested too deeply (over ~1000 levels)")
             continue
         yield Item(lineno, value, f"line {lineno}")

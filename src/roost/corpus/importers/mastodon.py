@@ -153,12 +153,18 @@ def find_outbox(path: Path) -> tuple[IO[bytes], str, Any]:
         return fp, str(p), fp
     if tarfile.is_tarfile(path):
         tar = tarfile.open(path)
-        member = next((m for m in tar.getmembers() if m.name.rsplit("/", 1)[-1] == "outbox.json"), None)
+        named = [m for m in tar.getmembers() if m.name.rsplit("/", 1)[-1] == "outbox.json"]
+        member = next((m for m in named if m.isfile()), None)
         if member is None:
             tar.close()
+            if named:  # a symlink, hard link, device or folder: never followed
+                kind = "symlink" if named[0].issym() else "hard link" if named[0].islnk() else "not a regular file"
+                raise RecordError(None, f"outbox.json in this archive is a {kind}; only a regular file is read")
             raise RecordError(None, "no outbox.json in this archive")
         stream = tar.extractfile(member)
-        assert stream is not None
+        if stream is None:
+            tar.close()
+            raise RecordError(None, "outbox.json in this archive cannot be read as a file")
         return stream, f"{path}!{member.name}", tar
     fp = open(path, "rb")
     return fp, str(path), fp
@@ -169,6 +175,9 @@ def read_mastodon(path: Path) -> Iterator[Post | BadRecord]:
         fp, label, closer = find_outbox(path)
     except RecordError as e:
         yield BadRecord(str(path), "outbox.json", None, e.message)
+        return
+    except (OSError, tarfile.TarError) as e:
+        yield BadRecord(str(path), "outbox.json", None, f"unreadable archive: {e}")
         return
     with closer:
         for item in iter_json_array(fp, label, key="orderedItems"):
