@@ -101,9 +101,13 @@ def register(app: typer.Typer, state: Any) -> None:
             ),
         ],
         mode: Annotated[str | None, typer.Option("--mode", help="keyword, semantic or hybrid (default).")] = None,
-        k: Annotated[int, typer.Option("-k", help="Results.")] = 10,
-        recency: Annotated[float, typer.Option("--recency", help="Boost for recent posts (0 = off).")] = 0.0,
-        expand: Annotated[bool, typer.Option("--expand", help="LLM query expansion (needs -m).")] = False,
+        k: Annotated[int | None, typer.Option("-k", help="Results (default [search] k, 10).")] = None,
+        recency: Annotated[
+            float | None, typer.Option("--recency", help="Boost for recent posts (default [search] recency, 0).")
+        ] = None,
+        expand: Annotated[
+            bool | None, typer.Option("--expand/--no-expand", help="LLM query expansion (needs -m).")
+        ] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Model for --expand.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
     ) -> None:
@@ -114,9 +118,13 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.search.hybrid import SearchIndex
         from roost.search.query import parse
 
+        st = state(ctx)
+        cfg = st.config.search  # roost.toml's [search] unless a flag says otherwise
+        k = cfg.k if k is None else k
+        recency = cfg.recency if recency is None else recency
+        expand = cfg.expand if expand is None else expand
         if not 1 <= k <= 1000 or recency < 0:
             raise UsageError("-k must be in 1..1000 and --recency >= 0")
-        st = state(ctx)
         q = parse(query)
         terms: list[str] = []
         if expand:

@@ -134,3 +134,14 @@ def test_search_index_is_a_backend(idx: SearchIndex) -> None:
     from roost.search.backend import SearchBackend
 
     assert isinstance(idx, SearchBackend)
+
+
+def test_search_settings_in_roost_toml_are_honoured(search_home: Path, tmp_path: Path) -> None:
+    """`[search] k` and `mode` in roost.toml hold unless a flag overrides them (CLI defaults do not win)."""
+    from tests.search.conftest import copy_home
+
+    home = copy_home(search_home, tmp_path / "h")
+    (home / "roost.toml").write_text('[search]\nk = 3\nmode = "keyword"\n')
+    out = run_roost("--home", str(home), "search", "rain", "--json").stdout
+    assert out.count('"id"') == 3 and out.count('"semantic_rank": null') == 3  # k and mode from roost.toml
+    assert run_roost("--home", str(home), "search", "rain", "--json", "-k", "5").stdout.count('"id"') == 5
