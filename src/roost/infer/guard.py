@@ -38,6 +38,7 @@ class LeakGuard:
 
     def refresh(self) -> int:
         """Index posts added since the last call, and drop posts erased since; returns how many were added."""
+        before = self.max_rowid
         with self._lock:
             tomb = self._con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
             if tomb != self.tomb_seen:  # an erasure: keep no hash of a forgotten post in memory
@@ -65,7 +66,7 @@ class LeakGuard:
         self._rowids = np.concatenate([self._rowids, np.array(rs, dtype=np.int64)])[order]
         self._offsets = np.concatenate([self._offsets, np.array(offs, dtype=np.int32)])[order]
         self.max_rowid = max(r[0] for r in rows)
-        return len(rows)
+        return sum(1 for r in rows if r[0] > before)
 
     def check(self, candidate: str) -> str | None:
         """The id of a post the candidate copies >= min_chars characters from, else None."""
