@@ -224,19 +224,17 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost reply x:1500000000000000042 -m smollm2-replies[/]
         """
-        import sqlite3
-
+        from roost.corpus.reader import StoreReader
         from roost.infer.compose import REPLY_SYSTEM
 
         text = post
         db = state(ctx).ws.corpus_db
         if ":" in post and " " not in post and db.is_file():
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            row = con.execute("SELECT text FROM posts WHERE id = ?", (post,)).fetchone()
-            con.close()
-            if row is None:
+            with StoreReader(db) as store:
+                found = store.post_text(post)
+            if found is None:
                 raise RoostError(f"no post {post!r} in {db}")
-            text = row[0]
+            text = found
         _suggest(
             ctx,
             model,

@@ -20,7 +20,6 @@ import json
 import os
 import queue
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from roost.config import ShardConfig
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.reader import StoreReader
 from roost.data import tokenizer as toklib
 from roost.errors import RoostError
 
@@ -116,25 +115,9 @@ class _SplitWriter:
 def _read_batches(
     db: Path, batch: int, stop: threading.Event, meta: dict[str, Any]
 ) -> Iterator[list[tuple[str, str, str]]]:
-    """Training rows (id, author, scrubbed text) in rowid order inside one read transaction; fills `meta` first."""
-    if not db.is_file():
-        raise RoostError(f"{db}: no post store here; run `roost ingest EXPORTS` first")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-    try:
-        con.execute("BEGIN")  # one snapshot for the count, the tombstones and every row
-        meta["posts"] = con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0]
-        meta["max_rowid"] = con.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
-        gone_posts = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'post'")}
-        gone_authors = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'author'")}
-        meta["tombstones"] = len(gone_posts) + len(gone_authors)
-        meta["snapshot_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cur = con.execute(f"SELECT id, author, text_scrubbed FROM posts WHERE {TRAINING_WHERE} ORDER BY rowid")
-        while not stop.is_set() and (rows := cur.fetchmany(batch)):
-            # Forgotten rows are deleted; the tombstone check is the second lock on the door.
-            yield [r for r in rows if r[0] not in gone_posts and r[1] not in gone_authors]
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    """Training rows (id, author, scrubbed text) in store order inside one read snapshot; fills `meta` first."""
+    with StoreReader(db) as store:
+        yield from store.training_snapshot(batch, meta, stop)
 
 
 def _prefetched(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:

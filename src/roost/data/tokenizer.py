@@ -9,7 +9,6 @@ The directory loads in `transformers` as it is (`AutoTokenizer.from_pretrained(d
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from roost.config import TokenizerConfig
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.reader import StoreReader
 from roost.errors import RoostError, UsageError
 from roost.hashing import sha256_file
 from roost.workspace import is_name, replace_dir, temp_dir_for
@@ -60,35 +59,15 @@ def build_empty() -> Tokenizer:
     return tok
 
 
-def _open_db(db: Path) -> sqlite3.Connection:
-    if not db.is_file():
-        raise RoostError(f"{db}: no post store here; run `roost ingest EXPORTS` first")
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
-
-
 def iter_texts(db: Path, limit: int = 0, batch: int = 1_000) -> Iterator[list[str]]:
-    """Batches of training text (scrubbed, one copy of each, no reposts); `limit` > 0 samples evenly by rowid."""
-    con = _open_db(db)
-    try:
-        n = con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0]
-        step = max(1, -(-n // limit)) if limit else 1
-        cur = con.execute(f"SELECT text_scrubbed FROM posts WHERE {TRAINING_WHERE} ORDER BY rowid")
-        i = 0
-        while rows := cur.fetchmany(batch * step):
-            texts = [r[0] for j, r in enumerate(rows, i) if j % step == 0]
-            i += len(rows)
-            if texts:
-                yield texts
-    finally:
-        con.close()
+    """Batches of training text (scrubbed, one copy of each, no reposts); `limit` > 0 samples evenly."""
+    with StoreReader(db) as store:
+        yield from store.training_texts(limit, batch)
 
 
 def count_posts(db: Path) -> int:
-    con = _open_db(db)
-    try:
-        return int(con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0])
-    finally:
-        con.close()
+    with StoreReader(db) as store:
+        return store.count_training()
 
 
 def train(
@@ -191,17 +170,9 @@ def report(db: Path, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
     """Tokens per post, bytes per token and vocabulary coverage, overall and per language, on a store sample."""
     tok = load(tok_path)
     partial = _partial_byte_ids(tok)
-    con = _open_db(db)
-    try:
-        n = con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0]
-        step = max(1, -(-n // n_posts))
-        rows = con.execute(
-            f"SELECT lang, text_scrubbed FROM (SELECT rowid r, lang, text_scrubbed FROM posts WHERE {TRAINING_WHERE}) "
-            "WHERE r % ? = 0",
-            (step,),
-        ).fetchall()
-    finally:
-        con.close()
+    with StoreReader(db) as store:
+        n = store.count_training()
+        rows = store.training_sample_by_lang(n_posts)
     if not rows:
         raise RoostError(f"{db}: the store has no training posts to measure the tokenizer on")
     encs = tok.encode_batch_fast([t for _, t in rows], add_special_tokens=False)

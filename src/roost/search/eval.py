@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.corpus.reader import StoreReader
 from roost.errors import UsageError
 from roost.search.hybrid import SearchIndex, or_terms
 from roost.search.query import MAX_QUERY_CHARS, Query, parse
@@ -66,15 +66,8 @@ def known_item_set(home: Path, generate: Callable[[list[str]], list[str]], n: in
         cached = load_beir_queries(d)
         if len(cached.queries) == n:
             return cached
-    con = sqlite3.connect(f"file:{home / 'corpus.db'}?mode=ro", uri=True)
-    try:
-        rows = con.execute(
-            "SELECT id, text FROM posts WHERE dup_of IS NULL AND near_dup_of IS NULL AND repost_of IS NULL "
-            "AND lang = 'en' AND length(text) >= ? ORDER BY rowid",
-            (min_chars,),
-        ).fetchall()
-    finally:
-        con.close()
+    with StoreReader(Workspace(home).corpus_db) as store:
+        rows = store.posts_in("en", min_chars)
     if len(rows) < n:
         raise UsageError(
             f"only {len(rows)} English posts of {min_chars}+ characters in the store; use --queries {len(rows)}"

@@ -362,15 +362,12 @@ def add_generation_routes(
         )
 
     def lookup_post(post_id: str) -> str:
-        import sqlite3
+        from roost.corpus.reader import StoreReader
 
         if store_db is None or not store_db.is_file():
             raise ApiError(400, "this server has no post store; send text instead of post_id", param="post_id")
-        con = sqlite3.connect(f"file:{store_db}?mode=ro", uri=True)
-        try:
-            row = con.execute("SELECT text FROM posts WHERE id = ?", (post_id,)).fetchone()
-        finally:
-            con.close()
-        if row is None:
+        with StoreReader(store_db) as store:
+            text = store.post_text(post_id)
+        if text is None:
             raise ApiError(404, f"no post {post_id!r} in the store", param="post_id", code="post_not_found")
-        return str(row[0])
+        return text

@@ -9,7 +9,6 @@ are gone from the store and never paired.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.reader import StoreReader
 from roost.data import tokenizer as toklib
 from roost.data.loader import FeistelPermutation
 from roost.errors import RoostError
@@ -28,16 +27,8 @@ ANSWER = "{reply}<|im_end|>\n"
 
 def reply_pairs(db: Path) -> list[tuple[str, str, str]]:
     """(reply id, parent text, reply text) for every reply whose parent is in the store."""
-    if not db.is_file():
-        raise RoostError(f"{db}: no post store; `roost ingest` exports first")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    where = " AND ".join(f"c.{w.strip()}" for w in TRAINING_WHERE.split(" AND "))
-    rows = con.execute(
-        f"SELECT c.id, p.text_scrubbed, c.text_scrubbed FROM posts c JOIN posts p ON c.reply_to = p.id "
-        f"WHERE {where} ORDER BY c.rowid"
-    ).fetchall()
-    con.close()
-    return rows
+    with StoreReader(db) as store:
+        return store.reply_pairs()
 
 
 class SFTLoader:
