@@ -7,6 +7,7 @@ schema stays private to `corpus/`, and a PostgreSQL store implements the same ca
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ from roost.corpus.post import author_key
 from roost.corpus.store import TRAINING_WHERE
 from roost.errors import RoostError
 
+SEARCHABLE = "repost_of IS NULL"
+SEARCH_COLUMNS = "seq, id, author, created_at, text, lang, reply_to, mentions"
+
 
 class StoreReader:
     """A read-only connection to the post store (SQLite, `mode=ro`)."""
@@ -26,7 +30,8 @@ class StoreReader:
         if not db.is_file():
             raise RoostError(f"{db}: no post store here; run `roost ingest EXPORTS` first")
         self.db = db
-        self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+        # autocommit; `snapshot()` opens a read transaction so that several calls see one state of the store
+        self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
 
     def close(self) -> None:
         self.con.close()
@@ -37,6 +42,68 @@ class StoreReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreReader]:
+        """Every call inside reads the same state (a post stored meanwhile is seen by the next snapshot)."""
+        self.con.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.con.execute("COMMIT")
+
+    # -- followers: rows and tombstones since a cursor (row ids are never reused) -----------------------------------
+    def max_seq(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(seq), 0) FROM posts").fetchone()[0])
+
+    def tombstone_cursor(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0])
+
+    def tombstones_since(self, cursor: int) -> list[tuple[int, str, str]]:
+        """(cursor, kind, key) of every tombstone after `cursor`; kind is 'post' or 'author'."""
+        return self.con.execute(
+            "SELECT rowid, kind, key FROM tombstones WHERE rowid > ? ORDER BY rowid", (cursor,)
+        ).fetchall()
+
+    def count_searchable_since(self, seq: int) -> int:
+        return int(self.con.execute(f"SELECT count(*) FROM posts WHERE seq > ? AND {SEARCHABLE}", (seq,)).fetchone()[0])
+
+    def searchable_rows(self, after: int = 0, upto: int | None = None, batch: int = 2048) -> Iterator[list[tuple]]:
+        """Batches of (seq, id, author, created_at, text, lang, reply_to, mentions) of searchable posts (not
+        reposts) with after < seq <= upto, in seq order."""
+        cur = self.con.execute(
+            f"SELECT {SEARCH_COLUMNS} FROM posts WHERE {SEARCHABLE} AND seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto if upto is not None else 2**62),
+        )
+        while rows := cur.fetchmany(batch):
+            yield rows
+
+    def posts_by_seq(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """seq → (id, author, created_at, text) for those still in the store."""
+        out: dict[int, tuple[str, str, str, str]] = {}
+        for s in range(0, len(seqs), 500):
+            part = seqs[s : s + 500]
+            sql = f"SELECT seq, id, author, created_at, text FROM posts WHERE seq IN ({','.join('?' * len(part))})"
+            out.update({r[0]: r[1:] for r in self.con.execute(sql, part)})
+        return out
+
+    def tombstoned(self, keys: list[str]) -> set[tuple[str, str]]:
+        """(kind, key) of the tombstones among these post ids and author keys."""
+        gone: set[tuple[str, str]] = set()
+        for s in range(0, len(keys), 500):
+            names = keys[s : s + 500]
+            sql = f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(names))})"
+            gone.update(self.con.execute(sql, names).fetchall())
+        return gone
+
+    def texts_since(self, seq: int) -> list[tuple[int, str, str]]:
+        """(seq, text, scrubbed text) of every post after `seq` (the leak guard's follow)."""
+        return self.con.execute("SELECT seq, text, text_scrubbed FROM posts WHERE seq > ?", (seq,)).fetchall()
+
+    def post_by_seq(self, seq: int) -> tuple[str, str, str] | None:
+        """(id, text, scrubbed text), or None when the post was forgotten."""
+        return self.con.execute("SELECT id, text, text_scrubbed FROM posts WHERE seq = ?", (seq,)).fetchone()
+
+    # -- training -----------------------------------------------------------------------------------------------------
     def count_training(self) -> int:
         """Posts that are training text: one copy of each text, no reposts, nothing forgotten."""
         return int(self.con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0])

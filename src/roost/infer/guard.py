@@ -9,11 +9,12 @@ Forgotten posts are deleted from the store, so they can never be confirmed; `ref
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from roost.corpus.reader import StoreReader
 
 ANCHOR = 25
 
@@ -27,7 +28,7 @@ class LeakGuard:
         if min_chars < 2 * ANCHOR:
             raise ValueError(f"min_chars must be >= {2 * ANCHOR}")
         self.db, self.min_chars = db, min_chars
-        self._con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+        self._store = StoreReader(db)
         self._lock = threading.Lock()
         self._hashes = np.zeros(0, dtype=np.int64)
         self._rowids = np.zeros(0, dtype=np.int64)
@@ -40,15 +41,13 @@ class LeakGuard:
         """Index posts added since the last call, and drop posts erased since; returns how many were added."""
         before = self.max_rowid
         with self._lock:
-            tomb = self._con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
+            tomb = self._store.tombstone_cursor()
             if tomb != self.tomb_seen:  # an erasure: keep no hash of a forgotten post in memory
                 self._hashes = np.zeros(0, dtype=np.int64)
                 self._rowids = np.zeros(0, dtype=np.int64)
                 self._offsets = np.zeros(0, dtype=np.int32)
                 self.max_rowid, self.tomb_seen = 0, tomb
-            rows = self._con.execute(
-                "SELECT rowid, text, text_scrubbed FROM posts WHERE rowid > ?", (self.max_rowid,)
-            ).fetchall()
+            rows = self._store.texts_since(self.max_rowid)
         if not rows:
             return 0
         hs: list[int] = []
@@ -80,9 +79,7 @@ class LeakGuard:
             for k in range(lo[j], hi[j]):
                 rowid, off = int(self._rowids[k]), int(self._offsets[k])
                 with self._lock:
-                    row = self._con.execute(
-                        "SELECT id, text, text_scrubbed FROM posts WHERE rowid = ?", (rowid,)
-                    ).fetchone()
+                    row = self._store.post_by_seq(rowid)
                 if row is None:  # forgotten since indexing
                     continue
                 body, i = (row[1], off) if off >= 0 else (row[2], -1 - off)
@@ -100,4 +97,4 @@ class LeakGuard:
         return None
 
     def close(self) -> None:
-        self._con.close()
+        self._store.close()

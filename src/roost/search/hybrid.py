@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,13 +28,12 @@ import numpy as np
 
 from roost.config import SearchConfig
 from roost.corpus.post import author_key
+from roost.corpus.reader import StoreReader
 from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
 from roost.workspace import Workspace
-
-_SELECT = "SELECT rowid, id, author, created_at, text, lang, reply_to, mentions FROM posts WHERE repost_of IS NULL"
 
 
 @dataclass
@@ -93,8 +91,8 @@ class SearchIndex:
         for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
-        with sqlite3.connect(f"file:{Workspace(home).corpus_db}?mode=ro", uri=True) as con:
-            tomb = con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0]
+        with StoreReader(Workspace(home).corpus_db) as store:
+            tomb = store.tombstone_cursor()
         meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
         write_json(d / "meta.json", meta)
 
@@ -128,38 +126,29 @@ class SearchIndex:
     ) -> tuple[int, int]:
         """Index posts added to the store since the last call and drop posts tombstoned since; (added, removed).
         Commits, so both are visible to searches when it returns."""
-        with self.write_lock:
-            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, isolation_level=None)
-            # one read snapshot for every query below: otherwise a post stored between the SELECT and the
-            # max(rowid) would be skipped for good (seen as a flaky test under load)
-            con.execute("BEGIN")
-            try:
-                removed = self._apply_tombstones(con)
-                last = int(self.meta.get("max_rowid", 0))
-                sql = "SELECT count(*) FROM posts WHERE rowid > ? AND repost_of IS NULL"
-                todo = con.execute(sql, (last,)).fetchone()[0]
-                cur = con.execute(f"{_SELECT} AND rowid > ? ORDER BY rowid", (last,))
-                done = 0
-                while rows := cur.fetchmany(batch):
-                    self.keyword.add(rows, upsert=True)
-                    vecs = self.embedder.encode([r[4] for r in rows])
-                    self.vectors.add(np.array([r[0] for r in rows], dtype=np.int64), vecs)
-                    done += len(rows)
-                    self.meta["max_rowid"] = rows[-1][0]
-                    if on_batch:
-                        on_batch(done, todo)
-                mx = con.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
-                self.meta["max_rowid"] = max(self.meta["max_rowid"], mx)  # reposts are not indexed
-            finally:
-                con.close()
+        with self.write_lock, StoreReader(self.db) as reader, reader.snapshot() as store:
+            # one read snapshot for every query below: otherwise a post stored between the rows and the
+            # max(seq) would be skipped for good (seen as a flaky test under load)
+            removed = self._apply_tombstones(store)
+            last = int(self.meta.get("max_rowid", 0))
+            todo = store.count_searchable_since(last)
+            done = 0
+            for rows in store.searchable_rows(after=last, batch=batch):
+                self.keyword.add(rows, upsert=True)
+                vecs = self.embedder.encode([r[4] for r in rows])
+                self.vectors.add(np.array([r[0] for r in rows], dtype=np.int64), vecs)
+                done += len(rows)
+                self.meta["max_rowid"] = rows[-1][0]
+                if on_batch:
+                    on_batch(done, todo)
+            self.meta["max_rowid"] = max(self.meta["max_rowid"], store.max_seq())  # reposts are not indexed
             if done or removed or release:
                 self.keyword.commit(release=release)
             self.meta["posts"] = len(self.vectors)
             return done, removed
 
-    def _apply_tombstones(self, con: sqlite3.Connection) -> int:
-        last = int(self.meta.get("tomb_rowid", 0))
-        rows = con.execute("SELECT rowid, kind, key FROM tombstones WHERE rowid > ? ORDER BY rowid", (last,)).fetchall()
+    def _apply_tombstones(self, store: StoreReader) -> int:
+        rows = store.tombstones_since(int(self.meta.get("tomb_rowid", 0)))
         if not rows:
             return 0
         posts = [k for _, kind, k in rows if kind == "post"]
@@ -168,9 +157,7 @@ class SearchIndex:
         self.keyword.delete(posts, authors)
         self.vectors.remove(rowids)
         if rowids:  # erased for real: no bytes of the posts left in either index's files
-            upto = int(self.meta.get("max_rowid", 0))
-            cur = con.execute(f"{_SELECT} AND rowid <= ? ORDER BY rowid", (upto,))
-            self.keyword.rewrite(iter(lambda: cur.fetchmany(2048), []))
+            self.keyword.rewrite(store.searchable_rows(upto=int(self.meta.get("max_rowid", 0))))
             self.vectors.compact()
             self.vectors.save()
         self.meta["tomb_rowid"] = rows[-1][0]
@@ -282,22 +269,10 @@ class SearchIndex:
         return hits[:k]
 
     def _lookup(self, rowids: list[int]) -> tuple[dict[int, tuple[str, str, str, str]], set[tuple[str, str]]]:
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            found: dict[int, tuple[str, str, str, str]] = {}
-            for s in range(0, len(rowids), 500):
-                part = rowids[s : s + 500]
-                sql = f"SELECT rowid, id, author, created_at, text FROM posts WHERE rowid IN ({','.join('?' * len(part))})"
-                found.update({r[0]: r[1:] for r in con.execute(sql, part)})
+        with StoreReader(self.db) as store:
+            found = store.posts_by_seq(rowids)
             keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
-            gone: set[tuple[str, str]] = set()
-            for s in range(0, len(keys), 500):
-                names = keys[s : s + 500]
-                sql = f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(names))})"
-                gone.update(con.execute(sql, names).fetchall())
-        finally:
-            con.close()
-        return found, gone
+            return found, store.tombstoned(keys)
 
 
 def or_terms(terms: list[str]) -> list[str]:
