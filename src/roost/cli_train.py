@@ -103,7 +103,8 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.config import build_section
         from roost.train import launch
         from roost.train.parallel import init_distributed, launched_by_torchrun, shutdown
-        from roost.train.trainer import TrainConfig, Trainer, start_over
+        from roost.train.run import TrainConfig, start_over
+        from roost.train.trainer import Trainer
 
         st = state(ctx)
         flags = {

@@ -121,7 +121,7 @@ class RoostConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: ShardConfig = field(default_factory=ShardConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    # [train] is checked by `roost train` against roost.train.trainer.TrainConfig (kept out of here: it needs torch)
+    # [train] is checked by `roost train` against roost.train.run.TrainConfig (kept out of here: it needs torch)
     train: dict[str, Any] = field(default_factory=dict)
 
 

@@ -28,9 +28,9 @@ from roost.workspace import Workspace
 def model_config(home: Path, cfg: Any) -> ModelConfig:
     if cfg.init:
         from roost.model.convert import config_from_hf
-        from roost.train.trainer import _resolve_model_dir
+        from roost.train.run import resolve_init
 
-        path = _resolve_model_dir(home, cfg.init) / "config.json"
+        path = resolve_init(home, cfg.init) / "config.json"
         return config_from_hf(json.loads(path.read_text()), str(path))
     vocab: dict[str, int] = {}
     manifest = Workspace(home).shard_dir(cfg.shards) / "manifest.json"
