@@ -215,7 +215,7 @@ def register(app: typer.Typer, state: Any) -> None:
         Example: [bold]roost eval search -m smollm2 --tune --expand[/]  ·  [bold]roost eval search --beir scifact/[/]
         """
         from roost.search import eval as ev
-        from roost.search.hybrid import SearchIndex, write_json
+        from roost.search.hybrid import SearchIndex
 
         st = state(ctx)
         home, tmp, prefix = st.ws.root, None, ""
@@ -242,25 +242,7 @@ def register(app: typer.Typer, state: Any) -> None:
                 console.print(f"building {queries} known-item queries with {model} (cached under index/eval/)…")
                 es = ev.known_item_set(home, lambda posts: synthetic_queries(engine, template, posts), queries)
             index = SearchIndex(home, cfg=dataclasses.replace(st.config.search))
-            tuned = None
-            if tune:
-                tuned = ev.tune_weights(index, es, prefix)
-                if beir is None:  # stored only where the tune half shows a real gain; else the default 1 : 1
-                    index.meta.pop("fusion", None)
-                    if tuned["keep"]:
-                        index.meta["fusion"] = {"keyword": tuned["keyword"], "semantic": tuned["semantic"]}
-                    write_json(index.dir / "meta.json", index.meta)
-            qids = es.test
-            if not qids:
-                raise UsageError("no held-out queries with relevance judgements")
-            index.cfg.keyword_weight = index.cfg.semantic_weight = 1.0  # the plain rows: default fusion
-            results = {m: ev.score(es, ev.run_mode(index, es, qids, m, id_prefix=prefix), qids) for m in ev.MODES}
-            if tuned:
-                index.cfg.keyword_weight, index.cfg.semantic_weight = tuned["keyword"], tuned["semantic"]
-                name = f"hybrid (tuned {tuned['keyword']}:{tuned['semantic']})"
-                results[name] = ev.score(es, ev.run_mode(index, es, qids, "hybrid", id_prefix=prefix), qids)
-                if not tuned["keep"]:
-                    index.cfg.keyword_weight = index.cfg.semantic_weight = 1.0
+            expander = None
             if expand and engine is not None:
                 from roost.search.expand import expand_query
 
@@ -271,8 +253,8 @@ def register(app: typer.Typer, state: Any) -> None:
                         cache[text] = expand_query(engine, template, text)
                     return cache[text]
 
-                run = ev.run_mode(index, es, qids, "hybrid", expander=expander, id_prefix=prefix)
-                results["hybrid + LLM expansion"] = ev.score(es, run, qids)
+            qids = es.test
+            results, tuned = ev.evaluate(index, es, prefix, tune, store=beir is None, expander=expander)
         finally:
             if engine is not None:
                 engine.shutdown()

@@ -226,3 +226,40 @@ def plot(results: dict[str, dict[str, float]], title: str, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def evaluate(
+    index: Any,
+    es: EvalSet,
+    prefix: str = "",
+    tune: bool = False,
+    store: bool = True,
+    expander: Callable[[str], list[str]] | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+    """Score every mode on the held-out queries (plus tuned fusion and LLM expansion when asked). With `tune`,
+    fusion weights are tuned on the tune half and, when `store`, kept in index/meta.json only for a real gain."""
+    from roost.search.hybrid import write_json
+
+    tuned = None
+    if tune:
+        tuned = tune_weights(index, es, prefix)
+        if store:  # stored only where the tune half shows a real gain; else the default 1 : 1
+            index.meta.pop("fusion", None)
+            if tuned["keep"]:
+                index.meta["fusion"] = {"keyword": tuned["keyword"], "semantic": tuned["semantic"]}
+            write_json(index.dir / "meta.json", index.meta)
+    qids = es.test
+    if not qids:
+        raise UsageError("no held-out queries with relevance judgements")
+    index.cfg.keyword_weight = index.cfg.semantic_weight = 1.0  # the plain rows: default fusion
+    results = {m: score(es, run_mode(index, es, qids, m, id_prefix=prefix), qids) for m in MODES}
+    if tuned:
+        index.cfg.keyword_weight, index.cfg.semantic_weight = tuned["keyword"], tuned["semantic"]
+        name = f"hybrid (tuned {tuned['keyword']}:{tuned['semantic']})"
+        results[name] = score(es, run_mode(index, es, qids, "hybrid", id_prefix=prefix), qids)
+        if not tuned["keep"]:
+            index.cfg.keyword_weight = index.cfg.semantic_weight = 1.0
+    if expander is not None:
+        run = run_mode(index, es, qids, "hybrid", expander=expander, id_prefix=prefix)
+        results["hybrid + LLM expansion"] = score(es, run, qids)
+    return results, tuned
