@@ -159,3 +159,19 @@ def test_api_cannot_claim_an_importers_id(home: Path, server: tuple[Server, Sear
     con = sqlite3.connect(home / "corpus.db")
     assert con.execute("SELECT author FROM posts WHERE id = 'x:990000001'").fetchone() == ("keeper",)
     assert con.execute("SELECT author FROM posts WHERE id = 'api:x:990000001'").fetchone() == ("mallory",)
+
+
+def test_delete_takes_ids_as_post_stored_them(home: Path, server: tuple[Server, SearchService]) -> None:
+    srv, _ = server
+    p = {
+        "id": "r1",
+        "author": "z",
+        "text": "Quietly blooming cactus on the windowsill",
+        "created_at": "2024-06-01T00:00:00Z",
+    }
+    assert httpx.post(f"{srv.url}/v1/posts", json={"posts": [p]}, timeout=30).json()["stored"] == 1
+    r = httpx.delete(f"{srv.url}/v1/posts/r1", timeout=30)  # the bare id POST was given maps to api:r1
+    assert r.status_code == 200 and r.json()["deleted"] and r.json()["id"] == "api:r1"
+    for bad in ("%20", "%00"):
+        r = httpx.delete(f"{srv.url}/v1/posts/{bad}", timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "post_id"

@@ -100,8 +100,36 @@ def test_replace_needs_force_and_never_deletes_foreign_folders(tmp_path: Path, m
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
     p = _roost(home, "export", "m", str(out), "--force")
-    assert p.returncode == 2 and "not a model directory" in p.stderr
+    assert p.returncode == 2 and "not a roost model directory" in p.stderr
     assert (out / "thesis.tex").read_text() == "years of work"
     assert _roost(home, "export", "m", str(tmp_path / "fresh")).returncode == 0
     assert _roost(home, "export", "m", str(tmp_path / "fresh")).returncode == 2
     assert _roost(home, "export", "m", str(tmp_path / "fresh"), "--force").returncode == 0
+
+
+def test_hostile_review_cases(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
+    """Found by attacking the first version: --force must not remove the model it fine-tunes from, export --force
+    must not take a folder that merely has a config.json (or a run folder), a run folder roost did not write is
+    refused, and a symlink at an artifact path is refused up front."""
+    home = tmp_path / "home"
+    assert _roost(home, "import", str(model_dir), "--name", "imp").returncode == 0
+    p = _roost(home, "train", "--name", "imp", "--init", "imp", "--force", "--steps", "1")
+    assert p.returncode == 2 and "--force would replace" in p.stderr
+    assert (home / "models" / "imp" / "roost.json").is_file()
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.json").write_text("{}")
+    (proj / "main.py").write_text("print('mine')")
+    p = _roost(home, "export", "imp", str(proj), "--force")
+    assert p.returncode == 2 and (proj / "main.py").is_file()
+    mine = home / "runs" / "foo"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("keep")
+    p = _roost(home, "train", "--name", "foo", "--preset", "tiny", "--steps", "1")
+    assert p.returncode == 2 and "not written by roost" in p.stderr and (mine / "precious.txt").read_text() == "keep"
+    (home / "tokenizers").mkdir()
+    (home / "tokenizers" / "dang").symlink_to(tmp_path / "nowhere")
+    p = _roost(home, "tokenizer", "train", "--name", "dang", "--force")
+    assert p.returncode == 2 and "symlink" in p.stderr and "Traceback" not in p.stderr
+    p = _roost(home, "export", "imp", ".", "--force", cwd=proj)
+    assert p.returncode == 2 and (proj / "main.py").is_file()

@@ -152,7 +152,7 @@ def register(app: typer.Typer, state: Any) -> None:
             print_dry_run(st.ws.root, cfg, gpu, world, console)
             return
         if force and not resume and not resume_from and not launched_by_torchrun():
-            start_over(st.ws.root, cfg.name)  # the folders this run would write, checked as roost's own first
+            start_over(st.ws.root, cfg.name, cfg.init)  # the folders this run would write, checked as roost's own first
         if nproc is not None and not launched_by_torchrun():
             if nproc < 1:
                 raise UsageError(f"--nproc must be >= 1, got {nproc}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.corpus.store import Store
+from roost.errors import UsageError
 from roost.workspace import Workspace
 
 
@@ -54,6 +55,10 @@ def erase(
     """Forget these authors and posts everywhere. `store`/`index`: a running server's own (it holds the index);
     otherwise they are opened here."""
     authors, post_ids = list(authors or []), list(post_ids or [])
+    for what, values in (("author", authors), ("post id", post_ids)):
+        for v in values:
+            if not v.strip() or "\x00" in v:
+                raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
     own = store is None
     st = store or Store(ws.corpus_db, readonly=True)
     try:

@@ -44,10 +44,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished folder `tmp` to `final`, atomically replacing what was there (a rename, then the old copy
     is removed). Callers build `tmp` next to `final` and have `claim`ed `final`."""
     old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
+    if final.exists() or final.is_symlink():
         final.rename(old)
     tmp.rename(final)
-    if old.exists():
+    if old.is_symlink():
+        old.unlink()
+    elif old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -129,6 +131,8 @@ class Workspace:
         if path.parent.parent != self.root or kind not in MARKERS:
             raise UsageError(f"{path}: not an artifact folder of the workspace {self.root}")
         check_name(path.name, kind.rstrip("s"))
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symlink; roost writes only real folders of its own there")
         if not path.exists():
             return path
         if not (path / MARKERS[kind]).is_file():

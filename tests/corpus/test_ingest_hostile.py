@@ -103,3 +103,24 @@ def test_two_ingests_at_once_equal_one_after_the_other(tmp_path: Path) -> None:
         return sqlite3.connect(home / "corpus.db").execute(q).fetchone()[0]
 
     assert kept(tmp_path / "par") == kept(tmp_path / "seq")  # b's 1500 copies are duplicates either way
+
+
+def test_out_of_range_dates_huge_numbers_and_truncated_archives(tmp_path: Path) -> None:
+    lines = [
+        json.dumps(_good(1)),
+        '{"id": "d", "author": "a", "created_at": "0001-01-01T00:00:00+14:00", "text": "too early"}',
+        json.dumps(_good(2)),
+        '{"id": "n", "author": "a", "created_at": "2024-01-01T00:00:00Z", "text": "t", "x": ' + "9" * 5000 + "}",
+        json.dumps(_good(3)),
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "arr.json").write_text("[" + lines[3] + "," + json.dumps(_good(4)) + "]")
+    out = run_roost("--home", str(tmp_path / "h"), "ingest", "--format", "jsonl", str(tmp_path / "a.jsonl"),
+                    str(tmp_path / "arr.json"))  # fmt: skip
+    text = " ".join(out.stdout.split())
+    assert _ids(tmp_path / "h") == {f"generic:g{i}" for i in (1, 2, 3, 4)}
+    assert "date out of range" in text and "4300" in text
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 26)  # a gzip header and nothing after it
+    p = run_roost("--home", str(tmp_path / "h2"), "ingest", str(cut), check=False)
+    assert p.returncode != 0 and "cut.tar.gz: not a readable tar archive" in p.stderr and "Traceback" not in p.stderr

@@ -81,3 +81,14 @@ def test_forget_author_is_case_insensitive_everywhere(tmp_path: Path, cli) -> No
     )
     assert "forgotten (not resurrected)" in again.output
     assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+
+
+def test_forget_non_ascii_author_any_case(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """One author rule in SQL and Python (str.casefold), not SQLite's ASCII-only NOCASE."""
+    for i, who in enumerate(("Élodie", "ÉLODIE", "Straße")):
+        cli("ingest", str(_archive(tmp_path, who, [f"{TEXTS[i]} ({who})"], 1000 + 10 * i)))
+    assert "forgot 2 post(s)" in cli("forget", "--author", "élodie").output
+    assert "forgot 1 post(s)" in cli("forget", "--author", "STRASSE").output  # casefold: ß == ss
+    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+    bad = cli("forget", "--author", " ", ok=False)
+    assert bad.exit_code == 2 and "names nothing" in bad.output

@@ -116,7 +116,10 @@ def parse_iso_date(value: object, field: str = "created_at") -> datetime:
         raise RecordError(field, "missing date")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise RecordError(field, f"date out of range: {str(value)[:40]!r}") from None
 
 
 def iso(dt: datetime) -> str:

@@ -102,6 +102,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.create_function("author_key", 1, author_key, deterministic=True)
             self.db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
             self._migrate()
         except sqlite3.DatabaseError as e:
@@ -260,7 +261,9 @@ class Store:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY)")
             db.execute("DELETE FROM gone")
             for a in authors:
-                db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author = ? COLLATE NOCASE", (a,))
+                db.execute(
+                    "INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author_key(author) = ?", (author_key(a),)
+                )
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (author_key(a), now()))
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))

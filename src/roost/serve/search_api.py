@@ -149,8 +149,10 @@ def add_search_routes(
 
     @app.delete("/v1/posts/{post_id:path}")
     async def forget_post(post_id: str) -> dict[str, Any]:
-        if not 0 < len(post_id) <= 300:
-            raise api_error(400, "post id must be 1..300 characters", param="post_id", code="invalid_value")
+        if not 0 < len(post_id) <= 4096 or not post_id.strip() or "\x00" in post_id:
+            raise api_error(400, "post id must be 1..4096 characters, not blank", param="post_id", code="invalid_value")
+        if ":" not in post_id:  # a bare id is an API post's, as POST /v1/posts stored it
+            post_id = f"api:{post_id}"
 
         def run() -> ErasureReport:  # the one erasure cascade, with this server's store and index
             with svc.ingest.lock:
@@ -159,7 +161,7 @@ def add_search_routes(
             return rep
 
         rep = await asyncio.to_thread(run)
-        return {"object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True, **rep.to_json()}
+        return {**rep.to_json(), "object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True}
 
     @app.post("/v1/ask", response_model=AskResponse)
     async def ask(req: AskRequest) -> Any:

@@ -17,22 +17,29 @@ from roost.model.imports import resolve_model
 from roost.workspace import Workspace, is_name, replace_dir, temp_dir_for
 
 
-def check_out(out: Path, force: bool) -> None:
-    """OUT may be new, an empty folder, or (with force) a model directory; anything else is refused."""
+def check_out(out: Path, force: bool) -> Path:
+    """OUT may be new, an empty folder, or (with force) a model folder roost wrote (roost.json, not a run folder);
+    anything else is refused. Returns OUT resolved (so `.` names the folder itself)."""
     if out.is_file() or out.is_symlink():
         raise UsageError(f"{out}: exists and is not a directory")
+    out = out.resolve()
+    if out == Path.cwd() or out in Path.cwd().parents:
+        raise UsageError(f"{out}: the current folder (or one above it); give a folder to write the model into")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "config.json").is_file():
-            raise UsageError(f"{out}: a non-empty folder that is not a model directory; roost will not replace it")
+        if not (out / "roost.json").is_file() or (out / "checkpoints").exists():
+            raise UsageError(
+                f"{out}: a non-empty folder that is not a roost model directory; roost will not replace it"
+            )
         if not force:
             raise UsageError(f"{out}: exists; pass --force to replace it")
+    return out
 
 
 def export(home: Path, source: str, out: Path, force: bool = False) -> dict[str, Any]:
     from roost.train import checkpoint as ckpt
     from roost.train import dcp
 
-    check_out(out, force)
+    out = check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     run = Workspace(home).run_dir(source) if is_name(source) else None
     found = ckpt.list_checkpoints(run / "checkpoints") if run else []

@@ -126,15 +126,21 @@ def check_new_run(home: Path, name: str) -> None:
     """A new run may not write over an existing run's checkpoints or an existing models/NAME."""
     ws = Workspace(home)
     run, model = ws.run_dir(name), ws.model_dir(name)
+    ours = {"config.json", "checkpoints", "metrics.jsonl", "tensorboard", "loss.png", "hang"}  # what roost writes
+    if run.is_symlink() or (run.is_dir() and not (run / "config.json").is_file() and set(os.listdir(run)) - ours):
+        raise UsageError(f"{run} exists and was not written by roost; move it away or pick another --name")
     if ckpt.list_checkpoints(run / "checkpoints"):
         raise UsageError(f"run {name!r} exists ({run}): --resume continues it, --force starts it over")
     if model.exists():
         raise UsageError(f"model {name!r} exists ({model}): pass --force to replace it, or pick another --name")
 
 
-def start_over(home: Path, name: str) -> None:
-    """`roost train --force`: remove the run folder and models/NAME that roost wrote (their marker files say so)."""
+def start_over(home: Path, name: str, init: str = "") -> None:
+    """`roost train --force`: remove the run folder and models/NAME that roost wrote (their marker files say so);
+    never the model this run fine-tunes from."""
     ws = Workspace(home)
+    if init and resolve_init(home, init).resolve() == ws.model_dir(name).resolve():
+        raise UsageError(f"--init {init} is models/{name}, which --force would replace: pick another --name")
     for path in (ws.run_dir(name), ws.model_dir(name)):
         ws.claim(path, force=True)  # refuses a folder roost did not write
         if path.exists():

@@ -50,7 +50,11 @@ def detect_format(path: Path) -> str | None:
             return "x-archive"
         raise FormatError(f"{path}: a zip without data/tweets.js (not an X archive)")
     if suffix in (".tar.gz", ".tgz", ".tar"):
-        if tarfile.is_tarfile(path):
+        try:
+            is_tar = tarfile.is_tarfile(path)
+        except (OSError, EOFError, tarfile.TarError):
+            is_tar = False
+        if is_tar:
             return "mastodon"
         raise FormatError(f"{path}: not a readable tar archive")
     head = _peek(path)

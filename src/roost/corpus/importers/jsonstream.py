@@ -122,13 +122,6 @@ def iter_json_array(fp: IO[bytes], filename: str, key: str | None = None) -> Ite
             continue
         try:
             value, end = _DECODER.raw_decode(buf.text, buf.pos)
-        except RecursionError:
-            yield BadRecord(filename, f"#{index}", None, "record nested too deeply (over ~1000 levels)")
-            last_err = None
-            index += 1
-            if not _resync(buf):
-                return
-            continue
         except json.JSONDecodeError as e:
             err = (e.pos - buf.pos, e.msg)
             # More data may complete the record: retry after each chunk until the error stops moving.
@@ -153,6 +146,14 @@ def iter_json_array(fp: IO[bytes], filename: str, key: str | None = None) -> Ite
                 )
                 return
             yield BadRecord(filename, f"#{index}", None, f"invalid JSON: {e.msg} (character {err[0]} of the record)")
+            index += 1
+            if not _resync(buf):
+                return
+            continue
+        except (RecursionError, ValueError) as e:  # ValueError: e.g. an integer over Python's 4300-digit limit
+            why = "record nested too deeply (over ~1000 levels)" if isinstance(e, RecursionError) else str(e)[:200]
+            yield BadRecord(filename, f"#{index}", None, why)
+            last_err = None
             index += 1
             if not _resync(buf):
                 return
@@ -203,7 +204,8 @@ def iter_jsonl(fp: IO[bytes], filename: str) -> Iterator[Item | BadRecord]:
         except json.JSONDecodeError as e:
             yield BadRecord(filename, f"line {lineno}", None, f"invalid JSON: {e.msg} (column {e.pos + 1})")
             continue
-        except RecursionError:
-            yield BadRecord(filename, f"line {lineno}", None, "record nested too deeply (over ~1000 levels)")
+        except (RecursionError, ValueError) as e:  # ValueError: e.g. an integer over Python's 4300-digit limit
+            why = "record nested too deeply (over ~1000 levels)" if isinstance(e, RecursionError) else str(e)[:200]
+            yield BadRecord(filename, f"line {lineno}", None, why)
             continue
         yield Item(lineno, value, f"line {lineno}")
