@@ -124,3 +124,23 @@ def test_out_of_range_dates_huge_numbers_and_truncated_archives(tmp_path: Path) 
     cut.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 26)  # a gzip header and nothing after it
     p = run_roost("--home", str(tmp_path / "h2"), "ingest", str(cut), check=False)
     assert p.returncode != 0 and "cut.tar.gz: not a readable tar archive" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_generic_records_with_wrong_types_are_rejected(tmp_path: Path) -> None:
+    base = {"author": "a", "created_at": "2024-01-01T00:00:00Z", "text": "fine text here"}
+    rows = [
+        {**base, "id": "ok"},
+        {**base, "id": []},
+        {**base, "id": True},
+        {**base, "id": 1.5},
+        {**base, "id": "tags", "hashtags": [None, 1, {"a": 1}]},
+    ]
+    lines = [json.dumps(r) for r in rows] + [
+        '{"id": "nan", "author": "a", "created_at": "2024-01-01T00:00:00Z", "text": NaN}'
+    ]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    out = " ".join(run_roost("--home", str(tmp_path / "h"), "ingest", str(tmp_path / "t.jsonl")).stdout.split())
+    assert _ids(tmp_path / "h") == {"generic:ok"}
+    for line, why in ((2, "'id': expected a string or integer, got list"), (3, "got bool"), (4, "got float"),
+                      (5, "'hashtags': expected a list of strings"), (6, "'text': not a number")):  # fmt: skip
+        assert f"record line {line}, field {why}" in out or (f"record line {line}" in out and why in out), why

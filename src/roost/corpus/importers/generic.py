@@ -60,7 +60,9 @@ def _list(value: Any, field: str) -> list[str]:
     if value is None or value == "":
         return []
     if isinstance(value, list):
-        return [str(v) for v in value if v is not None]
+        if any(not isinstance(v, str) for v in value if v is not None):
+            raise RecordError(field, "expected a list of strings")
+        return [v for v in value if v is not None]
     if isinstance(value, str):
         s = value.strip()
         if s.startswith("["):
@@ -86,9 +88,13 @@ def row_to_post(row: dict[str, Any], mapping: dict[str, str], source: str) -> Po
         raise RecordError(mapping["author"], "missing" if author is None else "expected a string")
     created = parse_iso_date(get("created_at"), mapping["created_at"])
     pid = get("id")
+    if pid is not None and (not isinstance(pid, (str, int)) or isinstance(pid, bool)):
+        raise RecordError(mapping["id"], f"expected a string or integer, got {type(pid).__name__}")
     if pid is None:
         digest = hashlib.sha1(f"{author}\x1f{created.isoformat()}\x1f{text}".encode("utf-8", "surrogatepass"))
         pid = "h" + digest.hexdigest()[:20]
+    if isinstance(text, float) and text != text or text in (float("inf"), float("-inf")):
+        raise RecordError(mapping["text"], "not a number (NaN/Infinity) is not text")
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         text = str(text)
     post = Post(id=f"{source}:{pid}", author=str(author), created_at=created, text=text, source=source)
