@@ -162,7 +162,13 @@ def register(app: typer.Typer, state: Any) -> None:
         dist = None
         if launched_by_torchrun():
             dist = init_distributed(
-                cfg.dp_replicate, cfg.dp_shard, cfg.tp, cfg.device, timeout_s=cfg.hang_timeout or 600
+                cfg.dp_replicate,
+                cfg.dp_shard,
+                cfg.tp,
+                cfg.device,
+                # the collectives' own timeout sits well past the hang watchdog's, so a frozen rank is always
+                # reported by the watchdog (stacks of every rank) rather than by a bare gloo/NCCL timeout first
+                timeout_s=cfg.hang_timeout * 2 + 30 if cfg.hang_timeout else 600,
             )
             resume = resume or launch.restarted_with_checkpoint(st.ws.run_dir(cfg.name))
         try:
