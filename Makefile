@@ -49,7 +49,7 @@ demo: $(STAMP)
 	$(BIN)/roost --home $(HOME_DIR) train --nproc 2 --name demo-fsdp --preset small --steps 16 --tp 2 --resume \
 	  --eval-every 8 -q
 	COLUMNS=120 $(BIN)/roost --home $(HOME_DIR) train --dry-run --preset llama3-405b --dp-shard 64 --tp 8 \
-	  --seq-len 8192 --batch-size 1 --dtype bf16 --gpu h100
+	  --seq-len 8192 --batch-size 1 --gpu h100
 	# The fleet planner: what 10,000 H100s train in 30 days, a 70B job on them with the MFU this machine measured,
 	# and the planner against published training runs (charts in $(HOME_DIR)/plan/).
 	COLUMNS=120 $(BIN)/roost plan --gpus 10000 --gpu h100-sxm --days 30 --plot $(HOME_DIR)/plan

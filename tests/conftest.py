@@ -6,12 +6,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from roost.cli import app
 
 
 def pytest_report_header() -> list[str]:
@@ -28,13 +26,23 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@dataclass
+class CliResult:
+    """What a user sees from one `roost` command: its exit code and its output (stdout then stderr)."""
+
+    exit_code: int
+    output: str
+
+
 class Cli:
+    """The installed `roost` console script in a real process, with `--home` set (tests never import CLI modules)."""
+
     def __init__(self, home: Path):
         self.home = home
-        self.runner = CliRunner()
 
-    def __call__(self, *args: str, ok: bool = True):  # type: ignore[no-untyped-def]
-        result = self.runner.invoke(app, ["--home", str(self.home), *args], catch_exceptions=False)
+    def __call__(self, *args: str, ok: bool = True) -> CliResult:
+        proc = run_roost("--home", str(self.home), *args, check=False)
+        result = CliResult(proc.returncode, proc.stdout + proc.stderr)
         if ok and result.exit_code != 0:
             raise AssertionError(f"roost {' '.join(args)} exited {result.exit_code}:\n{result.output}")
         return result

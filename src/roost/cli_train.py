@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli_model import resolve_model
 from roost.errors import UsageError
+from roost.model.imports import resolve_model
 
 console = Console()
 

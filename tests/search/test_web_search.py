@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
@@ -69,6 +70,22 @@ def test_page_search_and_ask(search_home: Path, tmp_path: Path) -> None:
             page.goto(only.url + "/")
             assert page.is_visible("#search-box") and not page.is_visible("#ask-box")
             assert not page.is_visible("#topic")
+            # posts whose id, author and text are XSS payloads render as text: the DOM is built with textContent
+            evil = {
+                "id": 'e1" onmouseover="window.__pwned=1',
+                "author": '<img src=x onerror="window.__pwned=2">',
+                "text": '<img src=x onerror="window.__pwned=3"> zebrafinch <script>window.__pwned=4</script>',
+                "created_at": "2024-09-01T00:00:00Z",
+            }
+            assert httpx.post(only.url + "/v1/posts", json={"posts": [evil]}, timeout=30).json()["stored"] == 1
+            page.fill("#q", "zebrafinch")
+            page.press("#q", "Enter")
+            page.wait_for_selector("#search-out .hit", timeout=30_000)
+            hit = page.query_selector("#search-out .hit")
+            page.hover("#search-out .hit")
+            assert page.evaluate("window.__pwned") is None
+            assert "<script>" in hit.inner_text() and hit.query_selector("img, script") is None
+            assert hit.get_attribute("data-id") == "api:" + evil["id"]
             browser.close()
     finally:
         srv.stop()
