@@ -29,7 +29,6 @@ class ErasureReport:
 
     posts: int = 0
     ids: list[str] = field(default_factory=list)
-    rowids: list[int] = field(default_factory=list)
     authors: int = 0
     post_ids: int = 0
     wal_truncated: bool = False
@@ -40,9 +39,7 @@ class ErasureReport:
     models: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out.pop("rowids")
-        return out
+        return dict(self.__dict__)
 
 
 def erase(
@@ -67,17 +64,17 @@ def erase(
     finally:
         if own:
             st.close()
-    rep = ErasureReport(n["posts"], n["ids"], n["rowids"], n["authors"], n["post_ids"], truncated)
+    rep = ErasureReport(n["posts"], n["ids"], n["authors"], n["post_ids"], truncated)
     if ws.shards.is_dir() and rep.ids:
         from roost.data.shards import mark_stale
 
         rep.stale_shards = mark_stale(ws.shards, rep.ids)
-    rep.index = _erase_from_index(ws, rep, index)
+    rep.index = _erase_from_index(ws, index)
     _trained_on(ws, rep)
     return rep
 
 
-def _erase_from_index(ws: Workspace, rep: ErasureReport, index: Any | None) -> str:
+def _erase_from_index(ws: Workspace, index: Any | None) -> str:
     if not (ws.index_dir / "meta.json").is_file():
         return "none"
     if index is not None:  # a server's own index: its live indexer applies the tombstones (and compacts) now

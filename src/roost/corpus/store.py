@@ -268,9 +268,7 @@ class Store:
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (p, now()))
-            found = db.execute("SELECT posts.id, posts.rowid FROM gone JOIN posts ON posts.id = gone.id").fetchall()
-            ids = [r[0] for r in found]
-            rowids = [r[1] for r in found]
+            ids = [r[0] for r in db.execute("SELECT posts.id FROM gone JOIN posts ON posts.id = gone.id")]
             for col in ("dup_of", "near_dup_of"):
                 orphans = db.execute(
                     f"SELECT {col}, id FROM posts WHERE {col} IN (SELECT id FROM gone) "
@@ -285,7 +283,7 @@ class Store:
                         db.execute(f"UPDATE posts SET {col} = ? WHERE id = ?", (heirs[old], pid))
             db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
-        return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids, "rowids": rowids}
+        return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids}
 
     def checkpoint(self) -> bool:
         """Move the WAL into the database file and truncate it (after an erasure the deleted text must not linger

@@ -27,12 +27,9 @@ class SearchBackend(Protocol):
         ...
 
     def catch_up(self) -> tuple[int, int]:
-        """Index what the store gained and drop what it tombstoned since the last call; (added, removed). Must be
-        cheap when nothing changed: `roost serve` calls it every `search.refresh_ms`."""
-        ...
-
-    def forget(self, post_ids: list[str], rowids: list[int]) -> None:
-        """Remove posts now (erasure is not left to a later merge)."""
+        """Index what the store gained and erase what it tombstoned since the last call; (added, removed). Erased
+        posts leave the backend's files, not only its results (the erasure cascade, roost.erasure, relies on it).
+        Must be cheap when nothing changed: `roost serve` calls it every `search.refresh_ms`."""
         ...
 
     def save(self) -> None:

@@ -154,9 +154,8 @@ class SearchIndex:
         posts = [k for _, kind, k in rows if kind == "post"]
         authors = [k for _, kind, k in rows if kind == "author"]
         rowids = self.keyword.rowids_of(posts, authors)
-        self.keyword.delete(posts, authors)
         self.vectors.remove(rowids)
-        if rowids:  # erased for real: no bytes of the posts left in either index's files
+        if rowids:  # erased for real: the keyword index is rewritten from the store, the vectors compacted
             self.keyword.rewrite(store.searchable_rows(upto=int(self.meta.get("max_rowid", 0))))
             self.vectors.compact()
             self.vectors.save()
@@ -169,15 +168,6 @@ class SearchIndex:
             self.vectors.save()
             self.meta["posts"] = len(self.vectors)
             write_json(self.dir / "meta.json", self.meta)
-
-    def forget(self, post_ids: list[str], rowids: list[int]) -> None:
-        """Remove posts from both indexes now (the store's tombstones already hide them from results)."""
-        with self.write_lock:
-            self.keyword.delete(post_ids)
-            self.keyword.commit()
-            self.vectors.remove(rowids)
-            self.vectors.compact()
-            self.vectors.save()
 
     # -- searching -----------------------------------------------------------------------------------------------------
     def _semantic(self, q: Query, k: int, vec: np.ndarray | None = None) -> list[tuple[int, float]]:
