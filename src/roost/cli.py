@@ -161,10 +161,10 @@ def corpus_stats(ctx: typer.Context) -> None:
 
     Example: [bold]roost corpus stats[/]
     """
+    from roost.corpus.backend import open_store
     from roost.corpus.report import print_stats
-    from roost.corpus.store import Store
 
-    with Store(_state(ctx).ws.corpus_db, readonly=True) as store:
+    with open_store(_state(ctx).ws.corpus_db, readonly=True) as store:
         print_stats(store.stats(), console)
 
 

@@ -215,52 +215,31 @@ def register(app: typer.Typer, state: Any) -> None:
         Example: [bold]roost eval search -m smollm2 --tune --expand[/]  ·  [bold]roost eval search --beir scifact/[/]
         """
         from roost.search import eval as ev
-        from roost.search.hybrid import SearchIndex
 
         st = state(ctx)
-        home, tmp, prefix = st.ws.root, None, ""
-        engine: Any = None
-        template: Any = None
-        if (model is None) and (beir is None or expand or tune):
+        if model is None and (beir is None or expand or tune):
             raise UsageError("give -m MODEL (it writes the known-item queries and expands them), or --beir DIR")
+        engine, template = (_engine(st.ws.root, model, 8)[::2]) if model else (None, None)
         try:
-            if model:
-                engine, _, template = _engine(home, model, 8)
-            if beir is not None:
-                es = ev.load_beir_queries(beir)
-                with _progress("indexing BEIR corpus", False) as progress:
-                    task = progress.add_task("beir", total=None)
-                    home, tmp = ev.beir_workspace(
-                        beir, max_docs, lambda d, t: progress.update(task, completed=d, total=t)
-                    )
-                prefix = "beir:"
-                if not tune:
-                    es.tune = set()
-            else:
-                from roost.search.expand import synthetic_queries
-
-                console.print(f"building {queries} known-item queries with {model} (cached under index/eval/)…")
-                es = ev.known_item_set(home, lambda posts: synthetic_queries(engine, template, posts), queries)
-            index = SearchIndex(home, cfg=dataclasses.replace(st.config.search))
-            expander = None
-            if expand and engine is not None:
-                from roost.search.expand import expand_query
-
-                cache: dict[str, list[str]] = {}
-
-                def expander(text: str) -> list[str]:
-                    if text not in cache:
-                        cache[text] = expand_query(engine, template, text)
-                    return cache[text]
-
-            qids = es.test
-            results, tuned = ev.evaluate(index, es, prefix, tune, store=beir is None, expander=expander)
+            with _progress("indexing BEIR corpus", beir is None) as progress:
+                task = progress.add_task("beir", total=None)
+                run = ev.run_eval(
+                    st.ws.root,
+                    st.config.search,
+                    engine,
+                    template,
+                    queries=queries,
+                    beir=beir,
+                    max_docs=max_docs,
+                    tune=tune,
+                    expand=expand,
+                    on_index=lambda d, t: progress.update(task, completed=d, total=t),
+                    say=lambda line: console.print(line, highlight=False),
+                )
         finally:
             if engine is not None:
                 engine.shutdown()
-            if tmp is not None:
-                tmp.cleanup()
-        title = f"{es.name}: {len(qids)} held-out queries" if beir is None else f"BEIR {beir.name}: {len(qids)} queries"
+        es, results, tuned, title, qids = run.es, run.results, run.tuned, run.title, run.es.test
         out_png = ev.plot(results, title, plot_path or (st.ws.index_dir / "eval" / "search-eval.png"))
         if as_json:
             console.print_json(json.dumps({"set": es.name, "queries": len(qids), "results": results, "tuned": tuned}))

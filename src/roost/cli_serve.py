@@ -5,8 +5,6 @@ Registered on the main typer app by `roost.cli`; thin calls into `roost.infer` a
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from typing import Annotated, Any
 
 import typer
@@ -69,83 +67,14 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost serve smollm2-replies --port 8000[/] then open http://127.0.0.1:8000/
         """
-        import signal
-        import threading
+        from roost.serve import launch
 
-        import uvicorn
-
-        from roost.infer.guard import LeakGuard
-        from roost.serve.app import ServeConfig, build_app
-
-        key = api_key or os.environ.get("ROOST_API_KEY") or None
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback and not key:
-            raise UsageError(f"refusing to bind {host} without an API key: pass --api-key or set ROOST_API_KEY")
-        from roost.probe import choose
-
-        choose("decode", dtype)  # a bad --dtype is refused even when no model uses it
-        if max_batch < 1 or max_queue < 0 or not 1 <= port <= 65535:
-            raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
         st = state(ctx)
-        home = st.ws.root
-        db = st.ws.corpus_db
-        if model is None and (no_search or not db.is_file()):
-            raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
-        engine = name = sha = template = None
-        if model is not None:
-            engine, name, sha, template = load_engine(
-                home, model, max_batch, max_queue, max_seq, dtype, quant, start=False, say=_say
-            )
-        search = None
-        if not no_search and db.is_file():
-            from roost.probe import choose
-            from roost.serve.search_api import SearchService
-
-            emb = choose("embed", st.config.search.embed_dtype).line()
-            console.print(f"opening the search index (catching up with the store)… [dim]embeddings: {emb}[/]")
-            search = SearchService.open(home, st.config.corpus, st.config.search)
-        guard = LeakGuard(db) if db.is_file() and engine is not None else None
-        cfg = ServeConfig(host=host, port=port, api_key=key, max_batch=max_batch, max_queue=max_queue, max_seq=max_seq)
-        app_ = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
-        what = " + ".join(x for x in (name, "search" if search else None) if x)
-        console.print(f"serving {what} on http://{host}:{port}/  (OpenAI base_url http://{host}:{port}/v1)")
-        if name:
-            console.print(
-                f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
-                f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
-            )
-        if search:
-            console.print(
-                f"try: curl http://{host}:{port}/v1/search -H 'Content-Type: application/json' "
-                '-d \'{"query": "coffee"}\''
-            )
-        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
-
-        def stop(*_: object) -> None:
-            app_.state.closing = True  # new requests get 503 while running ones finish
-            server.should_exit = True
-            if engine is not None:
-                engine.shutdown(drain_timeout=0)
-
-        # HTTP in a thread; the main thread runs the engine (torch's warm OpenMP team lives there) or, with no
-        # model, waits for SIGTERM/SIGINT — then the search index is saved before the process exits
-        web = threading.Thread(target=server.run, daemon=True, name="roost-http")
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        try:
-            web.start()
-            if engine is not None:
-                engine.run()
-            else:
-                while web.is_alive() and not server.should_exit:
-                    web.join(timeout=0.5)
-            web.join(timeout=10)
-        finally:
-            if search is not None:
-                search.close()
+        args = launch.ServeArgs(model, host, port, api_key, max_batch, max_queue, max_seq, dtype, quant, no_search)
+        server = launch.build(st.ws.root, args, st.config.corpus, st.config.search, say=_say)
+        for line in launch.hints(server):
+            console.print(line, highlight=False)
+        launch.run(server)
 
     def _suggest(
         ctx: typer.Context,
@@ -224,13 +153,13 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost reply x:1500000000000000042 -m smollm2-replies[/]
         """
-        from roost.corpus.reader import StoreReader
+        from roost.corpus.backend import open_reader
         from roost.infer.compose import REPLY_SYSTEM
 
         text = post
         db = state(ctx).ws.corpus_db
         if ":" in post and " " not in post and db.is_file():
-            with StoreReader(db) as store:
+            with open_reader(db) as store:
                 found = store.post_text(post)
             if found is None:
                 raise RoostError(f"no post {post!r} in {db}")

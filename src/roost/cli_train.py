@@ -6,15 +6,11 @@ Registered on the main typer app by `roost.cli`; a thin call into `roost.train` 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from roost.errors import UsageError
-from roost.model.imports import resolve_model
 
 console = Console()
 
@@ -101,10 +97,8 @@ def register(app: typer.Typer, state: Any) -> None:
         --dp-shard 64 --tp 8 --gpu h100[/]
         """
         from roost.config import build_section
-        from roost.train import launch
-        from roost.train.parallel import init_distributed, launched_by_torchrun, shutdown
-        from roost.train.run import TrainConfig, start_over
-        from roost.train.trainer import Trainer
+        from roost.train.entry import Launch, run
+        from roost.train.run import TrainConfig
 
         st = state(ctx)
         flags = {
@@ -134,58 +128,32 @@ def register(app: typer.Typer, state: Any) -> None:
             "tp": tp,
             "hang_timeout": hang_timeout,
         }
+        switches = {
+            "sft": sft,
+            "compile": compile,
+            "activation_checkpointing": activation_checkpointing,
+            "doc_mask": doc_mask,
+            "cpu_offload": cpu_offload,
+            "async_ckpt": async_ckpt,
+        }
         table = {**st.config.train, **{k: v for k, v in flags.items() if v is not None}}
-        for k, v in (
-            ("sft", sft),
-            ("compile", compile),
-            ("activation_checkpointing", activation_checkpointing),
-            ("doc_mask", doc_mask),
-            ("cpu_offload", cpu_offload),
-            ("async_ckpt", async_ckpt),
-        ):
-            if v:
-                table[k] = True
+        table.update({k: True for k, v in switches.items() if v})
         cfg = build_section(TrainConfig, table, "[train] / flags")
         if dry_run:
             from roost.train.dryrun import print_dry_run
 
             print_dry_run(st.ws.root, cfg, gpu, world, console)
             return
-        if force and not resume and not resume_from and not launched_by_torchrun():
-            start_over(st.ws.root, cfg.name, cfg.init)  # the folders this run would write, checked as roost's own first
-        if nproc is not None and not launched_by_torchrun():
-            if nproc < 1:
-                raise UsageError(f"--nproc must be >= 1, got {nproc}")
-            raise typer.Exit(launch.run_local(nproc, max_restarts, st.ws.run_dir(cfg.name), console))
-        if cfg.init:
-            cfg = dataclasses.replace(cfg, init=str(resolve_model(st.ws.root, cfg.init)))
-        dist = None
-        if launched_by_torchrun():
-            dist = init_distributed(
-                cfg.dp_replicate,
-                cfg.dp_shard,
-                cfg.tp,
-                cfg.device,
-                # the collectives' own timeout sits well past the hang watchdog's, so a frozen rank is always
-                # reported by the watchdog (stacks of every rank) rather than by a bare gloo/NCCL timeout first
-                timeout_s=cfg.hang_timeout * 2 + 30 if cfg.hang_timeout else 600,
-            )
-            resume = resume or launch.restarted_with_checkpoint(st.ws.run_dir(cfg.name))
-        try:
-            trainer = Trainer(st.ws.root, cfg, resume=resume, resume_from=resume_from or "", dist=dist)
-            if trainer.dist.main:
-                console.print(f"[dim]{trainer.dtype_choice.line()}[/]", highlight=False)
-            _train_with_progress(trainer, quiet or not trainer.dist.main)
-            if not no_export:
-                meta = trainer.export()
-                if trainer.dist.main:
-                    console.print(
-                        f"model → {st.ws.root / 'models' / trainer.cfg.name} (sha256 {meta['model_sha256'][:12]}…); "
-                        f'try: roost generate {trainer.cfg.name} "your prompt"'
-                    )
-        finally:
-            if dist is not None:
-                shutdown()
+        opts = Launch(resume, resume_from or "", force, nproc, max_restarts, export=not no_export)
+        rc = run(
+            st.ws.root,
+            cfg,
+            opts,
+            say=lambda line: console.print(line, highlight=False),
+            drive=lambda trainer: _train_with_progress(trainer, quiet or not trainer.dist.main),
+        )
+        if rc:
+            raise typer.Exit(rc)
 
 
 def _train_with_progress(trainer: Any, quiet: bool) -> None:

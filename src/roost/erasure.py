@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.corpus.store import Store
+from roost.corpus.backend import PostStore, open_store
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -46,7 +46,7 @@ def erase(
     ws: Workspace,
     authors: list[str] | None = None,
     post_ids: list[str] | None = None,
-    store: Store | None = None,
+    store: PostStore | None = None,
     index: Any | None = None,
 ) -> ErasureReport:
     """Forget these authors and posts everywhere. `store`/`index`: a running server's own (it holds the index);
@@ -57,7 +57,7 @@ def erase(
             if not v.strip() or "\x00" in v:
                 raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
     own = store is None
-    st = store or Store(ws.corpus_db, readonly=True)
+    st = store or open_store(ws.corpus_db, readonly=True)
     try:
         n = st.forget(authors, post_ids)
         truncated = st.checkpoint()

@@ -14,6 +14,8 @@ import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 from roost.corpus.writers import Draft, mastodon_activity, synthetic_drafts, write_x_archive
 from tests.conftest import run_roost
 
@@ -144,3 +146,42 @@ def test_generic_records_with_wrong_types_are_rejected(tmp_path: Path) -> None:
     for line, why in ((2, "'id': expected a string or integer, got list"), (3, "got bool"), (4, "got float"),
                       (5, "'hashtags': expected a list of strings"), (6, "'text': not a number")):  # fmt: skip
         assert f"record line {line}, field {why}" in out or (f"record line {line}" in out and why in out), why
+
+
+def test_server_posts_racing_a_cli_ingest_miss_no_copy(tmp_path: Path) -> None:
+    """A server's `POST /v1/posts` and a `roost ingest` writing at once: no copy is missed whichever process
+    stored its original first (both decide under the store's write lock after reading the other's rows). The
+    originals kept are checked in store order: none repeats an earlier one's text or is a near copy of it."""
+    from roost.config import CorpusConfig
+    from roost.corpus.dedup import NearDupIndex
+    from roost.corpus.ingest import LiveIngest
+    from roost.corpus.post import Post
+
+    drafts = synthetic_drafts(4000, seed=5)
+    a = write_x_archive(tmp_path / "a", "alice", "1", drafts)
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    copies = [Post(f"c{i}", "bob", t0 + timedelta(minutes=i), d.text, "api") for i, d in enumerate(drafts[::-1])]
+    db = tmp_path / "par" / "corpus.db"
+    live = LiveIngest(db, CorpusConfig())
+    exe = Path(sys.executable).with_name("roost")
+    proc = subprocess.Popen([str(exe), "--home", str(tmp_path / "par"), "ingest", "-q", str(a)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for i in range(0, len(copies), 20):  # in reverse order, so each side stores some originals first
+        live.add(copies[i : i + 20])
+    out = proc.communicate(timeout=300)
+    live.close()
+    assert proc.returncode == 0, out
+    con = sqlite3.connect(db)
+    kept = con.execute(
+        "SELECT p.id, p.text_hash, s.sig, p.run_id FROM posts p LEFT JOIN signatures s ON s.post_id = p.id "
+        "WHERE dup_of IS NULL AND near_dup_of IS NULL AND repost_of IS NULL ORDER BY p.seq"
+    ).fetchall()
+    assert len({r[3] for r in kept}) == 2  # both writers stored originals
+    assert len({r[1] for r in kept}) == len(kept)  # no exact copy kept twice
+    cfg = CorpusConfig()
+    near = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm)
+    for pid, _, sig, _ in kept:
+        if sig is not None:
+            v = np.frombuffer(sig, dtype=np.uint32)
+            assert near.match(v) is None, pid  # no near copy of an earlier original kept
+            near.add(pid, v)

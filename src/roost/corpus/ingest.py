@@ -25,12 +25,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
 from roost.corpus import lang as langid
+from roost.corpus.backend import PostStore, open_store
 from roost.corpus.clean import check_keys, clean_post
 from roost.corpus.dedup import NearDupIndex, signature, text_key
 from roost.corpus.importers import ImportOptions, expand_paths, read_export
 from roost.corpus.pii import scrub
 from roost.corpus.post import BadRecord, Post, RecordError, author_key, iso
-from roost.corpus.store import Store
 from roost.errors import RoostError, StrictModeError
 
 MAX_EXAMPLES = 20
@@ -108,9 +108,11 @@ def _worker_init() -> None:
 
 
 class Ingester:
-    def __init__(self, store: Store, cfg: CorpusConfig, run_id: int):
+    def __init__(self, store: PostStore, cfg: CorpusConfig, run_id: int):
         self.store, self.cfg, self.run_id = store, cfg, run_id
         self.report = Report()
+        # the cursor first: rows another writer commits while the state below is read are read again by follow()
+        self.seq = store.max_seq()
         self.dead_posts, self.dead_authors = store.tombstones()
         self.originals: dict[bytes, str] = dict(store.original_hashes())
         self.near = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm)
@@ -118,7 +120,6 @@ class Ingester:
             if len(sig) == cfg.num_perm:
                 self.near.add(pid, sig)
         self.seen: set[str] = set()
-        self.seq = store.max_seq()
 
     def follow(self) -> None:
         """Take in the originals other writers (a server, another ingest) stored since: a copy of one of them is
@@ -153,6 +154,13 @@ class Ingester:
         return out
 
     def commit(self, prepared: list[Prepared | BadRecord]) -> None:
+        """Decide copies and store one prepared batch, under the store's write lock after taking in what other
+        writers stored meanwhile (so a copy racing its original in another process is still a copy)."""
+        with self.store.write_lock():
+            self.follow()
+            self._commit(prepared)
+
+    def _commit(self, prepared: list[Prepared | BadRecord]) -> None:
         rows, sigs = [], []
         r = self.report
         for item in prepared:
@@ -223,7 +231,7 @@ class LiveIngest:
         import dataclasses
         import threading
 
-        self.store = Store(db_path, threads=True)
+        self.store = open_store(db_path, threads=True)
         self.cfg = cfg = dataclasses.replace(cfg, strict=False)  # good posts of a request are kept
         self.lock = threading.Lock()
         self.ing = Ingester(self.store, cfg, self.store.start_run(["api"]))
@@ -369,7 +377,7 @@ def ingest(
     exports = expand_paths(paths, opts.format)
     if cfg.strict:
         validate(exports, cfg, opts)
-    with ingest_lock(db_path, on_wait), Store(db_path) as store:
+    with ingest_lock(db_path, on_wait), open_store(db_path) as store:
         run_id = store.start_run(str(p) for p, _ in exports)
         ing = Ingester(store, cfg, run_id)
         workers = cfg.workers or (os.cpu_count() or 1)

@@ -7,6 +7,8 @@ Tombstoned ids and authors are never inserted again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -204,6 +206,18 @@ class Store:
 
     def transaction(self) -> _Tx:
         return _Tx(self.db)
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Held by every writer (`roost ingest`, a server's `POST /v1/posts`) while it reads what others stored,
+        decides which posts are copies and writes them: decisions then equal some one-after-the-other order of
+        the batches, whichever processes wrote them. An OS file lock, released by the kernel if the holder dies."""
+        with open(self.path.with_name(self.path.name + ".write-lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def start_run(self, paths: Iterable[str]) -> int:
         self.reap_runs()

@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from roost.config import ShardConfig
-from roost.corpus.reader import StoreReader
+from roost.corpus.backend import open_reader
 from roost.data import tokenizer as toklib
 from roost.errors import RoostError
 
@@ -116,7 +116,7 @@ def _read_batches(
     db: Path, batch: int, stop: threading.Event, meta: dict[str, Any]
 ) -> Iterator[list[tuple[str, str, str]]]:
     """Training rows (id, author, scrubbed text) in store order inside one read snapshot; fills `meta` first."""
-    with StoreReader(db) as store:
+    with open_reader(db) as store:
         yield from store.training_snapshot(batch, meta, stop)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from roost.config import TokenizerConfig
-from roost.corpus.reader import StoreReader
+from roost.corpus.backend import open_reader
 from roost.errors import RoostError, UsageError
 from roost.hashing import sha256_file
 from roost.workspace import is_name, replace_dir, temp_dir_for
@@ -61,12 +61,12 @@ def build_empty() -> Tokenizer:
 
 def iter_texts(db: Path, limit: int = 0, batch: int = 1_000) -> Iterator[list[str]]:
     """Batches of training text (scrubbed, one copy of each, no reposts); `limit` > 0 samples evenly."""
-    with StoreReader(db) as store:
+    with open_reader(db) as store:
         yield from store.training_texts(limit, batch)
 
 
 def count_posts(db: Path) -> int:
-    with StoreReader(db) as store:
+    with open_reader(db) as store:
         return store.count_training()
 
 
@@ -170,7 +170,7 @@ def report(db: Path, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
     """Tokens per post, bytes per token and vocabulary coverage, overall and per language, on a store sample."""
     tok = load(tok_path)
     partial = _partial_byte_ids(tok)
-    with StoreReader(db) as store:
+    with open_reader(db) as store:
         n = store.count_training()
         rows = store.training_sample_by_lang(n_posts)
     if not rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roost.corpus.reader import StoreReader
+from roost.corpus.backend import open_reader
 
 ANCHOR = 25
 
@@ -28,7 +28,7 @@ class LeakGuard:
         if min_chars < 2 * ANCHOR:
             raise ValueError(f"min_chars must be >= {2 * ANCHOR}")
         self.db, self.min_chars = db, min_chars
-        self._store = StoreReader(db)
+        self._store = open_reader(db)
         self._lock = threading.Lock()
         self._hashes = np.zeros(0, dtype=np.int64)
         self._rowids = np.zeros(0, dtype=np.int64)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roost.corpus.reader import StoreReader
+from roost.corpus.backend import open_reader
 from roost.errors import UsageError
 from roost.search.hybrid import SearchIndex, or_terms
 from roost.search.query import MAX_QUERY_CHARS, Query, parse
@@ -66,7 +66,7 @@ def known_item_set(home: Path, generate: Callable[[list[str]], list[str]], n: in
         cached = load_beir_queries(d)
         if len(cached.queries) == n:
             return cached
-    with StoreReader(Workspace(home).corpus_db) as store:
+    with open_reader(Workspace(home).corpus_db) as store:
         rows = store.posts_in("en", min_chars)
     if len(rows) < n:
         raise UsageError(
@@ -263,3 +263,65 @@ def evaluate(
         run = run_mode(index, es, qids, "hybrid", expander=expander, id_prefix=prefix)
         results["hybrid + LLM expansion"] = score(es, run, qids)
     return results, tuned
+
+
+@dataclass
+class EvalRun:
+    """One `roost eval search`: the set scored, the scores by mode, and the fusion tuning (if asked)."""
+
+    es: EvalSet
+    results: dict[str, dict[str, float]]
+    tuned: dict[str, Any] | None
+    title: str
+
+
+def run_eval(
+    home: Path,
+    search_cfg: Any,
+    engine: Any = None,
+    template: Any = None,
+    *,
+    queries: int = 200,
+    beir: Path | None = None,
+    max_docs: int = 100_000,
+    tune: bool = False,
+    expand: bool = False,
+    on_index: Callable[[int, int], None] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> EvalRun:
+    """Known-item queries written by `engine` over this home's posts, or a BEIR folder indexed into a temporary
+    workspace; scored in every mode (and tuned fusion / LLM expansion with `tune` / `expand`)."""
+    import dataclasses
+
+    from roost.search.expand import expand_query, synthetic_queries
+
+    if engine is None and (beir is None or expand or tune):
+        raise UsageError("give -m MODEL (it writes the known-item queries and expands them), or --beir DIR")
+    tmp, prefix = None, ""
+    try:
+        if beir is not None:
+            es = load_beir_queries(beir)
+            home, tmp = beir_workspace(beir, max_docs, on_index)
+            prefix = "beir:"
+            if not tune:
+                es.tune = set()
+        else:
+            say(f"building {queries} known-item queries (cached under index/eval/)…")
+            es = known_item_set(home, lambda posts: synthetic_queries(engine, template, posts), queries)
+        index = SearchIndex(home, cfg=dataclasses.replace(search_cfg))
+        expander = None
+        if expand and engine is not None:
+            cache: dict[str, list[str]] = {}
+
+            def expander(text: str) -> list[str]:
+                if text not in cache:
+                    cache[text] = expand_query(engine, template, text)
+                return cache[text]
+
+        results, tuned = evaluate(index, es, prefix, tune, store=beir is None, expander=expander)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    n = len(es.test)
+    title = f"{es.name}: {n} held-out queries" if beir is None else f"BEIR {beir.name}: {n} queries"
+    return EvalRun(es, results, tuned, title)

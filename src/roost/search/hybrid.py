@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from roost.config import SearchConfig
+from roost.corpus.backend import PostReader, open_reader
 from roost.corpus.post import author_key
-from roost.corpus.reader import StoreReader
 from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
@@ -91,7 +91,7 @@ class SearchIndex:
         for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
-        with StoreReader(Workspace(home).corpus_db) as store:
+        with open_reader(Workspace(home).corpus_db) as store:
             tomb = store.tombstone_cursor()
         meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
         write_json(d / "meta.json", meta)
@@ -126,7 +126,7 @@ class SearchIndex:
     ) -> tuple[int, int]:
         """Index posts added to the store since the last call and drop posts tombstoned since; (added, removed).
         Commits, so both are visible to searches when it returns."""
-        with self.write_lock, StoreReader(self.db) as reader, reader.snapshot() as store:
+        with self.write_lock, open_reader(self.db) as reader, reader.snapshot() as store:
             # one read snapshot for every query below: otherwise a post stored between the rows and the
             # max(seq) would be skipped for good (seen as a flaky test under load)
             removed = self._apply_tombstones(store)
@@ -147,7 +147,7 @@ class SearchIndex:
             self.meta["posts"] = len(self.vectors)
             return done, removed
 
-    def _apply_tombstones(self, store: StoreReader) -> int:
+    def _apply_tombstones(self, store: PostReader) -> int:
         rows = store.tombstones_since(int(self.meta.get("tomb_rowid", 0)))
         if not rows:
             return 0
@@ -259,7 +259,7 @@ class SearchIndex:
         return hits[:k]
 
     def _lookup(self, rowids: list[int]) -> tuple[dict[int, tuple[str, str, str, str]], set[tuple[str, str]]]:
-        with StoreReader(self.db) as store:
+        with open_reader(self.db) as store:
             found = store.posts_by_seq(rowids)
             keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
             return found, store.tombstoned(keys)

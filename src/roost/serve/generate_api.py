@@ -362,11 +362,11 @@ def add_generation_routes(
         )
 
     def lookup_post(post_id: str) -> str:
-        from roost.corpus.reader import StoreReader
+        from roost.corpus.backend import open_reader
 
         if store_db is None or not store_db.is_file():
             raise ApiError(400, "this server has no post store; send text instead of post_id", param="post_id")
-        with StoreReader(store_db) as store:
+        with open_reader(store_db) as store:
             text = store.post_text(post_id)
         if text is None:
             raise ApiError(404, f"no post {post_id!r} in the store", param="post_id", code="post_not_found")

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-from rich.console import Console
 
 from roost.train import checkpoint as ckpt
 from roost.train.parallel import report_hangs
@@ -51,18 +50,19 @@ def torchrun_argv(nproc: int, max_restarts: int, args: list[str]) -> list[str]:
     ]
 
 
-def run_local(nproc: int, max_restarts: int, run_dir: Path, console: Console) -> int:
-    """Run torchrun, wait, and name the ranks that hung (their stacks are in run_dir/hang/)."""
+def run_local(nproc: int, max_restarts: int, run_dir: Path, say: Callable[[str], None]) -> int:
+    """Run torchrun, wait, and name the ranks that hung (their stacks are in run_dir/hang/); `say` prints a line
+    (rich markup)."""
     argv = torchrun_argv(nproc, max_restarts, rank_argv(sys.argv[1:]))
     for stale in (run_dir / "hang").glob("rank*.txt"):
         stale.unlink()
-    console.print(f"[dim]torchrun: {nproc} ranks, up to {max_restarts} restart(s)[/]")
+    say(f"[dim]torchrun: {nproc} ranks, up to {max_restarts} restart(s)[/]")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rc = subprocess.call(argv, env=env)
     for line in report_hangs(run_dir):
-        console.print(f"[red]{line}[/]")
+        say(f"[red]{line}[/]")
     if rc:
-        console.print(f"[red]error:[/] the job failed (torchrun exit code {rc}); see the rank tracebacks above")
+        say(f"[red]error:[/] the job failed (torchrun exit code {rc}); see the rank tracebacks above")
     return rc
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roost.corpus.reader import StoreReader
+from roost.corpus.backend import open_reader
 from roost.data import tokenizer as toklib
 from roost.data.loader import FeistelPermutation
 from roost.errors import RoostError
@@ -27,7 +27,7 @@ ANSWER = "{reply}<|im_end|>\n"
 
 def reply_pairs(db: Path) -> list[tuple[str, str, str]]:
     """(reply id, parent text, reply text) for every reply whose parent is in the store."""
-    with StoreReader(db) as store:
+    with open_reader(db) as store:
         return store.reply_pairs()
 
 

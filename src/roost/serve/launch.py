@@ -1,0 +1,149 @@
+"""Build and run `roost serve` from its arguments, outside the CLI (as vLLM builds its engine from args):
+
+from roost.serve.launch import ServeArgs, build, run
+server = build(home, ServeArgs(model="smollm2", port=8000), corpus_cfg, search_cfg, say=print)
+run(server)   # HTTP in a thread, the engine in this one; SIGTERM/SIGINT drain and save the search index
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roost.config import CorpusConfig, SearchConfig
+from roost.errors import UsageError
+from roost.workspace import Workspace
+
+
+@dataclass
+class ServeArgs:
+    """What `roost serve` was asked for (flags, or a script's values)."""
+
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_batch: int = 8
+    max_queue: int = 32
+    max_seq: int = 2048
+    dtype: str = "auto"
+    quant: str | None = None
+    no_search: bool = False
+
+
+@dataclass
+class Server:
+    """A built server: the ASGI app, its engine (None: search only) and search service (None: generation only)."""
+
+    app: Any
+    engine: Any
+    search: Any
+    host: str
+    port: int
+    name: str | None
+
+
+def check(args: ServeArgs) -> str | None:
+    """Refuse bad arguments before anything loads; returns the API key in force (flag or $ROOST_API_KEY)."""
+    from roost.probe import choose
+
+    key = args.api_key or os.environ.get("ROOST_API_KEY") or None
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and not key:
+        raise UsageError(f"refusing to bind {args.host} without an API key: pass --api-key or set ROOST_API_KEY")
+    choose("decode", args.dtype)  # a bad --dtype is refused even when no model uses it
+    if args.max_batch < 1 or args.max_queue < 0 or not 1 <= args.port <= 65535:
+        raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
+    return key
+
+
+def build(
+    home: Path, args: ServeArgs, corpus: CorpusConfig, search_cfg: SearchConfig, say: Callable[[str], None]
+) -> Server:
+    """Load the model and open the search index as asked; `say` prints progress lines."""
+    from roost.infer.guard import LeakGuard
+    from roost.infer.loading import load_engine
+    from roost.probe import choose
+    from roost.serve.app import ServeConfig, build_app
+
+    key = check(args)
+    db = Workspace(home).corpus_db
+    if args.model is None and (args.no_search or not db.is_file()):
+        raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
+    engine = name = sha = template = None
+    if args.model is not None:
+        engine, name, sha, template = load_engine(
+            home, args.model, args.max_batch, args.max_queue, args.max_seq, args.dtype, args.quant, start=False, say=say
+        )
+    search = None
+    if not args.no_search and db.is_file():
+        from roost.serve.search_api import SearchService
+
+        emb = choose("embed", search_cfg.embed_dtype).line()
+        say(f"opening the search index (catching up with the store)… embeddings: {emb}")
+        search = SearchService.open(home, corpus, search_cfg)
+    guard = LeakGuard(db) if db.is_file() and engine is not None else None
+    cfg = ServeConfig(
+        host=args.host,
+        port=args.port,
+        api_key=key,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_seq=args.max_seq,
+    )
+    app = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
+    return Server(app, engine, search, args.host, args.port, name)
+
+
+def hints(server: Server) -> list[str]:
+    """What to open or run against this server."""
+    base = f"http://{server.host}:{server.port}"
+    what = " + ".join(x for x in (server.name, "search" if server.search else None) if x)
+    out = [f"serving {what} on {base}/  (OpenAI base_url {base}/v1)"]
+    if server.name:
+        out.append(
+            f"try: curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{server.name}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
+        )
+    if server.search:
+        out.append(f"try: curl {base}/v1/search -H 'Content-Type: application/json' -d '{{\"query\": \"coffee\"}}'")
+    return out
+
+
+def run(server: Server) -> None:
+    """Serve until SIGTERM/SIGINT: HTTP in a thread; this thread runs the engine (torch's warm OpenMP team lives
+    here) or, with no model, waits. On a signal, new requests get 503, running ones finish, the index is saved."""
+    import uvicorn
+
+    http = uvicorn.Server(uvicorn.Config(server.app, host=server.host, port=server.port, log_level="warning"))
+    engine = server.engine
+
+    def stop(*_: object) -> None:
+        server.app.state.closing = True
+        http.should_exit = True
+        if engine is not None:
+            engine.shutdown(drain_timeout=0)
+
+    web = threading.Thread(target=http.run, daemon=True, name="roost-http")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        web.start()
+        if engine is not None:
+            engine.run()
+        else:
+            while web.is_alive() and not http.should_exit:
+                web.join(timeout=0.5)
+        web.join(timeout=10)
+    finally:
+        if server.search is not None:
+            server.search.close()
