@@ -61,6 +61,15 @@ def register(app: typer.Typer, state: Any) -> None:
         no_search: Annotated[
             bool, typer.Option("--no-search", help="Do not serve search (/v1/search, /v1/ask).")
         ] = False,
+        header_timeout: Annotated[
+            float, typer.Option("--header-timeout", help="Seconds a client has to send its request headers.")
+        ] = 10.0,
+        body_timeout: Annotated[
+            float, typer.Option("--body-timeout", help="Seconds a client has to send its whole request body.")
+        ] = 30.0,
+        max_connections: Annotated[
+            int, typer.Option("--max-connections", help="Open connections at once; more get 503.")
+        ] = 256,
     ) -> None:
         """Serve a model over an OpenAI-compatible API (chat, completions, compose, reply), real-time search over
         the posts (/v1/search, /v1/posts, /v1/ask), metrics and a web page. Without a model: search only.
@@ -70,7 +79,10 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.serve import launch
 
         st = state(ctx)
-        args = launch.ServeArgs(model, host, port, api_key, max_batch, max_queue, max_seq, dtype, quant, no_search)
+        args = launch.ServeArgs(
+            model, host, port, api_key, max_batch, max_queue, max_seq, dtype, quant, no_search,
+            header_timeout, body_timeout, max_connections,
+        )  # fmt: skip
         server = launch.build(st.ws.root, args, st.config.corpus, st.config.search, say=_say)
         for line in launch.hints(server):
             console.print(line, highlight=False)

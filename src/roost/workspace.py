@@ -81,6 +81,11 @@ class Workspace:
         return self.root / "corpus.db"
 
     @property
+    def secret_file(self) -> Path:
+        """The home's own key (roost.seal): seals what roost wrote here, so a folder from elsewhere is told apart."""
+        return self.root / ".roost" / "secret"
+
+    @property
     def config_file(self) -> Path:
         return self.root / "roost.toml"
 

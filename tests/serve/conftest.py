@@ -20,6 +20,7 @@ from roost.model.config import load_preset
 from roost.model.convert import load_model_dir, save_model_dir
 from roost.model.llama import Llama
 from roost.serve.app import ServeConfig, build_app
+from roost.serve.http import uvicorn_options
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 
 TOKCONF = {
@@ -47,11 +48,11 @@ def make_engine(model_dir: Path, **kw: Any) -> Engine:
 
 
 class Server:
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, **limits: Any):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **uvicorn_options(**limits)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20
@@ -72,8 +73,9 @@ def serve(
     engine = make_engine(model_dir, **(engine_kw or {}))
     guard = LeakGuard(store) if store else None
     meta_sha = load_model_dir(model_dir)[1]["model_sha256"]
-    app = build_app(engine, "tiny", meta_sha, ServeConfig(**cfg), guard, store)
-    return Server(app), engine, app
+    conf = ServeConfig(**cfg)
+    app = build_app(engine, "tiny", meta_sha, conf, guard, store)
+    return Server(app, header_timeout=conf.header_timeout, max_connections=conf.max_connections), engine, app
 
 
 @pytest.fixture(scope="module")

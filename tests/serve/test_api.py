@@ -254,8 +254,8 @@ def test_in_process_with_the_async_client(model_dir: Path) -> None:
     app = build_app(engine, "tiny", "0" * 64, ServeConfig())
 
     async def go() -> tuple[list[str], str | None]:
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://roost")
-        client = openai.AsyncOpenAI(base_url="http://roost/v1", api_key="x", http_client=http, max_retries=0)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+        client = openai.AsyncOpenAI(base_url="http://localhost/v1", api_key="x", http_client=http, max_retries=0)
         ids = [m.id async for m in client.models.list()]
         r = await client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5

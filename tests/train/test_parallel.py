@@ -104,13 +104,13 @@ def test_export_from_sharded_checkpoint_streams_in_groups(ref: tuple[Path, dict[
     home, _ = ref
     _train(home, "ex", "--steps", "2", "--batch-size", "4", "--ckpt-every", "100", nproc=2)
     last = ckpt.list_checkpoints(home / "runs/ex/checkpoints")[-1]
-    m = dcp.read_meta(last)
+    m = dcp.read_meta(home, last)
     out = tmp_path / "hf"
-    meta = dcp.export(last, out, Path(m["tokenizer_path"]), m["tokenizer_config"], {}, group_bytes=64 << 10)
+    meta = dcp.export(home, last, out, Path(m["tokenizer_path"]), m["tokenizer_config"], {}, group_bytes=64 << 10)
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) > 2 and (out / "model.safetensors.index.json").is_file()
     model, _ = load_model_dir(out)
-    full = dcp.read_tensors(last, list(dcp.model_tensors(last)))
+    full = dcp.read_tensors(home, last, list(dcp.model_tensors(home, last)))
     for k, v in model.state_dict().items():
         assert torch.equal(v, full[k]), k
     assert meta["steps"] == 2

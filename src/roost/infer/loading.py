@@ -66,5 +66,5 @@ def load_engine(
     )
     from roost.infer.chat import ChatTemplate
 
-    template = ChatTemplate(tc.get("chat_template"), tc)
+    template = ChatTemplate(tc.get("chat_template"), tc, origin=f"{path}/tokenizer_config.json chat_template")
     return engine, path.name, str(meta.get("model_sha256", "unknown")), template

@@ -2,10 +2,13 @@
 indexes under <home>/index/; `roost search "query" [--mode keyword|semantic|hybrid]` ranks posts.
 
 Hybrid = weighted reciprocal rank fusion (k = 60) of the keyword and vector rankings, optionally with a recency
-boost. Filters (from:, since:, lang:, …) apply inside both indexes; when a filter leaves few posts (≤ 5 % of the
-index, or ≤ 20,000), semantic search is exact over exactly those posts instead of approximate-then-filtered, so
-filtered recall does not collapse. Every result is checked against the store before it is returned: a forgotten
-post (its row deleted, its id tombstoned) is never shown even if an index still holds it.
+boost. Operators are hard constraints in every mode: filters (from:, since:, lang:, …), #tags, @mentions,
+"phrases" and -exclusions apply inside both indexes — the keyword index finds the posts that satisfy them all
+(`KeywordIndex.constraint`) and semantic candidates come from those posts only, while free words keep ranking by
+meaning. When the operators leave few posts (≤ 5 % of the index, or ≤ 20,000), semantic search is exact over
+exactly those posts instead of approximate-then-filtered, so constrained recall does not collapse. Every result
+is checked against the store before it is returned: a forgotten post (its row deleted, its id tombstoned) is
+never shown even if an index still holds it.
 
 `catch_up()` indexes posts the store gained and drops posts it tombstoned since the last call — `roost index`
 runs it once, a running `roost serve` every `search.refresh_ms` (roost.search.live).
@@ -52,6 +55,8 @@ class Hit:
 
 
 class SearchIndex:
+    exact_limit = 20_000  # semantic search is exact over the allowed posts when ≤ this many (or ≤ 5 %) pass
+
     def __init__(self, home: Path, embedder: Any | None = None, cfg: SearchConfig | None = None):
         self.dir = Workspace(home).index_dir
         self.db = Workspace(home).corpus_db
@@ -171,19 +176,24 @@ class SearchIndex:
 
     # -- searching -----------------------------------------------------------------------------------------------------
     def _semantic(self, q: Query, k: int, vec: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(rowid, similarity) of the posts nearest the free text, among the posts q's operators allow."""
         if not q.text.strip():
             return []
         v = self.embedder.encode([q.text])[0] if vec is None else vec
-        if q.has_filters():
-            n = max(1, len(self.vectors))
-            allowed = self.keyword.filter_rowids(q, cap=max(20_000, n // 20))
-            if allowed is not None:  # narrow filter: exact search over exactly the allowed posts
-                return self.vectors.exact(v, k, among=allowed)
-            over = self.vectors.search(v, k * 10)
-            ok = set(self.keyword.filter_rowids(q, cap=n) or [])
-            hits = [h for h in over if h[0] in ok][:k]
-            return hits if len(hits) >= k else self.vectors.exact(v, k, among=list(ok))
-        return self.vectors.search(v, k)
+        allowed = self.keyword.constraint(q)
+        if allowed is None:
+            return self.vectors.search(v, k)
+        n = max(1, len(self.vectors))
+        narrow = self.keyword.rowids(allowed, cap=max(self.exact_limit, n // 20))
+        if narrow is not None:  # few posts pass: exact search over exactly those
+            return self.vectors.exact(v, k, among=narrow)
+        over = self.vectors.search(v, k * 10)
+        ok = self.keyword.rowids_among(allowed, [r for r, _ in over])
+        hits = [h for h in over if h[0] in ok][:k]
+        if len(hits) >= k:
+            return hits
+        every = self.keyword.rowids(allowed, cap=max(n, self.keyword.num_docs()))
+        return self.vectors.exact(v, k, among=every or [])
 
     def search(
         self,
@@ -218,7 +228,8 @@ class SearchIndex:
             lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
             if extra_terms:
                 ex = dataclasses.replace(q, terms=or_terms(extra_terms), phrases=[])
-                lists.append(({r: i + 1 for i, (_, r, _) in enumerate(self.keyword.search(ex, depth))}, 0.5 * w_kw))
+                more = self.keyword.search(ex, depth, within=q)  # other words, the same operators
+                lists.append(({r: i + 1 for i, (_, r, _) in enumerate(more)}, 0.5 * w_kw))
             for ranks, w in lists:
                 for rowid, r in ranks.items():
                     scores[rowid] = scores.get(rowid, 0.0) + w / (self.cfg.rrf_k + r)

@@ -167,6 +167,11 @@ class KeywordIndex:
         except ValueError:
             return False
 
+    def _phrase(self, text: str) -> Any | None:
+        """A term or phrase as a query on the body (None when no token of it is searchable)."""
+        quoted = '"' + cjk_bigrams(text).replace("\\", " ").replace('"', " ") + '"'
+        return self.index.parse_query(quoted, ["body"]) if self._parses(quoted) else None
+
     def _text_query(self, q: Query) -> Any | None:
         """None: the query has no text part. tantivy's empty query: it has one, but no word in it is searchable
         (like an OpenSearch match query whose analyser emits no token, such a word is dropped)."""
@@ -191,41 +196,71 @@ class KeywordIndex:
             return self.index.parse_query(text, ["body"])
         return self.index.parse_query(" AND ".join(p for p in parts if p != "OR"), ["body"])
 
+    def _excluded(self, q: Query) -> list[Any]:
+        return [(tantivy.Occur.MustNot, p) for ex in q.exclude if (p := self._phrase(ex)) is not None]
+
+    def constraint(self, q: Query) -> Any | None:
+        """The posts that satisfy every operator of q — filters, required #tags/@mentions/"phrases" (any of them
+        under OR), exclusions — whatever its free words; None when q has no operator. Semantic results are drawn
+        from these posts only, so an operator holds in every mode exactly as in keyword mode."""
+        occ = tantivy.Occur
+        clauses = self._filters(q) + self._excluded(q)
+        required = [p for t in q.required if (p := self._phrase(t)) is not None]
+        if required and "OR" in q.terms:
+            clauses.append((occ.Must, tantivy.Query.boolean_query([(occ.Should, p) for p in required])))
+        else:
+            clauses += [(occ.Must, p) for p in required]
+        if not clauses:
+            return None
+        if not any(o == occ.Must for o, _ in clauses):
+            clauses.append((occ.Must, tantivy.Query.all_query()))
+        return tantivy.Query.boolean_query(clauses)
+
     def query(self, q: Query) -> Any:
-        clauses = self._filters(q)
+        clauses = self._filters(q) + self._excluded(q)
         text = self._text_query(q)
         if text is not None:
             clauses.append((tantivy.Occur.Must, text))
-        for ex in q.exclude:
-            quoted = '"' + cjk_bigrams(ex).replace('"', " ") + '"'
-            if self._parses(quoted):
-                clauses.append((tantivy.Occur.MustNot, self.index.parse_query(quoted, ["body"])))
         if not any(o == tantivy.Occur.Must for o, _ in clauses):
             clauses.append((tantivy.Occur.Must, tantivy.Query.all_query()))
         return tantivy.Query.boolean_query(clauses)
 
-    def search(self, q: Query, limit: int) -> list[tuple[str, int, float]]:
-        """(post id, rowid, BM25 score) best first."""
+    def search(self, q: Query, limit: int, within: Query | None = None) -> list[tuple[str, int, float]]:
+        """(post id, rowid, BM25 score) best first. `within`: also hold to that query's operators (the expansion
+        ranking searches other words, but only among the posts the user's operators allow)."""
         searcher = self.index.searcher()
-        hits = searcher.search(self.query(q), limit).hits
+        query = self.query(q)
+        if within is not None and (allowed := self.constraint(within)) is not None:
+            must = tantivy.Occur.Must
+            query = tantivy.Query.boolean_query([(must, query), (must, tantivy.Query.const_score_query(allowed, 0.0))])
         out = []
-        for score, addr in hits:
+        for score, addr in searcher.search(query, limit).hits:
             d = searcher.doc(addr)
             out.append((d["id"][0], int(d["rowid"][0]), float(score)))
         return out
 
-    def filter_rowids(self, q: Query, cap: int) -> list[int] | None:
-        """Rowids of every post passing q's filters (None when there are more than `cap`)."""
-        clauses = self._filters(q)
-        if not clauses:
-            return None
+    def rowids(self, query: Any, cap: int) -> list[int] | None:
+        """Rowids of every post matching a query (None when there are more than `cap`)."""
         searcher = self.index.searcher()
-        query = tantivy.Query.boolean_query(clauses)
         res = searcher.search(query, cap + 1)
         count = res.count  # type: ignore[attr-defined]
-        if count is not None and count > cap:
+        if (count is not None and count > cap) or len(res.hits) > cap:
             return None
         return [int(searcher.doc(a)["rowid"][0]) for _, a in res.hits]
+
+    def rowids_among(self, query: Any, rowids: Sequence[int]) -> set[int]:
+        """Those of these rowids whose posts match a query."""
+        if not rowids:
+            return set()
+        occ = tantivy.Occur
+        among = tantivy.Query.term_set_query(self.schema, "rowid", [int(r) for r in rowids])
+        found = self.rowids(tantivy.Query.boolean_query([(occ.Must, query), (occ.Must, among)]), len(rowids))
+        return set(found or [])
+
+    def filter_rowids(self, q: Query, cap: int) -> list[int] | None:
+        """Rowids of every post passing all of q's operators (None when it has none, or more than `cap` pass)."""
+        allowed = self.constraint(q)
+        return None if allowed is None else self.rowids(allowed, cap)
 
     def num_docs(self) -> int:
         return int(self.index.searcher().num_docs)

@@ -1,6 +1,10 @@
 """X-style search queries: `from:alice to:bob since:2024-01-01 until:2024-02-01 #tag lang:de "exact phrase" -term
 filter:replies -filter:replies OR`. `parse()` splits a query into free text and filters, with a clear error for
 anything malformed.
+
+Free words rank (lexically in keyword mode, by meaning in semantic mode); everything else the user wrote is an
+operator, a hard constraint in every mode: #tags, @mentions and "phrases" (`Query.required`), -exclusions, and
+the filters.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ STOPWORDS = frozenset(
     "which who why will with would you your".split()
 )
 _TOKEN = re.compile(r'-?"[^"]*"|\S+')
+_ENTITY = re.compile(r"[#@]\w")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
 
 
@@ -42,6 +47,21 @@ class Query:
 
     def has_filters(self) -> bool:
         return bool(self.authors or self.to or self.since or self.until or self.langs or self.replies is not None)
+
+    @property
+    def required(self) -> list[str]:
+        """The #tags, @mentions and "phrases" that results must contain, in every mode. With OR they are
+        alternatives (any one must match, as in keyword mode); an OR that also offers a free word requires none,
+        since a free word ranks and constrains nothing."""
+        ops = [t for t in self.terms if is_entity(t)] + self.phrases
+        if "OR" in self.terms and any(t != "OR" and not is_entity(t) for t in self.terms):
+            return []
+        return ops
+
+
+def is_entity(term: str) -> bool:
+    """A #tag or @mention: an operator matched as written (case and accents folded), not a free word."""
+    return bool(_ENTITY.match(term))
 
 
 def _date(value: str, op: str) -> datetime:

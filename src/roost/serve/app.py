@@ -9,6 +9,10 @@ a full queue is 429 with Retry-After; a server shutting down answers 503.
 
 from __future__ import annotations
 
+import hmac
+import html
+import ipaddress
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ from roost.infer.chat import ChatTemplate
 from roost.infer.engine import Engine
 from roost.infer.guard import LeakGuard
 from roost.serve.errors import ApiError, _error
+from roost.serve.http import Guard
 from roost.serve.schemas import ErrorResponse, ModelCard, ModelList
 
 WEB = Path(__file__).parent / "web" / "index.html"
@@ -38,6 +43,9 @@ class ServeConfig:
     max_queue: int = 32
     max_seq: int = 2048
     max_body_bytes: int = 1 << 20
+    body_timeout: float = 30.0  # the whole request body must arrive within this (408)
+    header_timeout: float = 10.0  # request headers must be complete within this (the connection is closed)
+    max_connections: int = 256  # open connections; more are answered 503 and closed
     dtype: str = "auto"  # weights for decoding: auto (roost.probe's table, by CPU class), bf16 or fp32
 
 
@@ -102,6 +110,18 @@ def build_app(
     created = int(time.time())
     template = chat_template or ChatTemplate(None)
 
+    want_key = f"Bearer {cfg.api_key}".encode() if cfg.api_key else b""
+
+    def _key_ok(header: str) -> bool:  # constant time: the comparison does not leak how much of a key matched
+        return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), want_key)
+
+    app.add_middleware(
+        Guard,
+        max_body_bytes=cfg.max_body_bytes,
+        body_timeout=cfg.body_timeout,
+        loopback_only=_is_loopback(cfg.host) and not cfg.api_key,
+    )
+
     # -- errors in OpenAI's shape -----------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -128,14 +148,8 @@ def build_app(
     async def guard_requests(request: Request, call_next: Any) -> Response:
         route = request.url.path
         t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > cfg.max_body_bytes):
-            resp: Response = _error(413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large")
-        elif (
-            cfg.api_key
-            and route.startswith("/v1/")
-            and request.headers.get("authorization", "") != f"Bearer {cfg.api_key}"
-        ):
+        resp: Response
+        if cfg.api_key and route.startswith("/v1/") and not _key_ok(request.headers.get("authorization", "")):
             resp = _error(
                 401,
                 "missing or wrong API key (Authorization: Bearer …)",
@@ -154,12 +168,17 @@ def build_app(
         return resp
 
     # -- routes --------------------------------------------------------------------------------------------------------
+    page_html = render_page(model_name, model_sha256, engine is not None, search is not None)
+    page_headers = {
+        "Content-Security-Policy": csp(page_html),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        html = WEB.read_text().replace("{{MODEL}}", model_name or "none (search only)")
-        html = html.replace("{{SHA}}", (model_sha256 or "-")[:12]).replace("{{GEN}}", "1" if engine else "0")
-        html = html.replace("{{ASK}}", "1" if search and engine else "0")
-        return HTMLResponse(html.replace("{{SEARCH}}", "1" if search else "0"))
+        return HTMLResponse(page_html, headers=page_headers)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -192,3 +211,41 @@ def build_app(
 
         add_search_routes(app, search, engine, template, prov, ApiError)
     return app
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def render_page(model_name: str | None, model_sha256: str | None, gen: bool, search: bool) -> str:
+    """The web page with its few server values filled in, each HTML-escaped (a model folder name is data)."""
+    values = {
+        "MODEL": model_name or "none (search only)",
+        "SHA": (model_sha256 or "-")[:12],
+        "GEN": "1" if gen else "0",
+        "ASK": "1" if search and gen else "0",
+        "SEARCH": "1" if search else "0",
+    }
+    page = WEB.read_text()
+    for k, v in values.items():
+        page = page.replace("{{" + k + "}}", html.escape(v, quote=True))
+    return page
+
+
+def csp(page: str) -> str:
+    """A strict Content-Security-Policy: only the page's own inline script and style (by hash), requests to this
+    origin, no plugins, frames, forms or base-URI changes."""
+    import base64
+    import hashlib
+
+    def hashes(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(x.encode()).digest()).decode()}'" for x in found)
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )

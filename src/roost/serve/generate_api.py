@@ -257,7 +257,7 @@ def add_generation_routes(
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Any:
         check_model(req.model)
-        ids = render_chat(req)
+        ids = await asyncio.to_thread(render_chat, req)  # a model's template never holds the event loop
         want_lp = (req.top_logprobs or 0) if req.logprobs else None
         p = params_of(req, req.max_completion_tokens or req.max_tokens, want_lp)
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -334,11 +334,17 @@ def add_generation_routes(
             raise ApiError(400, str(e), code="invalid_value") from None
         return SuggestResponse(candidates=out["candidates"], dropped=out["dropped"], **prov)
 
+    async def prompt_of(system: str, user: str) -> str:
+        try:
+            return await asyncio.to_thread(chat_prompt, system, user, template)
+        except ValueError as e:
+            raise ApiError(400, str(e), param="model", code="chat_template_error") from None
+
     @app.post("/v1/compose", response_model=SuggestResponse)
     async def compose(req: ComposeRequest) -> SuggestResponse:
         check_model(req.model)
         return await suggestions(
-            chat_prompt(COMPOSE_SYSTEM, f"Write a post about: {req.topic}", template),
+            await prompt_of(COMPOSE_SYSTEM, f"Write a post about: {req.topic}"),
             req.n,
             req.max_chars,
             req.temperature,
@@ -354,7 +360,7 @@ def add_generation_routes(
         if not text:
             raise ApiError(400, "give post_id (a post in the store) or text", param="post_id", code="invalid_value")
         return await suggestions(
-            chat_prompt(REPLY_SYSTEM, f"Reply to this post:\n{text}", template),
+            await prompt_of(REPLY_SYSTEM, f"Reply to this post:\n{text}"),
             req.n,
             req.max_chars,
             req.temperature,

@@ -35,6 +35,9 @@ class ServeArgs:
     dtype: str = "auto"
     quant: str | None = None
     no_search: bool = False
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 256
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Server:
     host: str
     port: int
     name: str | None
+    cfg: Any = None
 
 
 def check(args: ServeArgs) -> str | None:
@@ -63,6 +67,8 @@ def check(args: ServeArgs) -> str | None:
     choose("decode", args.dtype)  # a bad --dtype is refused even when no model uses it
     if args.max_batch < 1 or args.max_queue < 0 or not 1 <= args.port <= 65535:
         raise UsageError("--max-batch >= 1, --max-queue >= 0, --port in 1..65535")
+    if not (args.header_timeout > 0 and args.body_timeout > 0 and args.max_connections >= 1):
+        raise UsageError("--header-timeout and --body-timeout > 0 s, --max-connections >= 1")
     return key
 
 
@@ -99,9 +105,12 @@ def build(
         max_batch=args.max_batch,
         max_queue=args.max_queue,
         max_seq=args.max_seq,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
     )
     app = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
-    return Server(app, engine, search, args.host, args.port, name)
+    return Server(app, engine, search, args.host, args.port, name, cfg)
 
 
 def hints(server: Server) -> list[str]:
@@ -124,7 +133,10 @@ def run(server: Server) -> None:
     here) or, with no model, waits. On a signal, new requests get 503, running ones finish, the index is saved."""
     import uvicorn
 
-    http = uvicorn.Server(uvicorn.Config(server.app, host=server.host, port=server.port, log_level="warning"))
+    from roost.serve.http import uvicorn_options
+
+    limits = uvicorn_options(server.cfg.header_timeout, server.cfg.max_connections)
+    http = uvicorn.Server(uvicorn.Config(server.app, host=server.host, port=server.port, **limits))
     engine = server.engine
 
     def stop(*_: object) -> None:

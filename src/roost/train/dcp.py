@@ -10,8 +10,12 @@ Written by `roost train --nproc N` (and read by `roost train --resume` at any N,
 A save goes to `.step_N.tmp/`; rank 0 renames it once every rank's DCP write has finished and meta.json is on
 disk, so a job killed mid-save leaves no `step_N/` (list_checkpoints only sees directories with meta.json).
 `--async-ckpt` returns to training as soon as the state is staged in host memory and finishes the write in the
-background; the rename waits for it. Nothing is pickled: DCP's metadata and shards are read by torch's own
-reader, and extra state is JSON or safetensors.
+background; the rename waits for it.
+
+DCP's `.metadata` is a pickle and torch's planner unpickles some shard entries, so a checkpoint is read only after
+`roost.seal.verify` proves every file is the one roost wrote in this home (an HMAC keyed with the home's secret,
+`roost-seal.json`, written last): a checkpoint folder from elsewhere, or one changed since, is refused before torch
+sees it. Extra state is JSON or safetensors.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from roost.errors import RoostError
+from roost.seal import seal, verify
 from roost.train import checkpoint as ckpt
 
 
@@ -55,6 +60,7 @@ class Pending:
     """An async save whose files are still being written."""
 
     future: Future[Any] | None
+    home: Path
     tmp: Path
     final: Path
     meta: dict[str, Any]
@@ -67,6 +73,7 @@ def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
 
 
 def save(
+    home: Path,
     ckpt_dir: Path,
     step: int,
     model: nn.Module,
@@ -75,7 +82,8 @@ def save(
     keep: int = 3,
     async_save: bool = False,
 ) -> Pending:
-    """Collective: every rank calls it. Returns a Pending; `finish()` it (at once for a blocking save)."""
+    """Collective: every rank calls it. Returns a Pending; `finish()` it (at once for a blocking save). `home` is
+    the workspace whose secret seals the checkpoint."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
     tmp = ckpt_dir / f".step_{step:08d}.tmp"
@@ -90,9 +98,9 @@ def save(
     full = {**meta, "step": step, "format": "dcp", "rng": rng_plain}
     if async_save:
         fut: Any = dcp.async_save(state, checkpoint_id=str(tmp))
-        return Pending(fut, tmp, final, full, keep)
+        return Pending(fut, home, tmp, final, full, keep)
     dcp.save(state, checkpoint_id=str(tmp))
-    pending = Pending(None, tmp, final, full, keep)
+    pending = Pending(None, home, tmp, final, full, keep)
     finish(pending)
     return pending
 
@@ -109,6 +117,7 @@ def finish(p: Pending) -> Path:
                 os.fsync(fh.fileno())
         p.meta["files"] = {str(f.relative_to(p.tmp)): f.stat().st_size for f in files}
         (p.tmp / "meta.json").write_text(json.dumps(p.meta, indent=1))
+        seal(p.home, p.tmp)
         if p.final.exists():
             shutil.rmtree(p.final)
         p.tmp.rename(p.final)
@@ -118,7 +127,9 @@ def finish(p: Pending) -> Path:
     return p.final
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_meta(home: Path, path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint roost wrote in this home (the seal is verified first: nothing else is read)."""
+    verify(home, path, "checkpoint")
     try:
         meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -130,9 +141,9 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load(home: Path, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Load a DCP checkpoint into `model`/`opt` in whatever layout they have now (collective under torchrun)."""
-    meta = read_meta(path)
+    meta = read_meta(home, path)
     state = _state(model, opt)
     # per-parameter state (moments, step) is matched by parameter name; the param groups stay this run's own,
     # since a new layout may group the parameters differently (tensor parallelism splits groups by tensor type)
@@ -149,8 +160,13 @@ def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, 
     return meta
 
 
-def model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def model_tensors(home: Path, path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """HF-named model tensors of a DCP checkpoint with their global shapes, read from its metadata only."""
+    verify(home, path, "checkpoint")
+    return _model_tensors(path)
+
+
+def _model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:  # after verify()
     md = dcp.FileSystemReader(str(path)).read_metadata()
     out = {}
     for key, m in md.state_dict_metadata.items():
@@ -159,10 +175,16 @@ def model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return out
 
 
-def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+def read_tensors(home: Path, path: Path, names: list[str]) -> dict[str, torch.Tensor]:
     """Full values of some model tensors, loaded piece by piece from the shards (one process, no process group):
     memory is the size of these tensors, not of the model."""
-    shapes = model_tensors(path)
+    verify(home, path, "checkpoint")
+    return _read_tensors(path, names, _model_tensors(path))
+
+
+def _read_tensors(
+    path: Path, names: list[str], shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]
+) -> dict[str, torch.Tensor]:  # after verify()
     want = {f"model.{n}": torch.empty(shapes[n][0], dtype=shapes[n][1]) for n in names}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
@@ -171,6 +193,7 @@ def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def export(
+    home: Path,
     path: Path,
     out: Path,
     tokenizer_path: Path,
@@ -184,9 +207,9 @@ def export(
     from roost.model.config import from_dict
     from roost.model.convert import save_weights_dir
 
-    meta = read_meta(path)
+    meta = read_meta(home, path)  # verifies the seal once for the whole export
     cfg = from_dict(meta["model_config"], f"{path}/meta.json")
-    shapes = model_tensors(path)
+    shapes = _model_tensors(path)
     names = [n for n in shapes if not (cfg.tie_embeddings and n == "lm_head.weight")]
     groups: list[list[str]] = [[]]
     size = 0
@@ -201,7 +224,7 @@ def export(
     prov = {**provenance, "checkpoint": str(path), "steps": meta["step"]}
     return save_weights_dir(
         cfg,
-        (read_tensors(path, g) for g in groups),
+        (_read_tensors(path, g, shapes) for g in groups),
         out,
         tokenizer_path,
         tokenizer_config,

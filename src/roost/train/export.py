@@ -44,9 +44,9 @@ def export(home: Path, source: str, out: Path, force: bool = False) -> dict[str,
     run = Workspace(home).run_dir(source) if is_name(source) else None
     found = ckpt.list_checkpoints(run / "checkpoints") if run else []
     if found and dcp.is_dcp(found[-1]):
-        m = dcp.read_meta(found[-1])
+        m = dcp.read_meta(home, found[-1])
         prov = {**m["provenance"], "train_config": m["train_config"]}
-        return dcp.export(found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
+        return dcp.export(home, found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
     if found:
         from roost.train.trainer import TrainConfig, Trainer
 

@@ -59,6 +59,7 @@ class Trainer:
     ):
         """`dist` (from `parallel.init_distributed`) trains across the torchrun job; None: this process alone."""
         self.dist = dist or Dist()
+        self.home = home
         self.paths = Paths.of(home, cfg)
         self.on_step = on_step
         self.start_ckpt: Path | None = None
@@ -71,7 +72,10 @@ class Trainer:
                     f"{self.paths.run}: no checkpoint to resume from" + (f" named {resume_from}" if resume_from else "")
                 )
             self.start_ckpt = found[-1]
-            meta = json.loads((self.start_ckpt / "meta.json").read_text())
+            if dcp.is_dcp(self.start_ckpt):  # sealed by this home, else refused before anything in it is read
+                meta = dcp.read_meta(home, self.start_ckpt)
+            else:
+                meta = json.loads((self.start_ckpt / "meta.json").read_text())
             saved = meta["train_config"]
             # a resumed run keeps the settings it was started with; only these may change (the layout included:
             # DCP reshards, and the per-rank batch follows so that the global batch stays the same)
@@ -212,7 +216,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         if dcp.is_dcp(path):  # a sharded checkpoint: loads into this process's layout, whatever wrote it
-            meta = dcp.load(path, self.model, self.opt.opts[0])
+            meta = dcp.load(self.home, path, self.model, self.opt.opts[0])
             if meta.get("model_config") != self.model.config.to_dict():
                 raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
             self.loader.load_state_dict(meta["loader"])
@@ -293,6 +297,7 @@ class Trainer:
             if self._pending is not None:
                 dcp.finish(self._pending)
             self._pending = dcp.save(
+                self.home,
                 self.paths.run / "checkpoints",
                 self.step,
                 self.model,

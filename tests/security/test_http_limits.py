@@ -1,0 +1,169 @@
+"""HTTP limits on a real server (uvicorn on 127.0.0.1 with roost's protocol and Guard): chunked bodies cannot pass
+the body limit, slow headers and slow bodies are cut off, connections are capped, a loopback server answers only
+loopback Host values unless it has a key, and invalid Unicode in any field of any route is a 400 in OpenAI's shape."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.data.conftest import store_db, tok_path  # noqa: F401
+from tests.serve.conftest import model_dir, serve  # noqa: F401
+
+LIMITS = {"max_body_bytes": 1 << 20, "header_timeout": 1.0, "body_timeout": 1.5, "max_connections": 24}
+
+
+@pytest.fixture(scope="module")
+def srv(model_dir: Path, store_db: Path) -> Iterator[Any]:  # noqa: F811
+    s, engine, app = serve(model_dir, store_db, **LIMITS)
+    yield s, app
+    s.stop()
+    engine.shutdown()
+
+
+def _connect(port: int) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return c
+
+
+def _response(c: socket.socket, timeout: float = 10) -> bytes:
+    c.settimeout(timeout)
+    out = b""
+    try:
+        while b"\r\n\r\n" not in out or len(out) < 12:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return out
+
+
+def test_chunked_body_over_the_limit_is_refused_while_streaming(srv: Any) -> None:
+    s, _ = srv
+    c = _connect(s.port)
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    chunk = b"x" * 65536
+    sent = 0
+    try:
+        for _ in range(200):  # up to 13 MB; the server must answer long before
+            c.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    head = _response(c)
+    c.close()
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    assert b"body_too_large" in head or sent <= 4 << 20
+
+
+def test_slow_body_and_slow_headers_are_cut_off(srv: Any) -> None:
+    s, _ = srv
+    c = _connect(s.port)
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 100\r\n\r\n{\"model\"")  # fmt: skip
+    t0 = time.monotonic()
+    head = _response(c, timeout=10)
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert time.monotonic() - t0 < 6
+    c.close()
+    c = _connect(s.port)
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finish
+    t0 = time.monotonic()
+    assert _response(c, timeout=10) == b""  # closed by the server
+    assert time.monotonic() - t0 < 6
+    c.close()
+
+
+def test_many_slow_connections_are_capped_and_closed(srv: Any) -> None:
+    s, _ = srv
+    socks = []
+    for _ in range(60):
+        c = _connect(s.port)
+        c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n{")
+        socks.append(c)
+    t0 = time.monotonic()
+    got = {i: b"" for i in range(len(socks))}
+    closed: set[int] = set()
+    while len(closed) < len(socks) and time.monotonic() - t0 < LIMITS["body_timeout"] + 5:
+        for i, c in enumerate(socks):
+            if i in closed:
+                continue
+            c.settimeout(0.01)
+            try:
+                data = c.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                data = b""
+            if data:
+                got[i] += data
+            else:
+                closed.add(i)
+    for c in socks:
+        c.close()
+    assert len(closed) == len(socks)  # nobody holds a connection open with a slow body
+    busy = [i for i, d in got.items() if d.startswith(b"HTTP/1.1 503")]
+    timed_out = [i for i, d in got.items() if d.startswith(b"HTTP/1.1 408")]
+    assert len(busy) >= 60 - LIMITS["max_connections"] and len(busy) + len(timed_out) == 60, got
+    assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200  # and the server still serves
+
+
+def test_loopback_server_answers_only_loopback_hosts(srv: Any, model_dir: Path) -> None:  # noqa: F811
+    s, _ = srv
+    r = httpx.get(f"{s.url}/v1/models", headers={"Host": "evil.example"}, timeout=10)
+    assert r.status_code == 421 and r.json()["error"]["code"] == "host_not_allowed"
+    r = httpx.get(f"{s.url}/", headers={"Host": "attacker.test:8000"}, timeout=10)
+    assert r.status_code == 421
+    for host in ("localhost", f"127.0.0.1:{s.port}", f"localhost:{s.port}", "[::1]:80"):
+        assert httpx.get(f"{s.url}/v1/models", headers={"Host": host}, timeout=10).status_code == 200, host
+    keyed, engine, _ = serve(model_dir, None, api_key="k3y")
+    try:  # with a key, any Host may be used, but the key is required (and compared in constant time)
+        h = {"Host": "roost.example"}
+        assert httpx.get(f"{keyed.url}/v1/models", headers=h, timeout=10).status_code == 401
+        h["Authorization"] = "Bearer k3y"
+        assert httpx.get(f"{keyed.url}/v1/models", headers=h, timeout=10).status_code == 200
+        h["Authorization"] = "Bearer k3x"
+        assert httpx.get(f"{keyed.url}/v1/models", headers=h, timeout=10).status_code == 401
+    finally:
+        keyed.stop()
+        engine.shutdown()
+
+
+def _properties(spec: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return list(schema.get("properties", {}))
+
+
+def test_invalid_unicode_in_any_field_of_any_route_is_a_400(srv: Any) -> None:
+    s, app = srv
+    spec = app.openapi()
+    tried = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body is None:
+                continue
+            for prop in _properties(spec, body):
+                for value in ("\ud800", ["\udfff"], {"x": "a\ud83d"}, [{"role": "user", "content": "\ud800"}]):
+                    raw = json.dumps({prop: value})  # ensure_ascii: the lone surrogate travels as \\ud800
+                    r = httpx.request(method.upper(), f"{s.url}{path}", content=raw,
+                                      headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+                    assert r.status_code == 400, (path, prop, value, r.status_code, r.text[:200])
+                    err = r.json()["error"]
+                    assert prop in err["message"] and err["type"] == "invalid_request_error", err
+                    tried += 1
+            r = httpx.request(method.upper(), f"{s.url}{path}", content=b'{"model": "\xff\xfe"}',
+                              headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+            assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"], (path, r.text[:200])
+    assert tried >= 40

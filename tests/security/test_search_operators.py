@@ -1,0 +1,309 @@
+"""Search operators are hard constraints in every mode: `#tag`, `@mention`, `"phrase"`, `-term`, `-"phrase"`,
+`from:`, `to:`, `lang:`, `since:`/`until:` and `filter:replies` hold for semantic and hybrid results exactly as
+for keyword results, while free words keep ranking semantically. A small real store (X archives through the real
+importer, real MiniLM embeddings) and a property test over random operator queries drawn from its own values."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roost.config import CorpusConfig
+from roost.corpus.ingest import ingest
+from roost.corpus.writers import Draft, write_x_archive
+from roost.search.embed import Embedder
+from roost.search.hybrid import Hit, SearchIndex
+
+MODES = ("keyword", "semantic", "hybrid")
+T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
+# (author, text, day, lang, index of the post it replies to)
+POSTS: list[tuple[str, str, int, str, int | None]] = [
+    ("alice", "Rebuilt the #infra dashboards this morning, latency is finally flat", 0, "en", None),
+    ("alice", "Racking new servers in the data center tonight #infra @bob", 3, "en", None),
+    ("alice", "The data center cooling failed again and the pager went off twice", 6, "en", None),
+    ("alice", "Lunch by the harbour, the lighthouse keeper waved at us from the gallery", 9, "en", None),
+    ("alice", "Reading about #infrastructure policy and city budgets on the train home", 12, "en", None),
+    ("alice", "Center of gravity: the data shows our deploys are slower on Fridays", 15, "en", None),
+    ("alice", "Watched zeppelins drift over the lake like slow silver whales @carol", 18, "en", None),
+    ("alice", "Yes the #infra migration is done, thanks for the patience @carol", 21, "en", 19),
+    ("alice", "Heute baue ich das Rechenzentrum um, #infra bleibt trotzdem stabil", 24, "de", None),
+    ("bob", "Lighthouses along the coast guide ships through the fog at night", 1, "en", None),
+    ("bob", "The old lighthouse on the cliff was painted red and white last summer", 4, "en", None),
+    ("bob", "Zeppelins and lighthouses both fascinated sailors a century ago", 7, "en", None),
+    ("bob", "Zeppelins were giant airships filled with hydrogen, floating above the sea", 10, "en", None),
+    ("bob", "Fixed the flaky deploy script before the weekend #ops @alice", 13, "en", None),
+    ("bob", "Coffee first, then the data center tour with the new hires #ops", 16, "en", None),
+    ("bob", "@alice need a hand with those racks tomorrow? #infra", 19, "en", 1),
+    ("bob", "Le phare de la cote brille dans la nuit, un spectacle magnifique", 22, "fr", None),
+    ("carol", "Lighthouse photography trip next weekend, bringing the big tripod #travel", 2, "en", None),
+    ("carol", "Airship museum visit: the zeppelins hangar is enormous and cold #travel", 5, "en", None),
+    ("carol", "Our #ops rotation moves to Tuesdays starting next month @bob", 8, "en", None),
+    ("carol", "Planning a trip to the coast, maybe more lighthouses again #travel @alice", 11, "en", None),
+    ("carol", "@bob the data center move went smoothly with no downtime at all", 14, "en", 14),
+    ("carol", "Baking bread on a rainy Sunday, the kitchen smells wonderful", 17, "en", None),
+    ("carol", "Der Leuchtturm an der Kueste ist wunderschoen bei Sonnenuntergang #travel", 20, "de", None),
+    ("carol", "Coffee tasting downtown: three roasts, one favourite, zero regrets", 23, "en", None),
+    ("carol", "The harbour lights flicker while the ferry leaves for the islands", 26, "en", None),
+]
+
+
+@pytest.fixture(scope="module")
+def idx(tmp_path_factory: pytest.TempPathFactory) -> SearchIndex:
+    root = tmp_path_factory.mktemp("operators")
+    ids = [str(1_700_000_000_000_000_000 + i) for i in range(len(POSTS))]
+    by_author: dict[str, list[Draft]] = {}
+    for i, (author, text, day, lang, parent) in enumerate(POSTS):
+        reply = (ids[parent], POSTS[parent][0]) if parent is not None else (None, None)
+        draft = Draft(ids[i], text, T0 + timedelta(days=day), reply[0], reply[1], lang=lang)
+        by_author.setdefault(author, []).append(draft)
+    paths = [
+        write_x_archive(root / "exports" / a, a, str(200 + n), drafts)
+        for n, (a, drafts) in enumerate(by_author.items())
+    ]
+    home = root / "home"
+    home.mkdir()
+    report = ingest(paths, home / "corpus.db", CorpusConfig(workers=1), show_progress=False)
+    assert _store(home)["n"] == len(POSTS), report  # every post stored (none dropped as a near copy)
+    embedder = RememberingEmbedder()
+    SearchIndex.build(home, embedder=embedder)
+    return SearchIndex(home, embedder=embedder)
+
+
+class RememberingEmbedder(Embedder):
+    """The real model, computing each query's vector once (every example searches one query six times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        if len(texts) != 1:
+            return super().encode(texts, batch)
+        if texts[0] not in self.seen:
+            self.seen[texts[0]] = super().encode(texts, batch)
+        return self.seen[texts[0]].copy()
+
+
+@pytest.fixture(scope="module")
+def broad(idx: SearchIndex) -> SearchIndex:
+    """The same index, searched as if every constraint were broad: approximate search, then the allowed posts."""
+    b = SearchIndex(idx.db.parent, embedder=idx.embedder)
+    b.exact_limit = 0
+    return b
+
+
+def _store(home: Path) -> dict:
+    con = sqlite3.connect(home / "corpus.db")
+    rows = con.execute("SELECT id, author, created_at, text, lang, reply_to, mentions FROM posts").fetchall()
+    con.close()
+    return {"n": len(rows), "rows": {r[0]: r[1:] for r in rows}}
+
+
+# -- an oracle independent of the code under test: the keyword analyser's tokens (lowercased, accents folded) ---------
+_TOKEN = re.compile(r"https?://[^\s]+|[#@$][\w]+|\w+")
+
+
+def _tokens(text: str) -> list[str]:
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return [t.lower() for t in _TOKEN.findall(folded)]
+
+
+def _contains(text: str, needle: str) -> bool:
+    hay, seq = _tokens(text), _tokens(needle)
+    return bool(seq) and any(hay[i : i + len(seq)] == seq for i in range(len(hay) - len(seq) + 1))
+
+
+@dataclass
+class Ops:
+    """What the user wrote, operator by operator (the query string is built from it)."""
+
+    words: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # #tags and @mentions, as typed
+    phrases: list[str] = field(default_factory=list)
+    not_terms: list[str] = field(default_factory=list)
+    not_phrases: list[str] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
+    to: list[str] = field(default_factory=list)
+    langs: list[str] = field(default_factory=list)
+    since: str | None = None
+    until: str | None = None
+    replies: bool | None = None
+
+    def query(self) -> str:
+        parts = self.words + self.tags + [f'"{p}"' for p in self.phrases]
+        parts += [f"-{t}" for t in self.not_terms] + [f'-"{p}"' for p in self.not_phrases]
+        parts += [f"from:{a}" for a in self.authors] + [f"to:{a}" for a in self.to] + [f"lang:{x}" for x in self.langs]
+        parts += [f"since:{self.since}"] * bool(self.since) + [f"until:{self.until}"] * bool(self.until)
+        if self.replies is not None:
+            parts.append("filter:replies" if self.replies else "-filter:replies")
+        return " ".join(parts)
+
+    def violations(self, row: tuple) -> list[str]:
+        author, created, text, lang, reply_to, mentions = row
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        day = lambda s: datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=UTC)  # noqa: E731
+        mentioned = {str(m).lstrip("@").lower() for m in json.loads(mentions or "[]")}
+        bad = [t for t in self.tags + self.phrases if not _contains(text, t)]
+        bad += [f"-{t}" for t in self.not_terms + self.not_phrases if _contains(text, t)]
+        bad += [f"from:{self.authors}"] * bool(self.authors and author.lower() not in {a.lower() for a in self.authors})
+        bad += [f"to:{self.to}"] * bool(self.to and not mentioned & {a.lower() for a in self.to})
+        bad += [f"lang:{self.langs}"] * bool(self.langs and lang not in self.langs)
+        bad += [f"since:{self.since}"] * bool(self.since and when < day(self.since))
+        bad += [f"until:{self.until}"] * bool(self.until and when >= day(self.until))
+        bad += ["filter:replies"] * bool(self.replies is not None and self.replies != (reply_to is not None))
+        return bad
+
+
+def _check(idx: SearchIndex, ops: Ops, hits: list[Hit], mode: str) -> None:
+    rows = _store(idx.db.parent)["rows"]
+    for h in hits:
+        assert h.id in rows
+        bad = ops.violations(rows[h.id])
+        assert not bad, f"{mode} {ops.query()!r} returned {h.text!r}, which breaks {bad}"
+
+
+# -- the three reported cases ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_excluded_term_never_returned(idx: SearchIndex, mode: str) -> None:
+    hits = idx.search("lighthouses -zeppelins", mode, k=20)
+    assert hits
+    assert not [h.text for h in hits if _contains(h.text, "zeppelins")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("q,needle", [("from:alice #infra", "#infra"), ('from:alice "data center"', "data center")])
+def test_tag_and_phrase_constrain_every_mode(idx: SearchIndex, mode: str, q: str, needle: str) -> None:
+    hits = idx.search(q, mode, k=50)
+    assert hits and all(h.author == "alice" for h in hits)
+    assert not [h.text for h in hits if not _contains(h.text, needle)]
+    assert {h.id for h in hits} == {h.id for h in idx.search(q, "keyword", k=50)}  # exactly the keyword matches
+
+
+def test_expansion_terms_keep_the_operators(idx: SearchIndex) -> None:
+    """LLM expansion terms add an OR-ed keyword ranking; the user's operators still hold on it."""
+    hits = idx.search("from:alice #infra", "hybrid", k=50, extra_terms=["cooling", "pager", "servers"])
+    assert hits and not [h.text for h in hits if not _contains(h.text, "#infra")]
+
+
+def test_free_words_still_rank_semantically(idx: SearchIndex) -> None:
+    """Only operators constrain: a free word need not occur in a semantic hit, and it still orders the hits."""
+    hits = idx.search("seaside beacon #travel", "semantic", k=50)
+    texts = [h.text for h in hits]
+    assert texts and all(_contains(t, "#travel") for t in texts)
+    assert not [t for t in texts if _contains(t, "beacon")]  # no hit has the word: it ranked, it did not filter
+    assert len(texts) == sum(_contains(p[1], "#travel") for p in POSTS)
+    assert re.search(r"lighthouse|leuchtturm", texts[0], re.I), texts
+
+
+def test_operators_hold_with_narrow_and_broad_sets(idx: SearchIndex, broad: SearchIndex) -> None:
+    """`-"phrase"`, `-#tag`, `to:` and `filter:replies` too, whether semantic search is exact over the allowed posts
+    (few pass) or approximate and then restricted to them (many pass)."""
+    for q in ('coffee -"data center"', "lighthouse -#travel", "to:alice", "racks filter:replies", "weekend -big"):
+        for index, mode in [(idx, m) for m in MODES] + [(broad, "semantic"), (broad, "hybrid")]:
+            hits = index.search(q, mode, k=20)
+            assert hits, (q, mode)
+            _check(index, _ops_of(q), hits, mode)
+    lighthouses = {h.id for h in idx.search("lighthouse -#travel", "semantic", k=50)}
+    assert lighthouses == {h.id for h in broad.search("lighthouse -#travel", "semantic", k=50)}
+
+
+def _ops_of(q: str) -> Ops:
+    ops = Ops()
+    for tok in re.findall(r'-?"[^"]*"|\S+', q):
+        if tok.startswith('-"'):
+            ops.not_phrases.append(tok[2:-1])
+        elif tok.startswith('"'):
+            ops.phrases.append(tok[1:-1])
+        elif tok in ("filter:replies", "-filter:replies"):
+            ops.replies = tok == "filter:replies"
+        elif tok.startswith("-"):
+            ops.not_terms.append(tok[1:])
+        elif tok.startswith("to:"):
+            ops.to.append(tok[3:])
+        elif tok.startswith(("#", "@")):
+            ops.tags.append(tok)
+        else:
+            ops.words.append(tok)
+    return ops
+
+
+# -- the property --------------------------------------------------------------------------------------------------
+def _vocab() -> dict[str, list[str]]:
+    texts = [p[1] for p in POSTS]
+    toks = [_tokens(t) for t in texts]
+    words = sorted({w for ts in toks for w in ts if w.isalpha() and len(w) > 3})
+    pairs = sorted({f"{a} {b}" for ts in toks for a, b in zip(ts, ts[1:], strict=False) if a.isalpha() and b.isalpha()})
+    return {
+        "words": words,
+        "pairs": pairs,
+        "tags": sorted({w for ts in toks for w in ts if w[0] in "#@"}),
+        "authors": sorted({p[0] for p in POSTS}),
+        "langs": sorted({p[3] for p in POSTS}),
+        "days": [(T0 + timedelta(days=d)).strftime("%Y-%m-%d") for d in range(0, 30, 2)],
+    }
+
+
+VOCAB = _vocab()
+
+
+def _case(s: str, upper: bool) -> str:
+    return s.upper() if upper else s
+
+
+def small(values: list[str], n: int) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(values), min_size=1, max_size=n, unique=True)
+
+
+KINDS = ("tags", "phrases", "not_terms", "not_phrases", "authors", "to", "langs", "dates", "replies")
+
+
+@st.composite
+def operator_queries(draw: st.DrawFn) -> Ops:
+    """Up to two free words and one to three kinds of operator (more would leave almost every query empty)."""
+    v = VOCAB
+    ops = Ops(words=draw(st.lists(st.sampled_from(v["words"]), max_size=2, unique=True)))
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3, unique=True))
+    if "tags" in kinds:
+        ops.tags = [_case(t, draw(st.booleans())) for t in draw(small(v["tags"], 2))]
+    if "phrases" in kinds:
+        ops.phrases = draw(small(v["pairs"], 1))
+    if "not_terms" in kinds:
+        ops.not_terms = draw(small(v["words"] + v["tags"], 2))
+    if "not_phrases" in kinds:
+        ops.not_phrases = draw(small(v["pairs"], 1))
+    if "authors" in kinds:
+        ops.authors = draw(small(v["authors"], 2))
+    if "to" in kinds:
+        ops.to = draw(small(v["authors"], 1))
+    if "langs" in kinds:
+        ops.langs = draw(small(v["langs"], 1))
+    if "dates" in kinds:
+        days = sorted(draw(small(v["days"], 2)))
+        ops.since = days[0] if len(days) == 2 or draw(st.booleans()) else None
+        ops.until = days[-1] if len(days) == 2 or ops.since is None else None
+    if "replies" in kinds:
+        ops.replies = draw(st.booleans())
+    if not (ops.words or ops.tags or ops.phrases):
+        ops.words = [draw(st.sampled_from(v["words"]))]
+    return ops
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(ops=operator_queries())
+def test_every_result_of_every_mode_satisfies_every_operator(idx: SearchIndex, broad: SearchIndex, ops: Ops) -> None:
+    for mode in MODES:
+        _check(idx, ops, idx.search(ops.query(), mode, k=20), mode)
+    for mode in ("semantic", "hybrid"):
+        _check(broad, ops, broad.search(ops.query(), mode, k=20), f"{mode} (broad)")
+    extra = [w for w in VOCAB["words"] if w not in ops.not_terms][:3]
+    _check(idx, ops, idx.search(ops.query(), "hybrid", k=20, extra_terms=extra), "hybrid+expansion")
