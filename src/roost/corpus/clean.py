@@ -12,13 +12,18 @@ import unicodedata
 
 from roost.corpus.post import Post, RecordError
 
+# Every pattern here matches in linear time (tests/security/test_regex_budget.py; `python -m bench.regex`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_SPACE_NL = re.compile(r" *\n *")
+# Spaces around a newline. ` *\n *` would rescan a run of n spaces from each of its n positions (quadratic); here
+# only a run's first space may start one (`(?<! )`), and a newline right after an earlier match needs none.
+_SPACE_NL = re.compile(r"(?:(?<! ) ++)?\n *+")
 _MANY_NL = re.compile(r"\n{3,}")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
-HASHTAG_RE = re.compile(r"(?<![\w#&/])#(\w*[^\W\d_]\w*)")
+# A hashtag is a run of word characters with a letter in it: digits/underscores, the first letter, the rest (the
+# same match as `\w*[^\W\d_]\w*`, without backtracking through the run).
+HASHTAG_RE = re.compile(r"(?<![\w#&/])#([\d_]*+[^\W\d_]\w*+)")
 MENTION_RE = re.compile(r"(?<![\w@/])@(\w{1,30}(?:@[\w.-]+\.\w+)?)")
 URL_RE = re.compile(r"https?://[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]}]")
 
