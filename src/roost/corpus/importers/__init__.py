@@ -2,6 +2,8 @@
 
 `roost ingest PATH... [--format FMT]`. Formats: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet.
 A folder that is not itself an export is searched for exports (so `roost ingest exports/` works).
+Every importer reads within the budgets of `ImportOptions.limits` (see `importers/limits.py`): a record or archive
+member over a budget is rejected with a message naming file, member and record, and the rest is kept.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from roost.corpus.importers.bluesky import read_bluesky
 from roost.corpus.importers.generic import parse_mapping, read_generic
+from roost.corpus.importers.limits import Limits
 from roost.corpus.importers.mastodon import read_mastodon
 from roost.corpus.importers.twitter_api import read_twitter_api
 from roost.corpus.importers.x_archive import is_x_archive, read_tweets_file, read_x_archive
@@ -29,6 +32,7 @@ class ImportOptions:
     mapping: dict[str, str] = field(default_factory=lambda: parse_mapping(None))
     source: str = "generic"  # id prefix for generic files
     include_deleted: bool = False
+    limits: Limits = field(default_factory=Limits)  # size, ratio, depth and tree budgets (importers/limits.py)
 
 
 def _peek(path: Path, n: int = 1 << 14) -> bytes:
@@ -109,16 +113,17 @@ def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]
 
 
 def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:
+    lim = opts.limits
     if fmt == "x-archive":
         if path.is_file() and not zipfile.is_zipfile(path):  # a bare tweets.js
-            return read_tweets_file(path)
-        return read_x_archive(path, opts.include_deleted)
+            return read_tweets_file(path, lim)
+        return read_x_archive(path, opts.include_deleted, lim)
     if fmt == "twitter-api":
-        return read_twitter_api(path, jsonl=path.suffix.lower() in (".jsonl", ".ndjson"))
+        return read_twitter_api(path, jsonl=path.suffix.lower() in (".jsonl", ".ndjson"), limits=lim)
     if fmt == "mastodon":
-        return read_mastodon(path)
+        return read_mastodon(path, lim)
     if fmt == "bluesky":
-        return read_bluesky(path)
+        return read_bluesky(path, lim)
     if fmt in ("jsonl", "csv", "parquet"):
-        return read_generic(path, fmt, opts.mapping, opts.source)
+        return read_generic(path, fmt, opts.mapping, opts.source, lim)
     raise FormatError(f"--format {fmt}: unknown; one of {', '.join(FORMATS)}")

@@ -4,20 +4,32 @@
 is walked from the signed commit to find `app.bsky.feed.post/<rkey>` records, so each post gets its real
 `at://` URI. A CAR with garbage blocks still yields every decodable post: damaged blocks are reported by index
 and CID, and post records no longer reachable from the tree are kept with an id derived from their CID.
+
+Budgets (`importers/limits.py`): a file over `max_repo_bytes` is refused before it is read (a repository is decoded
+whole); a block over `max_record_bytes` is refused; libipld's decoder raises RecursionError past ~1000 levels
+(the interpreter's recursion limit; it never overflows the stack) and such a block is rejected alone, as is a post
+record nested deeper than `max_depth`. The tree walk is iterative, visits each node once (a tree that loops on
+itself, or shares a node, is cut there and reported), stops after `max_tree_nodes` nodes, and refuses keys over
+MAX_KEY_BYTES.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import libipld
 
+from roost.corpus.importers.limits import DEFAULT, Limits, deep_message, size, too_deep
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date
 
 SOURCE = "bluesky"
 POST_TYPE = "app.bsky.feed.post"
+MAX_KEY_BYTES = 1024  # an MST key is "collection/rkey": NSID (<= 317) + '/' + record key (<= 512)
+_DECODE_ERRORS = (ValueError, TypeError, OverflowError, KeyError, IndexError)  # what libipld raises on damage
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -45,18 +57,37 @@ def _cid_len(buf: bytes, pos: int) -> int:
     return p + size - pos
 
 
-def read_blocks(data: bytes, label: str) -> tuple[list[bytes], dict[bytes, Any], list[BadRecord]]:
+def _roots(header: Any) -> list[bytes]:
+    roots = header.get("roots") if isinstance(header, dict) else None
+    return [r for r in roots if isinstance(r, bytes)] if isinstance(roots, list) else []
+
+
+def _decode_block(data: bytes) -> Any:
+    """One DAG-CBOR block; ValueError with a message for damage or nesting past the decoder's guard."""
+    try:
+        return libipld.decode_dag_cbor(data)
+    except RecursionError:
+        raise ValueError(
+            f"record nested too deeply (over the decoder's ~{sys.getrecursionlimit()} levels); block rejected"
+        ) from None
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"garbage block: {e}") from None
+
+
+def read_blocks(
+    data: bytes, label: str, limits: Limits = DEFAULT
+) -> tuple[list[bytes], dict[bytes, Any], list[BadRecord]]:
     """(roots, blocks by CID bytes, bad blocks). Fast path: libipld.decode_car; on damage, frame by frame."""
     try:
         header, blocks = libipld.decode_car(data)
-        return list(header.get("roots") or []), blocks, []
-    except ValueError:
+        if isinstance(blocks, dict):
+            return _roots(header), blocks, []
+    except (*_DECODE_ERRORS, RecursionError):
         pass
     bad: list[BadRecord] = []
     try:
         hlen, pos = _varint(data, 0)
-        header = libipld.decode_dag_cbor(data[pos : pos + hlen])
-        roots = list(header.get("roots") or []) if isinstance(header, dict) else []
+        roots = _roots(_decode_block(data[pos : pos + hlen]))
         pos += hlen
     except (ValueError, IndexError) as e:
         return [], {}, [BadRecord(label, "header", None, f"not a CAR file: {e}")]
@@ -64,19 +95,23 @@ def read_blocks(data: bytes, label: str) -> tuple[list[bytes], dict[bytes, Any],
     index = 0
     while pos < len(data):
         try:
-            size, start = _varint(data, pos)
-            end = start + size
-            if size == 0 or end > len(data):
+            length, start = _varint(data, pos)
+            end = start + length
+            if length == 0 or end > len(data):
                 raise ValueError("block length runs past the end of the file (truncated)")
             clen = _cid_len(data, start)
             cid = data[start : start + clen]
         except (ValueError, IndexError) as e:
             bad.append(BadRecord(label, f"block #{index}", None, f"unreadable block frame: {e}; rest of file skipped"))
             break
-        try:
-            blocks[cid] = libipld.decode_dag_cbor(data[start + clen : end])
-        except ValueError as e:
-            bad.append(BadRecord(label, f"block #{index} ({_cid_str(cid)})", None, f"garbage block: {e}"))
+        where = f"block #{index} ({_cid_str(cid)})"
+        if length > limits.max_record_bytes:
+            bad.append(BadRecord(label, where, None, f"{size(length)}, over the budget per record"))
+        else:
+            try:
+                blocks[cid] = _decode_block(data[start + clen : end])
+            except ValueError as e:
+                bad.append(BadRecord(label, where, None, str(e)))
         pos = end
         index += 1
     return roots, blocks, bad
@@ -85,28 +120,65 @@ def read_blocks(data: bytes, label: str) -> tuple[list[bytes], dict[bytes, Any],
 def _cid_str(cid: bytes) -> str:
     try:
         return str(libipld.encode_cid(cid))
-    except ValueError:
-        return cid.hex()[:16]
+    except (*_DECODE_ERRORS, RecursionError):
+        return cid.hex()[:16] if isinstance(cid, bytes) else "?"
 
 
-def _walk_mst(node_cid: bytes, blocks: dict[bytes, Any], out: dict[bytes, str], missing: list[bytes]) -> None:
-    """Collect record CID → key ("collection/rkey") from the Merkle search tree rooted at node_cid."""
+@dataclass
+class TreeWalk:
+    """What the walk of one repository's tree found: record CID → key, and the nodes that were not walked."""
+
+    keys: dict[bytes, str] = field(default_factory=dict)
+    missing: list[bytes] = field(default_factory=list)  # absent, or not a tree node
+    again: list[bytes] = field(default_factory=list)  # reached a second time: the tree loops or shares a node
+    damaged: list[tuple[bytes, str]] = field(default_factory=list)  # node, what is wrong with its entries
+    cut: bool = False  # stopped at max_tree_nodes
+
+
+def _walk_mst(node_cid: bytes, blocks: dict[bytes, Any], limits: Limits = DEFAULT) -> TreeWalk:
+    """Collect record CID → key ("collection/rkey") from the Merkle search tree rooted at node_cid: iterative,
+    each node at most once, at most `max_tree_nodes` nodes."""
+    walk = TreeWalk()
+    visited: set[bytes] = set()
     stack = [node_cid]
     while stack:
         cid = stack.pop()
-        node = blocks.get(cid)
-        if not isinstance(node, dict) or "e" not in node:
-            missing.append(cid)
+        if cid in visited:
+            walk.again.append(cid)
             continue
-        if node.get("l"):
+        if len(visited) >= limits.max_tree_nodes:
+            walk.cut = True
+            break
+        visited.add(cid)
+        node = blocks.get(cid)
+        if not isinstance(node, dict) or not isinstance(node.get("e"), list):
+            walk.missing.append(cid)
+            continue
+        if isinstance(node.get("l"), bytes):
             stack.append(node["l"])
-        key = b""
-        for entry in node.get("e") or []:
-            key = key[: entry.get("p", 0)] + entry.get("k", b"")
-            if entry.get("v"):
-                out[entry["v"]] = key.decode("utf-8", errors="replace")
-            if entry.get("t"):
-                stack.append(entry["t"])
+        problem = _node_entries(node["e"], walk.keys, stack)
+        if problem:
+            walk.damaged.append((cid, problem))
+    return walk
+
+
+def _node_entries(entries: list, keys: dict[bytes, str], stack: list[bytes]) -> str | None:
+    """Read one node's entries into keys (and its subtrees onto stack); what is wrong, if anything."""
+    key = b""
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            return f"entry {i} is not a tree entry; the rest of this node is skipped"
+        p, k = entry.get("p", 0), entry.get("k", b"")
+        if not isinstance(p, int) or not isinstance(k, bytes) or not 0 <= p <= len(key):
+            return f"entry {i} has no valid key prefix/suffix; the rest of this node is skipped"
+        key = key[:p] + k
+        if len(key) > MAX_KEY_BYTES:
+            return f"entry {i}: key longer than {MAX_KEY_BYTES} bytes; the rest of this node is skipped"
+        if isinstance(entry.get("v"), bytes):
+            keys[entry["v"]] = key.decode("utf-8", errors="replace")
+        if isinstance(entry.get("t"), bytes):
+            stack.append(entry["t"])
+    return None
 
 
 def record_to_post(rec: dict, did: str, rkey: str) -> Post:
@@ -136,11 +208,13 @@ def record_to_post(rec: dict, did: str, rkey: str) -> Post:
         inner = inner.get("record", inner) if isinstance(inner, dict) else None
         if isinstance(inner, dict) and isinstance(inner.get("uri"), str):
             post.quote_of = f"{SOURCE}:{inner['uri']}"
-    for facet in rec.get("facets") or []:
-        for feat in facet.get("features") or [] if isinstance(facet, dict) else []:
-            if not isinstance(feat, dict):
+    facets = rec.get("facets")
+    for facet in facets if isinstance(facets, list) else []:
+        features = facet.get("features") if isinstance(facet, dict) else None
+        for feat in features if isinstance(features, list) else []:
+            kind = feat.get("$type") if isinstance(feat, dict) else None
+            if not isinstance(kind, str):
                 continue
-            kind = feat.get("$type", "")
             if kind.endswith("#link") and isinstance(feat.get("uri"), str):
                 post.urls.append(feat["uri"])
             elif kind.endswith("#tag") and isinstance(feat.get("tag"), str):
@@ -150,34 +224,57 @@ def record_to_post(rec: dict, did: str, rkey: str) -> Post:
     return post
 
 
-def read_bluesky(path: Path) -> Iterator[Post | BadRecord]:
+def _tree_problems(walk: TreeWalk, label: str, limits: Limits) -> Iterator[BadRecord]:
+    kept = "its posts are kept with ids derived from their CIDs"
+    for cid in walk.missing:
+        yield BadRecord(label, f"block {_cid_str(cid)}", None, f"tree node missing or damaged; {kept}")
+    for cid, problem in walk.damaged:
+        yield BadRecord(label, f"block {_cid_str(cid)}", None, f"tree node damaged: {problem}")
+    for cid in dict.fromkeys(walk.again):
+        yield BadRecord(
+            label,
+            f"block {_cid_str(cid)}",
+            None,
+            "tree node reached twice: the tree loops on itself (a cycle) or shares a node; walked once",
+        )
+    if walk.cut:
+        yield BadRecord(
+            label,
+            "tree",
+            None,
+            f"more than {limits.max_tree_nodes} tree nodes (budget); the rest is not walked; {kept}",
+        )
+
+
+def read_bluesky(path: Path, limits: Limits = DEFAULT) -> Iterator[Post | BadRecord]:
     label = str(path)
-    roots, blocks, bad = read_blocks(path.read_bytes(), label)
+    nbytes = path.stat().st_size
+    if nbytes > limits.max_repo_bytes:
+        why = f"{size(nbytes)}, over the {size(limits.max_repo_bytes)} budget for one repository; not read"
+        yield BadRecord(label, "file", None, why)
+        return
+    roots, blocks, bad = read_blocks(path.read_bytes(), label, limits)
     yield from bad
     if not roots and not blocks:
         return
     commit = blocks.get(roots[0]) if roots else None
     did = commit.get("did") if isinstance(commit, dict) else None
-    keys: dict[bytes, str] = {}
-    missing: list[bytes] = []
-    if isinstance(commit, dict) and commit.get("data"):
-        _walk_mst(commit["data"], blocks, keys, missing)
+    walk = TreeWalk()
+    if isinstance(commit, dict) and isinstance(commit.get("data"), bytes):
+        walk = _walk_mst(commit["data"], blocks, limits)
     else:
         yield BadRecord(label, "commit", "data", "no readable repository commit; post ids derive from CIDs")
-    for cid in missing:
-        yield BadRecord(
-            label,
-            f"block {_cid_str(cid)}",
-            None,
-            "tree node missing or damaged; its posts are kept with ids derived from their CIDs",
-        )
+    yield from _tree_problems(walk, label, limits)
     if not isinstance(did, str):
         did = "did:unknown"
     for cid, rec in blocks.items():
         if not isinstance(rec, dict) or rec.get("$type") != POST_TYPE:
             continue
-        key = keys.get(cid)
+        key = walk.keys.get(cid)
         rkey = key.split("/", 1)[1] if key and key.startswith(POST_TYPE + "/") else f"cid-{_cid_str(cid)}"
+        if too_deep(rec, limits.max_depth):
+            yield BadRecord(label, f"{POST_TYPE}/{rkey}", None, deep_message(limits.max_depth))
+            continue
         try:
             yield record_to_post(rec, did, rkey)
         except RecordError as e:

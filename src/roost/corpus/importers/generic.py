@@ -4,6 +4,10 @@
 field names (`id`, `author`, `created_at`, `text`, ...). Without an `id` column, the id is a hash of author,
 time and text, so re-ingesting the same file is still idempotent. Lists (hashtags, mentions, urls) may be JSON
 arrays or space/comma separated strings.
+
+Budgets (`importers/limits.py`): a JSON record or a CSV line longer than `max_record_bytes` is refused after reading
+that much of it (the rest of the line is skipped unread); a Parquet row group declaring more than
+`max_row_group_bytes` uncompressed is refused unread, and rows are converted a batch at a time.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ import csv
 import hashlib
 import io
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from roost.corpus.importers.jsonstream import Item, iter_json_array, iter_jsonl
+from roost.corpus.importers.limits import DEFAULT, Limits, size
 from roost.corpus.post import VISIBILITIES, BadRecord, Post, RecordError, parse_iso_date
 from roost.errors import UsageError
 
@@ -131,27 +135,48 @@ def _convert(
             yield BadRecord(label, item.where, e.field, e.message)
 
 
-def _csv_items(path: Path, delimiter: str) -> Iterator[Item | BadRecord]:
-    csv.field_size_limit(min(sys.maxsize, 1 << 30))
+def _bounded_lines(text: io.TextIOBase, budget: int, overlong: list[int]) -> Iterator[str]:
+    """The physical lines of a text stream, none longer than `budget` characters: a longer one is read no further
+    than that, skipped, noted in `overlong` (its line number) and given to the CSV reader as a blank line."""
+    lineno = 0
+    while line := text.readline(budget + 1):
+        lineno += 1
+        if len(line) > budget and not line.endswith(("\n", "\r")):
+            while (more := text.readline(1 << 20)) and not more.endswith(("\n", "\r")):
+                pass
+            overlong.append(lineno)
+            line = "\n"
+        yield line
+
+
+def _csv_items(path: Path, delimiter: str, limits: Limits = DEFAULT) -> Iterator[Item | BadRecord]:
+    budget = limits.max_record_bytes
+    csv.field_size_limit(budget)  # one field longer than a record budget is a csv.Error for that row
     label = str(path)
+    overlong: list[int] = []
     with open(path, "rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
+        reader = csv.DictReader(_bounded_lines(text, budget, overlong), delimiter=delimiter)
         while True:
             try:
                 row = next(reader)
             except StopIteration:
-                return
+                row = None
             except csv.Error as e:
                 yield BadRecord(label, f"line {reader.line_num}", None, f"invalid CSV: {e}")
                 continue
+            while overlong:
+                why = f"line longer than {size(budget)} (budget per record); skipped"
+                yield BadRecord(label, f"line {overlong.pop(0)}", None, why)
+            if row is None:
+                return
             if None in row:
                 yield BadRecord(label, f"line {reader.line_num}", None, "more values than header columns")
                 continue
             yield Item(reader.line_num, row, f"line {reader.line_num}")
 
 
-def _parquet_items(path: Path) -> Iterator[Item | BadRecord]:
+def _parquet_items(path: Path, limits: Limits = DEFAULT) -> Iterator[Item | BadRecord]:
     import pyarrow.parquet as pq
 
     try:
@@ -161,26 +186,40 @@ def _parquet_items(path: Path) -> Iterator[Item | BadRecord]:
         return
     row = 0
     for rg in range(pf.num_row_groups):
-        try:
-            table = pf.read_row_group(rg)
-        except Exception as e:
-            yield BadRecord(str(path), f"row group {rg}", None, f"unreadable: {e}")
+        meta = pf.metadata.row_group(rg)
+        if meta.total_byte_size > limits.max_row_group_bytes:
+            why = f"declares {size(meta.total_byte_size)} uncompressed, over the {size(limits.max_row_group_bytes)} "
+            yield BadRecord(str(path), f"row group {rg}", None, why + "budget per row group; not read")
             continue
-        for rec in table.to_pylist():
-            yield Item(row, rec, f"row {row}")
-            row += 1
+        batches = pf.iter_batches(batch_size=4096, row_groups=[rg])
+        while True:
+            try:
+                batch = next(batches, None)
+                records = None if batch is None else batch.to_pylist()
+            except Exception as e:  # a damaged page: the rest of this row group is lost
+                yield BadRecord(str(path), f"row group {rg}", None, f"unreadable: {e}")
+                break
+            if records is None:
+                break
+            for rec in records:
+                yield Item(row, rec, f"row {row}")
+                row += 1
 
 
-def read_generic(path: Path, kind: str, mapping: dict[str, str], source: str) -> Iterator[Post | BadRecord]:
+def read_generic(
+    path: Path, kind: str, mapping: dict[str, str], source: str, limits: Limits = DEFAULT
+) -> Iterator[Post | BadRecord]:
     label = str(path)
     if kind == "csv":
-        items = _csv_items(path, "\t" if path.suffix.lower() == ".tsv" else ",")
+        items = _csv_items(path, "\t" if path.suffix.lower() == ".tsv" else ",", limits)
         yield from _convert(items, label, mapping, source)
     elif kind == "parquet":
-        yield from _convert(_parquet_items(path), label, mapping, source)
+        yield from _convert(_parquet_items(path, limits), label, mapping, source)
     else:
         with open(path, "rb") as fp:
             head = fp.read(64).lstrip()
             fp.seek(0)
-            items = iter_json_array(fp, label) if head.startswith(b"[") else iter_jsonl(fp, label)
+            items = (
+                iter_json_array(fp, label, limits=limits) if head.startswith(b"[") else iter_jsonl(fp, label, limits)
+            )
             yield from _convert(items, label, mapping, source)

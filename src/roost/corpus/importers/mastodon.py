@@ -4,10 +4,19 @@ the unpacked folder, or the archive `.tar.gz` itself.
 `roost ingest archive-20240101-abc.tar.gz`. `Create` of a `Note` becomes a post (HTML → plain text, hashtags and
 mentions from `tag`, `inReplyTo`); `Announce` becomes a repost. Visibility comes from `to`/`cc`: public,
 unlisted, followers or direct; `roost ingest` keeps public and unlisted unless `--include-private`.
+
+An archive is read as a stream, member by member, until the first regular `outbox.json` (Mastodon writes it
+first): at most `max_members` members and `max_member_bytes` skipped before it. The outbox member is read within
+the member budgets (`importers/limits.py`): its declared size against the whole archive's compressed size before
+reading, then its decompressed bytes against the compressed bytes consumed while reading, so a bomb stops at the
+budget with the records before it kept. Status HTML with stray '<' is escaped first: the stdlib HTML parser is
+quadratic on unclosed tags.
 """
 
 from __future__ import annotations
 
+import io
+import re
 import tarfile
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -15,11 +24,21 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from roost.corpus.importers.jsonstream import Item, iter_json_array
+from roost.corpus.importers.jsonstream import CHUNK, Item, iter_json_array
+from roost.corpus.importers.limits import (
+    ARCHIVE_ERRORS,
+    DEFAULT,
+    LimitedReader,
+    Limits,
+    StreamError,
+    member_verdict,
+    size,
+)
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date
 
 SOURCE = "mastodon"
 PUBLIC = {"https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"}
+_STRAY_LT = re.compile(r"<(?=[^<>]*(?:<|$))")  # a '<' that no '>' closes before the next '<' (linear to find)
 
 
 class _Text(HTMLParser):
@@ -41,7 +60,7 @@ class _Text(HTMLParser):
 
 def html_to_text(content: str) -> str:
     parser = _Text()
-    parser.feed(content)
+    parser.feed(_STRAY_LT.sub("&lt;", content))
     parser.close()
     return "".join(parser.parts)
 
@@ -52,7 +71,8 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
-        return [v if isinstance(v, str) else v.get("id", "") for v in value if isinstance(v, (str, dict))]
+        ids = [v if isinstance(v, str) else v.get("id") for v in value if isinstance(v, (str, dict))]
+        return [v for v in ids if isinstance(v, str)]
     return []
 
 
@@ -73,7 +93,10 @@ def actor_handle(actor: Any) -> str:
         actor = actor.get("id")
     if not isinstance(actor, str) or not actor:
         raise RecordError("actor", "missing")
-    u = urlparse(actor)
+    try:
+        u = urlparse(actor)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL"
+        raise RecordError("actor", f"not a URL: {e}") from None
     parts = [p for p in u.path.split("/") if p]
     if u.netloc and len(parts) >= 2 and parts[0] in ("users", "u", "accounts"):
         return f"{parts[1]}@{u.netloc}"
@@ -135,7 +158,8 @@ def activity_to_post(act: Any) -> Post | None:
     post.reply_to = f"{SOURCE}:{reply}" if isinstance(reply, str) and reply else None
     quote = obj.get("quoteUri") or obj.get("_misskey_quote") or obj.get("quoteUrl")
     post.quote_of = f"{SOURCE}:{quote}" if isinstance(quote, str) and quote else None
-    for tag in obj.get("tag") or []:
+    tags = obj.get("tag")
+    for tag in tags if isinstance(tags, list) else [tags]:
         if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
             continue
         if tag.get("type") == "Hashtag":
@@ -145,42 +169,92 @@ def activity_to_post(act: Any) -> Post | None:
     return post
 
 
-def find_outbox(path: Path) -> tuple[IO[bytes], str, Any]:
+def _find_member(tar: tarfile.TarFile, raw: IO[bytes], limits: Limits) -> tarfile.TarInfo:
+    """The first regular outbox.json, reading members as a stream within the budgets (RecordError otherwise)."""
+    named: tarfile.TarInfo | None = None
+    for _ in range(limits.max_members):
+        info = tar.next()
+        if info is None:
+            break
+        if info.name.rsplit("/", 1)[-1] == "outbox.json":
+            if info.isfile():
+                return info
+            named = named or info
+        if tar.offset > limits.max_member_bytes:  # tar.offset: where the next member starts (decompressed)
+            raise RecordError(
+                None,
+                f"no outbox.json in the first {size(limits.max_member_bytes)} of this archive "
+                f"(budget; member {info.name[:80]!r} is {size(info.size)})",
+            )
+        unpacked = tar.fileobj.tell() if tar.fileobj is not None else 0  # decompressed so far
+        if unpacked > limits.ratio_floor_bytes and unpacked > limits.max_ratio * max(raw.tell(), 1):
+            raise RecordError(None, f"archive expands more than {limits.max_ratio:g}:1 before outbox.json (a bomb?)")
+    else:
+        raise RecordError(None, f"no outbox.json among the first {limits.max_members} members (budget)")
+    if named is not None:  # a symlink, hard link, device or folder: never followed
+        kind = "symlink" if named.issym() else "hard link" if named.islnk() else "not a regular file"
+        raise RecordError(None, f"outbox.json in this archive is a {kind}; only a regular file is read")
+    raise RecordError(None, "no outbox.json in this archive")
+
+
+def _open_tar(path: Path, limits: Limits) -> tuple[IO[bytes], str, Any]:
+    raw = open(path, "rb")
+    try:
+        tar = tarfile.open(fileobj=raw, mode="r:*")
+        try:
+            member = _find_member(tar, raw, limits)
+            verdict = member_verdict(member.size, path.stat().st_size, limits)
+            if verdict is not None:
+                raise RecordError(None, f"{member.name}: {verdict}")
+            stream = tar.extractfile(member)
+            if stream is None:
+                raise RecordError(None, "outbox.json in this archive cannot be read as a file")
+        except BaseException:
+            tar.close()
+            raise
+    except BaseException:
+        raw.close()
+        raise
+    start = raw.tell()
+    reader = LimitedReader(stream, limits, lambda: raw.tell() - start)
+    return io.BufferedReader(reader, CHUNK), f"{path}!{member.name}", _Closer(tar, raw)
+
+
+class _Closer:
+    def __init__(self, *things: Any):
+        self.things = things
+
+    def __enter__(self) -> _Closer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for thing in self.things:
+            thing.close()
+
+
+def find_outbox(path: Path, limits: Limits = DEFAULT) -> tuple[IO[bytes], str, Any]:
     """Open outbox.json from a file, folder or .tar.gz archive: (stream, label, thing to close)."""
     if path.is_dir():
         p = path / "outbox.json"
         fp = open(p, "rb")
         return fp, str(p), fp
     if tarfile.is_tarfile(path):
-        tar = tarfile.open(path)
-        named = [m for m in tar.getmembers() if m.name.rsplit("/", 1)[-1] == "outbox.json"]
-        member = next((m for m in named if m.isfile()), None)
-        if member is None:
-            tar.close()
-            if named:  # a symlink, hard link, device or folder: never followed
-                kind = "symlink" if named[0].issym() else "hard link" if named[0].islnk() else "not a regular file"
-                raise RecordError(None, f"outbox.json in this archive is a {kind}; only a regular file is read")
-            raise RecordError(None, "no outbox.json in this archive")
-        stream = tar.extractfile(member)
-        if stream is None:
-            tar.close()
-            raise RecordError(None, "outbox.json in this archive cannot be read as a file")
-        return stream, f"{path}!{member.name}", tar
+        return _open_tar(path, limits)
     fp = open(path, "rb")
     return fp, str(path), fp
 
 
-def read_mastodon(path: Path) -> Iterator[Post | BadRecord]:
+def read_mastodon(path: Path, limits: Limits = DEFAULT) -> Iterator[Post | BadRecord]:
     try:
-        fp, label, closer = find_outbox(path)
+        fp, label, closer = find_outbox(path, limits)
     except RecordError as e:
         yield BadRecord(str(path), "outbox.json", None, e.message)
         return
-    except (OSError, tarfile.TarError) as e:
-        yield BadRecord(str(path), "outbox.json", None, f"unreadable archive: {e}")
+    except (*ARCHIVE_ERRORS, StreamError) as e:
+        yield BadRecord(str(path), "outbox.json", None, f"unreadable archive: {type(e).__name__}: {str(e)[:160]}")
         return
     with closer:
-        for item in iter_json_array(fp, label, key="orderedItems"):
+        for item in iter_json_array(fp, label, key="orderedItems", limits=limits):
             if isinstance(item, BadRecord):
                 yield item
                 continue

@@ -2,6 +2,7 @@
 objects (`full_text`, `extended_tweet`, `retweeted_status`; a JSON array, JSONL, or `{"statuses": [...]}`).
 
 `roost ingest search-results.jsonl --format twitter-api`; the format is auto-detected from the first record.
+Records are read within the budgets of `importers/limits.py` (a single-object file counts as one record).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.corpus.importers.jsonstream import Item, iter_json_array, iter_jsonl
+from roost.corpus.importers.limits import DEFAULT, Limits, deep_message, size, too_deep
 from roost.corpus.importers.x_archive import tweet_to_post
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date
 
@@ -24,6 +26,10 @@ def _where(item: Item, sub: int | None = None, tid: object = None) -> str:
     if isinstance(tid, (str, int)):
         base += f" (id {tid})"
     return base
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def v2_to_post(t: dict, users: dict[str, str]) -> Post:
@@ -52,20 +58,20 @@ def v2_to_post(t: dict, users: dict[str, str]) -> Post:
     )
     entities = (note.get("entities") if isinstance(note, dict) else None) or t.get("entities") or {}
     if isinstance(entities, dict):
-        for u in entities.get("urls") or []:
+        for u in _list(entities.get("urls")):
             if isinstance(u, dict) and isinstance(u.get("expanded_url"), str):
                 if isinstance(u.get("url"), str):
                     post.text = post.text.replace(u["url"], u["expanded_url"])
                 post.urls.append(u["expanded_url"])
         post.hashtags = [
-            h["tag"] for h in entities.get("hashtags") or [] if isinstance(h, dict) and isinstance(h.get("tag"), str)
+            h["tag"] for h in _list(entities.get("hashtags")) if isinstance(h, dict) and isinstance(h.get("tag"), str)
         ]
         post.mentions = [
             m["username"]
-            for m in entities.get("mentions") or []
+            for m in _list(entities.get("mentions"))
             if isinstance(m, dict) and isinstance(m.get("username"), str)
         ]
-    for ref in t.get("referenced_tweets") or []:
+    for ref in _list(t.get("referenced_tweets")):
         if not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
             raise RecordError("referenced_tweets", "entry without an id")
         kind = ref.get("type")
@@ -87,7 +93,7 @@ def _page_posts(item: Item, label: str) -> Iterator[Post | BadRecord]:
         includes: dict[str, Any] = page["includes"] if isinstance(page.get("includes"), dict) else {}
         users = {
             u["id"]: u["username"]
-            for u in includes.get("users") or []
+            for u in _list(includes.get("users"))
             if isinstance(u, dict) and isinstance(u.get("id"), str) and isinstance(u.get("username"), str)
         }
         data = page["data"]
@@ -113,18 +119,18 @@ def _page_posts(item: Item, label: str) -> Iterator[Post | BadRecord]:
         yield BadRecord(label, _where(item, None, page.get("id_str")), e.field, e.message)
 
 
-def read_twitter_api(path: Path, jsonl: bool) -> Iterator[Post | BadRecord]:
+def read_twitter_api(path: Path, jsonl: bool, limits: Limits = DEFAULT) -> Iterator[Post | BadRecord]:
     label = str(path)
     with open(path, "rb") as fp:
         if jsonl:
-            items: Iterator[Item | BadRecord] = iter_jsonl(fp, label)
+            items: Iterator[Item | BadRecord] = iter_jsonl(fp, label, limits)
         else:
             head = fp.read(1 << 12).lstrip()
             fp.seek(0)
-            if head.startswith(b"{"):  # a single page / object: small enough to parse whole
-                items = _read_single_object(fp, label)
+            if head.startswith(b"{"):  # a single page / object: parsed whole, within the record budget
+                items = _read_single_object(fp, label, limits)
             else:
-                items = iter_json_array(fp, label)
+                items = iter_json_array(fp, label, limits=limits)
         for item in items:
             if isinstance(item, BadRecord):
                 yield item
@@ -132,12 +138,28 @@ def read_twitter_api(path: Path, jsonl: bool) -> Iterator[Post | BadRecord]:
                 yield from _page_posts(item, label)
 
 
-def _read_single_object(fp: Any, label: str) -> Iterator[Item | BadRecord]:
+def _read_single_object(fp: Any, label: str, limits: Limits = DEFAULT) -> Iterator[Item | BadRecord]:
     """A file holding one JSON object (possibly pretty-printed over many lines)."""
     import json
 
-    raw = fp.read().decode("utf-8", errors="surrogateescape")
+    data = fp.read(limits.max_record_bytes + 1)
+    if len(data) > limits.max_record_bytes:
+        yield BadRecord(label, "#0", None, f"object larger than {size(limits.max_record_bytes)} (budget); not read")
+        return
+    raw = data.decode("utf-8", errors="surrogateescape")
+    deep = deep_message(limits.max_depth)
     try:
-        yield Item(0, json.loads(raw, strict=False), "#0")
+        value = json.loads(raw, strict=False)
     except json.JSONDecodeError as e:
         yield BadRecord(label, "#0", None, f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})")
+        return
+    except RecursionError:
+        yield BadRecord(label, "#0", None, deep)
+        return
+    except ValueError as e:  # e.g. an integer over Python's 4300-digit limit
+        yield BadRecord(label, "#0", None, str(e)[:200])
+        return
+    if too_deep(value, limits.max_depth):
+        yield BadRecord(label, "#0", None, deep)
+        return
+    yield Item(0, value, "#0")

@@ -4,11 +4,16 @@
 `data/tweets.js` / `tweet.js` and their `-partN` siblings (`window.YTD.tweets.part0 = [...]`), joins long
 posts from `note-tweet.js` to their truncated tweet, and skips `deleted-tweets.js` unless asked. The tweet
 → Post mapping is shared with the Twitter API importer (v1.1 objects have the same shape).
+
+A zip member is read within the member budgets (`importers/limits.py`): one whose header declares more than
+`max_member_bytes`, or more than `max_ratio` times its compressed size, is refused unread (zipfile never yields
+more than the declared size); a damaged member ends with a BadRecord naming it, and the other members are read.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import re
 import zipfile
 from collections.abc import Iterator
@@ -16,7 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from roost.corpus.importers.jsonstream import Item, iter_json_array
+from roost.corpus.importers.jsonstream import CHUNK, Item, iter_json_array
+from roost.corpus.importers.limits import (
+    ARCHIVE_ERRORS,
+    DEFAULT,
+    LimitedReader,
+    Limits,
+    StreamError,
+    member_verdict,
+)
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date, parse_twitter_date
 
 _STATUS_URL = re.compile(r"^https?://(?:mobile\.)?(?:twitter|x)\.com/(?:\w+|i/web)/status(?:es)?/(\d+)")
@@ -32,8 +45,8 @@ ACCOUNT = re.compile(r"(?:^|/)data/account\.js$")
 class ArchiveFiles:
     """The files of an archive, from a zip or a folder, by their path inside the archive."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, limits: Limits = DEFAULT):
+        self.path, self.limits = path, limits
         self.zip = zipfile.ZipFile(path) if path.is_file() else None
         if self.zip is not None:
             self.names = sorted(n for n in self.zip.namelist() if not n.endswith("/"))
@@ -41,9 +54,30 @@ class ArchiveFiles:
             self.names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.js") if p.is_file())
 
     def open(self, name: str) -> IO[bytes]:
-        if self.zip is not None:
-            return self.zip.open(name)
-        return open(self.path / name, "rb")
+        """A member as a stream; StreamError when its sizes are over budget or it cannot be opened."""
+        if self.zip is None:
+            return open(self.path / name, "rb")
+        try:
+            info = self.zip.getinfo(name)
+            verdict = member_verdict(info.file_size, info.compress_size, self.limits)
+            if verdict is not None:
+                raise StreamError(verdict)
+            member = self.zip.open(info)
+        except ARCHIVE_ERRORS as e:
+            raise StreamError(f"unreadable archive member ({type(e).__name__}: {str(e)[:120]})") from None
+        reader = LimitedReader(member, self.limits, lambda: info.compress_size)
+        return io.BufferedReader(reader, CHUNK)
+
+    def items(self, name: str) -> Iterator[Item | BadRecord]:
+        """The records of one member; a member that cannot be read is one BadRecord naming it."""
+        label = self.label(name)
+        try:
+            fp = self.open(name)
+        except StreamError as e:
+            yield BadRecord(str(self.path), f"member {name}", None, str(e))
+            return
+        with fp:
+            yield from iter_json_array(fp, label, limits=self.limits)
 
     def label(self, name: str) -> str:
         return f"{self.path}!{name}" if self.zip is not None else str(self.path / name)
@@ -64,7 +98,7 @@ def is_x_archive(path: Path) -> bool:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 return any(TWEETS.search(n) for n in z.namelist())
-    except OSError:
+    except ARCHIVE_ERRORS:  # a damaged zip is not an X archive (detect_format says so, in one line)
         return False
     return False
 
@@ -160,15 +194,15 @@ def _read_account(files: ArchiveFiles) -> tuple[str | None, list[BadRecord]]:
                 "missing: posts get the author from their own 'user' field or are rejected",
             )
         ]
-    with files.open(names[0]) as fp:
-        for item in iter_json_array(fp, files.label(names[0])):
-            if isinstance(item, BadRecord):
-                return None, [item]
-            acc = _unwrap(item.value, "account")
-            username = acc.get("username")
-            if isinstance(username, str) and username:
-                return username, []
-            return None, [BadRecord(files.label(names[0]), "#0", "account.username", "missing")]
+    for item in files.items(names[0]):
+        if isinstance(item, BadRecord):
+            return None, [item]
+        value = item.value
+        acc = value["account"] if isinstance(value, dict) and isinstance(value.get("account"), dict) else value
+        username = acc.get("username") if isinstance(acc, dict) else None
+        if isinstance(username, str) and username:
+            return username, []
+        return None, [BadRecord(files.label(names[0]), "#0", "account.username", "missing")]
     return None, [BadRecord(files.label(names[0]), "#0", "account", "no account record")]
 
 
@@ -176,23 +210,28 @@ def _read_notes(files: ArchiveFiles) -> tuple[dict[int, list[dict]], list[BadRec
     """Long-post bodies (`noteTweet`) keyed by their creation second."""
     notes: dict[int, list[dict]] = {}
     bad: list[BadRecord] = []
+    held = 0
     for name in files.find(NOTES):
-        with files.open(name) as fp:
-            for item in iter_json_array(fp, files.label(name)):
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                    continue
-                try:
-                    note = _unwrap(item.value, "noteTweet")
-                    core = note.get("core") or {}
-                    if not isinstance(core.get("text"), str):
-                        raise RecordError("core.text", "missing")
-                    created = parse_iso_date(note.get("createdAt"), "createdAt")
-                except RecordError as e:
-                    bad.append(BadRecord(files.label(name), f"#{item.index}", e.field, e.message))
-                    continue
-                note["_used"] = False
-                notes.setdefault(int(created.timestamp()), []).append(note)
+        for item in files.items(name):
+            if isinstance(item, BadRecord):
+                bad.append(item)
+                continue
+            if held >= files.limits.max_notes:
+                why = f"more than {files.limits.max_notes} long posts (budget); the rest of this file is not read"
+                bad.append(BadRecord(files.label(name), f"#{item.index}", None, why))
+                break
+            try:
+                note = _unwrap(item.value, "noteTweet")
+                core = note.get("core")
+                if not isinstance(core, dict) or not isinstance(core.get("text"), str):
+                    raise RecordError("core.text", "missing")
+                created = parse_iso_date(note.get("createdAt"), "createdAt")
+            except RecordError as e:
+                bad.append(BadRecord(files.label(name), f"#{item.index}", e.field, e.message))
+                continue
+            note["_used"] = False
+            notes.setdefault(int(created.timestamp()), []).append(note)
+            held += 1
     return notes, bad
 
 
@@ -210,22 +249,28 @@ def _join_note(post: Post, notes: dict[int, list[dict]]) -> None:
                 post.text = core["text"]
                 post.urls = [
                     str(u.get("expandedUrl") or u.get("expanded_url"))
-                    for u in core.get("urls") or []
-                    if isinstance(u, dict) and (u.get("expandedUrl") or u.get("expanded_url"))
+                    for u in _dicts(core.get("urls"))
+                    if u.get("expandedUrl") or u.get("expanded_url")
                 ]
-                post.hashtags = [
-                    str(h.get("text")) for h in core.get("hashtags") or [] if isinstance(h, dict) and h.get("text")
-                ]
+                post.hashtags = [str(h.get("text")) for h in _dicts(core.get("hashtags")) if h.get("text")]
                 post.mentions = [
                     str(m.get("screenName") or m.get("screen_name"))
-                    for m in core.get("mentions") or []
-                    if isinstance(m, dict) and (m.get("screenName") or m.get("screen_name"))
+                    for m in _dicts(core.get("mentions"))
+                    if m.get("screenName") or m.get("screen_name")
                 ]
                 return
 
 
-def read_x_archive(path: Path, include_deleted: bool = False) -> Iterator[Post | BadRecord]:
-    files = ArchiveFiles(path)
+def _dicts(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def read_x_archive(path: Path, include_deleted: bool = False, limits: Limits = DEFAULT) -> Iterator[Post | BadRecord]:
+    try:
+        files = ArchiveFiles(path, limits)
+    except ARCHIVE_ERRORS as e:
+        yield BadRecord(str(path), "archive", None, f"unreadable zip archive ({type(e).__name__}: {str(e)[:120]})")
+        return
     author, bad = _read_account(files)
     yield from bad
     notes, bad = _read_notes(files)
@@ -235,12 +280,8 @@ def read_x_archive(path: Path, include_deleted: bool = False) -> Iterator[Post |
         yield BadRecord(str(path), "data/tweets.js", None, "no tweets file in this archive")
     for name in names:
         label = files.label(name)
-        with files.open(name) as fp:
-            for item in iter_json_array(fp, label):
-                if isinstance(item, BadRecord):
-                    yield item
-                    continue
-                yield _convert(item, label, author, notes)
+        for item in files.items(name):
+            yield item if isinstance(item, BadRecord) else _convert(item, label, author, notes)
     for sec_notes in notes.values():  # long posts whose tweet is not in the archive: keep them on their own
         for note in sec_notes:
             if not note["_used"] and author:
@@ -249,10 +290,10 @@ def read_x_archive(path: Path, include_deleted: bool = False) -> Iterator[Post |
                 yield Post(id=f"x:note-{nid}", author=author, created_at=created, text=note["core"]["text"], source="x")
 
 
-def read_tweets_file(path: Path) -> Iterator[Post | BadRecord]:
+def read_tweets_file(path: Path, limits: Limits = DEFAULT) -> Iterator[Post | BadRecord]:
     """A lone `tweets.js` outside its archive: each tweet needs its own `user` field for the author."""
     with open(path, "rb") as fp:
-        for item in iter_json_array(fp, str(path)):
+        for item in iter_json_array(fp, str(path), limits=limits):
             yield item if isinstance(item, BadRecord) else _convert(item, str(path), None, {})
 
 
@@ -263,6 +304,7 @@ def _convert(item: Item, label: str, author: str | None, notes: dict[int, list[d
         _join_note(post, notes)
         return post
     except RecordError as e:
-        tid = item.value.get("tweet", {}).get("id_str") if isinstance(item.value, dict) else None
+        inner = item.value.get("tweet") if isinstance(item.value, dict) else None
+        tid = inner.get("id_str") if isinstance(inner, dict) else None
         where = item.where + (f" (id {tid})" if isinstance(tid, str) else "")
         return BadRecord(label, where, e.field, e.message)
