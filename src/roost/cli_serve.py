@@ -70,6 +70,20 @@ def register(app: typer.Typer, state: Any) -> None:
         max_connections: Annotated[
             int, typer.Option("--max-connections", help="Open connections at once; more get 503.")
         ] = 256,
+        upstream: Annotated[
+            list[str] | None,
+            typer.Option("--upstream", help="An OpenAI-compatible server (vLLM) serving MODEL; repeat for replicas."),
+        ] = None,
+        upstream_sha256: Annotated[
+            str | None,
+            typer.Option("--upstream-sha256", help="Vouch that the upstreams serve weights with this sha256."),
+        ] = None,
+        vllm: Annotated[
+            int, typer.Option("--vllm", help="Start N vLLM replicas on MODEL (make vllm) and serve through them.")
+        ] = 0,
+        vllm_python: Annotated[
+            str | None, typer.Option("--vllm-python", help="vLLM's interpreter (default .venv-vllm/bin/python).")
+        ] = None,
     ) -> None:
         """Serve a model over an OpenAI-compatible API (chat, completions, compose, reply), real-time search over
         the posts (/v1/search, /v1/posts, /v1/ask), metrics and a web page. Without a model: search only.
@@ -82,6 +96,8 @@ def register(app: typer.Typer, state: Any) -> None:
         args = launch.ServeArgs(
             model, host, port, api_key, max_batch, max_queue, max_seq, dtype, quant, no_search,
             header_timeout, body_timeout, max_connections,
+            upstream or st.config.serve.upstreams, upstream_sha256 or st.config.serve.upstream_sha256,
+            vllm, vllm_python,
         )  # fmt: skip
         server = launch.build(st.ws.root, args, st.config.corpus, st.config.search, say=_say)
         for line in launch.hints(server):

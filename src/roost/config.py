@@ -116,16 +116,37 @@ class SearchConfig:
 
 
 @dataclass
+class ServeSettings:
+    """`[serve]` in roost.toml: where generation runs when not in process (flags override)."""
+
+    upstreams: list[str] = field(default_factory=list)  # OpenAI-compatible servers (vLLM) serving the model
+    upstream_sha256: str | None = None  # the operator's word for what they serve, when roost cannot hash it
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.upstreams, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in self.upstreams
+        ):
+            raise UsageError("[serve] upstreams must be a list of http(s):// URLs")
+
+
+@dataclass
 class RoostConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: ShardConfig = field(default_factory=ShardConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     # [train] is checked by `roost train` against roost.train.run.TrainConfig (kept out of here: it needs torch)
     train: dict[str, Any] = field(default_factory=dict)
 
 
-SECTIONS = {"corpus": CorpusConfig, "tokenizer": TokenizerConfig, "data": ShardConfig, "search": SearchConfig}
+SECTIONS = {
+    "corpus": CorpusConfig,
+    "tokenizer": TokenizerConfig,
+    "data": ShardConfig,
+    "search": SearchConfig,
+    "serve": ServeSettings,
+}
 
 
 def build_section(cls: type, table: dict[str, Any], where: str) -> Any:

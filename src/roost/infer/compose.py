@@ -14,7 +14,7 @@ from typing import Any
 
 from roost.corpus.dedup import shingles
 from roost.infer.chat import ChatTemplate
-from roost.infer.engine import Engine, Event
+from roost.infer.engine import Engine, Event, check_done
 from roost.infer.guard import LeakGuard
 from roost.infer.sampling import SamplingParams
 
@@ -90,6 +90,7 @@ def suggest(
         done = 0
         while done < want:
             i, ev = q.get(timeout=600)
+            check_done(ev)
             texts[i] += ev.text
             done += ev.kind == "done"
         for t in texts:

@@ -38,6 +38,10 @@ class EngineStopped(Exception):
     """The engine is shutting down (the server answers 503)."""
 
 
+class Unavailable(EngineStopped):
+    """No backend can serve the request now: every upstream is down (the server answers 503 with Retry-After)."""
+
+
 @dataclass
 class Event:
     kind: str  # "delta" or "done"
@@ -284,3 +288,9 @@ class Engine:
             ev.text = ""
             ev.logprobs = [{"error": error}]
         req.emit(ev)
+
+
+def check_done(ev: Event) -> None:
+    """Raise Unavailable for a request that ended because no backend could serve it (before any token)."""
+    if ev.kind == "done" and ev.finish_reason == "unavailable":
+        raise Unavailable((ev.logprobs or [{}])[0].get("error", "no backend could serve the request"))

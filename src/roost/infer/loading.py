@@ -28,20 +28,12 @@ def load_engine(
     with its name, weights sha256 and chat template; `say` gets the one-line dtype choice."""
     import torch
 
-    from roost.data import tokenizer as toklib
     from roost.infer.engine import Engine
     from roost.model.convert import load_model_dir
 
     path = resolve_model(home, name)
     model, meta = load_model_dir(path)
-    tok = toklib.load(path / "tokenizer.json")
-    tc_path = path / "tokenizer_config.json"
-    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
-    eos = {
-        i
-        for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
-        if i is not None
-    }
+    tok, eos, template = _text_side(path)
     from roost.probe import choose
 
     choice = choose("decode", dtype)  # UsageError for anything but auto, fp32, bf16
@@ -64,7 +56,99 @@ def load_engine(
         quant=quant,
         start=start,
     )
+    return engine, path.name, str(meta.get("model_sha256", "unknown")), template
+
+
+def _text_side(path: Path) -> tuple[Any, set[int], Any]:
+    """The model folder's tokenizer, its end-of-turn ids and its chat template (what roost renders and encodes
+    itself, whichever backend generates)."""
+    from roost.data import tokenizer as toklib
     from roost.infer.chat import ChatTemplate
 
+    tok = toklib.load(path / "tokenizer.json")
+    tc_path = path / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
+    eos = {
+        i
+        for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
+        if i is not None
+    }
     template = ChatTemplate(tc.get("chat_template"), tc, origin=f"{path}/tokenizer_config.json chat_template")
-    return engine, path.name, str(meta.get("model_sha256", "unknown")), template
+    return tok, eos, template
+
+
+def vouch(path: Path, local_sha: str, url: str, card: dict[str, Any], pin: str | None) -> str:
+    """How roost knows `url` serves this folder's weights: its served folder hashes to them, or the operator pinned
+    that hash. Raises UsageError when neither holds (roost will not label text with a hash it cannot vouch for)."""
+    from roost.model.convert import weights_sha256
+
+    root = card.get("root")
+    if isinstance(root, str) and Path(root).is_dir() and weights_sha256(Path(root)) == local_sha:
+        return f"its folder {root} hashes to the weights' sha256"
+    if pin is not None:
+        if pin != local_sha:
+            raise UsageError(f"--upstream-sha256 {pin} is not the sha256 of {path} ({local_sha})")
+        return "pinned by the operator (--upstream-sha256)"
+    raise UsageError(
+        f"{url} serves {card.get('id')!r} from {root!r}: roost cannot check that those are the weights of {path} "
+        f"(sha256 {local_sha[:12]}…). Serve that same folder, or pass --upstream-sha256 {local_sha} to vouch "
+        "for the upstream yourself"
+    )
+
+
+def served_card(url: str, name: str, wait_s: float) -> dict[str, Any]:
+    """The upstream's model card (`GET /v1/models`), waiting up to `wait_s` for it to come up."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cards = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=5).json().get("data") or []
+            break
+        except (httpx.HTTPError, ValueError) as e:
+            if time.monotonic() > deadline:
+                raise UsageError(f"upstream {url}: not reachable ({type(e).__name__}: {e})") from None
+            time.sleep(1)
+    if not cards:
+        raise UsageError(f"upstream {url}: serves no model")
+    card = next((c for c in cards if c.get("id") == name), cards[0])
+    return dict(card)
+
+
+def load_upstream(
+    home: Path,
+    name: str,
+    urls: list[str],
+    max_seq: int = 2048,
+    max_queue: int = 256,
+    pin: str | None = None,
+    wait_s: float = 30.0,
+    say: Callable[[str], None] | None = None,
+) -> tuple[Any, str, str, Any]:
+    """An `UpstreamEngine` over `urls` for `models/NAME`: the folder gives the tokenizer, chat template and the
+    sha256 the labels carry; every upstream must serve those weights (see `vouch`) under one served name."""
+    from roost.infer.upstream import UpstreamEngine
+
+    path = resolve_model(home, name)
+    meta_path = path / "roost.json"
+    from roost.model.convert import weights_sha256
+
+    local = json.loads(meta_path.read_text()).get("model_sha256") if meta_path.is_file() else None
+    local = local or weights_sha256(path)
+    if not local:
+        raise UsageError(f"{path}: no safetensors weights to identify the model by")
+    tok, eos, template = _text_side(path)
+    served, limit = None, max_seq
+    for url in urls:
+        card = served_card(url, name, wait_s)
+        how = vouch(path, local, url, card, pin)
+        if served is not None and card.get("id") != served:
+            raise UsageError(f"upstreams serve different names ({served!r}, {card.get('id')!r}): serve one model")
+        served = str(card.get("id"))
+        limit = min(limit, int(card.get("max_model_len") or max_seq))
+        if say:
+            say(f"upstream {url}: serves {served} ({how})")
+    engine = UpstreamEngine(urls, tok, eos, limit, str(served), max_queue=max_queue)
+    return engine, path.name, str(local), template

@@ -7,6 +7,7 @@ safetensors or GGUF only (nothing is unpickled).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -317,7 +318,6 @@ def save_weights_dir(
     """`save_model_dir` from groups of HF-named tensors, one safetensors file per group (HF's sharded layout with
     model.safetensors.index.json when there are several), so a large model is written without ever being whole in
     memory. `model_sha256` is the file's sha256, or for shards the sha256 of their sha256s in order."""
-    import hashlib
     import shutil
 
     from safetensors.torch import save_file
@@ -351,7 +351,7 @@ def save_weights_dir(
     if n_groups > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    model_sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+    model_sha = _combine(shas)
     tc = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
@@ -390,3 +390,15 @@ def load_model_dir(path: Path) -> tuple[Llama, dict[str, Any]]:
     meta_path = path / "roost.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return model, meta
+
+
+def _combine(shas: list[str]) -> str:
+    return shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+
+
+def weights_sha256(path: Path) -> str | None:
+    """The model sha256 roost records for a model folder, computed from its safetensors files as they are now
+    (one file: its sha256; HF shards: the sha256 of their sha256s in order); None when it has none."""
+    single = path / "model.safetensors"
+    files = [single] if single.is_file() else sorted(path.glob("model-*-of-*.safetensors"))
+    return _combine([sha256_file(f) for f in files]) if files else None

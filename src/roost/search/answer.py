@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.infer.chat import ChatTemplate
+from roost.infer.engine import check_done
 from roost.infer.sampling import SamplingParams
 from roost.search.hybrid import Hit, SearchIndex, or_terms
 from roost.search.query import STOPWORDS, Query, parse
@@ -151,6 +152,7 @@ def ask_events(
         dropped, nxt = 0, 0
         while nxt < len(chosen):
             i, j, ev = events.get(timeout=600)
+            check_done(ev)
             texts[i, j] = texts.get((i, j), "") + ev.text
             left[i] -= ev.kind == "done"
             while nxt < len(chosen) and left[nxt] == 0:  # emit in rank order as soon as the earlier ones are in

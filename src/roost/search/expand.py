@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from roost.infer.chat import ChatTemplate
+from roost.infer.engine import check_done
 from roost.infer.sampling import SamplingParams
 from roost.search.query import STOPWORDS
 
@@ -52,6 +53,7 @@ def _generate(
             nxt += 1
             pending += 1
         i, ev = q.get(timeout=600)
+        check_done(ev)
         out[i] += ev.text
         pending -= ev.kind == "done"
     return out

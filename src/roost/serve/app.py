@@ -9,6 +9,7 @@ a full queue is 429 with Retry-After; a server shutting down answers 503.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import ipaddress
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost.infer.chat import ChatTemplate
-from roost.infer.engine import Engine
+from roost.infer.engine import Engine, EngineStopped, Unavailable
 from roost.infer.guard import LeakGuard
 from roost.serve.errors import ApiError, _error
 from roost.serve.http import Guard
@@ -83,6 +84,32 @@ class Metrics:
             Gauge("roost_kv_cache_usage", "share of KV cache positions in use", registry=r).set_function(
                 engine.kv_usage
             )
+        router = getattr(engine, "router", None)
+        if router is not None:  # generation by upstream replicas: per-upstream series
+            self._upstream_metrics(engine, router)
+
+    def _upstream_metrics(self, engine: Any, router: Any) -> None:
+        r = self.registry
+        reqs = Counter("roost_upstream_requests", "requests sent to each upstream", ["upstream", "outcome"], registry=r)
+        ttft = Histogram(
+            "roost_upstream_time_to_first_token_seconds",
+            "time to first token through each upstream",
+            ["upstream"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+        )
+        out = Gauge("roost_upstream_outstanding", "requests in flight at each upstream", ["upstream"], registry=r)
+        up = Gauge("roost_upstream_healthy", "1 when the upstream passes its health check", ["upstream"], registry=r)
+        for u in router.upstreams:
+            out.labels(u.url).set_function(functools.partial(getattr, u, "outstanding"))
+            up.labels(u.url).set_function(functools.partial(lambda x: float(x.healthy), u))
+
+        def on_upstream(url: str, outcome: str, first: float | None) -> None:
+            reqs.labels(url, outcome).inc()
+            if first is not None:
+                ttft.labels(url).observe(first)
+
+        engine.on_upstream = on_upstream
 
 
 def build_app(
@@ -139,6 +166,13 @@ def build_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         return _error(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error")
+
+    @app.exception_handler(EngineStopped)
+    async def _stopped(_: Request, e: EngineStopped) -> JSONResponse:
+        if isinstance(e, Unavailable):
+            return _error(503, f"no backend can serve this now: {e}", "server_error", code="no_upstream",
+                          headers={"Retry-After": "2"})  # fmt: skip
+        return _error(503, "the server is shutting down", "server_error", code="shutting_down")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from roost.infer.chat import ChatTemplate
 from roost.infer.compose import COMPOSE_SYSTEM, REPLY_SYSTEM, ComposeConfig, chat_prompt, suggest
-from roost.infer.engine import Engine, EngineStopped, Event, QueueFull
+from roost.infer.engine import Engine, Event, QueueFull, check_done
 from roost.infer.guard import LeakGuard
 from roost.infer.sampling import SamplingParams
 from roost.serve.errors import ApiError
@@ -88,8 +88,6 @@ def add_generation_routes(
                 code="queue_full",
                 headers={"Retry-After": "1"},
             ) from None
-        except EngineStopped:
-            raise ApiError(503, "the server is shutting down", "server_error", code="shutting_down") from None
         except ValueError as e:
             code = "context_length_exceeded" if "context length" in str(e) else "invalid_value"
             raise ApiError(400, str(e), param="max_tokens" if code != "invalid_value" else None, code=code) from None
@@ -119,6 +117,7 @@ def add_generation_routes(
                     metrics.ttft.observe(time.perf_counter() - t0)
                     first = False
                 if ev.kind == "done":
+                    check_done(ev)  # no backend could serve it: 503, before anything was sent
                     done += 1
                     u = ev.usage or {}
                     metrics.tokens.inc(u.get("completion_tokens", 0))

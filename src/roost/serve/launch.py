@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ class ServeArgs:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 256
+    upstreams: list[str] = field(default_factory=list)  # OpenAI-compatible servers generating for the model
+    upstream_sha256: str | None = None
+    vllm: int = 0  # start this many vLLM replicas on the model folder and use them as upstreams
+    vllm_python: str | None = None
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Server:
     port: int
     name: str | None
     cfg: Any = None
+    fleet: Any = None  # vLLM replicas roost started (stopped with the server)
 
 
 def check(args: ServeArgs) -> str | None:
@@ -85,8 +90,10 @@ def build(
     db = Workspace(home).corpus_db
     if args.model is None and (args.no_search or not db.is_file()):
         raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
-    engine = name = sha = template = None
-    if args.model is not None:
+    engine = name = sha = template = fleet = None
+    if args.model is not None and (args.upstreams or args.vllm):
+        engine, name, sha, template, fleet = _upstream_engine(home, args, say)
+    elif args.model is not None:
         engine, name, sha, template = load_engine(
             home, args.model, args.max_batch, args.max_queue, args.max_seq, args.dtype, args.quant, start=False, say=say
         )
@@ -110,7 +117,37 @@ def build(
         max_connections=args.max_connections,
     )
     app = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
-    return Server(app, engine, search, args.host, args.port, name, cfg)
+    return Server(app, engine, search, args.host, args.port, name, cfg, fleet)
+
+
+def _upstream_engine(home: Path, args: ServeArgs, say: Callable[[str], None]) -> tuple[Any, ...]:
+    """Generation by upstream replicas: the ones given, plus `--vllm N` started here on the model folder."""
+    from roost.infer.loading import load_upstream
+    from roost.model.imports import resolve_model
+    from roost.probe import choose
+
+    if args.quant:
+        raise UsageError("--quant applies to roost's own engine; an upstream quantises on its side")
+    urls, fleet = list(args.upstreams), None
+    if args.vllm:
+        from roost.serve.vllm import VllmFleet
+
+        path = resolve_model(home, args.model or "")
+        dtype = "bfloat16" if choose("decode", args.dtype).dtype == "bf16" else "float32"
+        say(f"starting {args.vllm} vLLM replica(s) on {path} ({dtype}; logs in {Workspace(home).root / 'logs'})…")
+        fleet = VllmFleet.start(path, path.name, args.vllm, dtype, args.max_seq, args.vllm_python,
+                                log_dir=Workspace(home).root / "logs")  # fmt: skip
+        urls += fleet.urls
+    try:
+        engine, name, sha, template = load_upstream(
+            home, args.model or "", urls, args.max_seq, max_queue=args.max_queue + 64 * len(urls),
+            pin=args.upstream_sha256, say=say,
+        )  # fmt: skip
+    except BaseException:
+        if fleet is not None:
+            fleet.stop()
+        raise
+    return engine, name, sha, template, fleet
 
 
 def hints(server: Server) -> list[str]:
@@ -159,3 +196,5 @@ def run(server: Server) -> None:
     finally:
         if server.search is not None:
             server.search.close()
+        if server.fleet is not None:
+            server.fleet.stop()

