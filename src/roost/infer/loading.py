@@ -33,7 +33,7 @@ def load_engine(
 
     path = resolve_model(home, name)
     model, meta = load_model_dir(path)
-    tok, eos, template = _text_side(path)
+    tok, eos, template = text_side(path)
     from roost.probe import choose
 
     choice = choose("decode", dtype)  # UsageError for anything but auto, fp32, bf16
@@ -59,7 +59,7 @@ def load_engine(
     return engine, path.name, str(meta.get("model_sha256", "unknown")), template
 
 
-def _text_side(path: Path) -> tuple[Any, set[int], Any]:
+def text_side(path: Path) -> tuple[Any, set[int], Any]:
     """The model folder's tokenizer, its end-of-turn ids and its chat template (what roost renders and encodes
     itself, whichever backend generates)."""
     from roost.data import tokenizer as toklib
@@ -139,7 +139,7 @@ def load_upstream(
     local = local or weights_sha256(path)
     if not local:
         raise UsageError(f"{path}: no safetensors weights to identify the model by")
-    tok, eos, template = _text_side(path)
+    tok, eos, template = text_side(path)
     served, limit = None, max_seq
     for url in urls:
         card = served_card(url, name, wait_s)

@@ -14,6 +14,7 @@ replicas die with the process that started them (PR_SET_PDEATHSIG), so a killed 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -80,6 +81,11 @@ class VllmFleet:
         if n < 1:
             raise UsageError(f"--vllm must be >= 1, got {n}")
         py = vllm_python(python)
+        try:  # never past the model's own context (vLLM refuses that)
+            ctx = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+            max_model_len = min(max_model_len, int(ctx)) if ctx else max_model_len
+        except (OSError, ValueError, TypeError):
+            raise UsageError(f"{model_dir}: no readable config.json; not a model folder") from None
         log_dir = log_dir or model_dir.parent.parent / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
