@@ -53,14 +53,15 @@ def _key(home: Path) -> bytes:
 
 
 # folders verified in this process, keyed by their files' (name, size, mtime, inode): hashed once per load path
-_verified: set[tuple[str, tuple[tuple[str, int, int, int], ...]]] = set()
+# (ctime too: unlike mtime it cannot be set back by a writer)
+_verified: set[tuple[str, tuple[tuple[str, int, int, int, int], ...]]] = set()
 
 
-def _stamp(folder: Path) -> tuple[str, tuple[tuple[str, int, int, int], ...]]:
+def _stamp(folder: Path) -> tuple[str, tuple[tuple[str, int, int, int, int], ...]]:
     rows = []
     for p in sorted(folder.rglob("*")):
         st = p.lstat()
-        rows.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+        rows.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     return str(folder.resolve()), tuple(rows)
 
 

@@ -24,6 +24,9 @@ CASES = {
     "range": ("{% for i in range(10**9) %}{% endfor %}", "failed"),
     "raise": ("{{ raise_exception('no system role') }}", "no system role"),
     "escape": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
+    "bigerror": ("{{ raise_exception('A' * 250000000) }}", "AAAA"),
+    "slowcompile": ("{{ ('a' * 200000000)|wordcount }}" * 30, "compile took longer"),
+    "nested": ("{% for a in messages %}" * 25 + "x" + "{% endfor %}" * 25, "does not compile"),
 }
 
 
@@ -34,7 +37,8 @@ def test_hostile_template_is_a_value_error_naming_it(case: str) -> None:
     t0 = time.monotonic()
     with pytest.raises(ValueError) as e:
         t.render(MSGS)
-    assert f"evil-{case}" in str(e.value) and words in str(e.value), str(e.value)
+    assert f"evil-{case}" in str(e.value) and words in str(e.value), str(e.value)[:300]
+    assert len(str(e.value)) < 1000  # an error's text is bounded, whatever the template raised
     assert time.monotonic() - t0 < RENDER_SECONDS + 15  # the worker's start-up included
     good = ChatTemplate("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
     assert good.render(MSGS) == "<user>hi"  # and templates still render after a worker was killed
@@ -69,3 +73,12 @@ def test_server_keeps_answering_while_a_template_spins(model_dir: Path) -> None:
     finally:
         srv.stop()
         engine.shutdown()
+
+
+def test_named_template_list_and_bad_types() -> None:
+    named = [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ messages[0]['content'] }}"}]
+    assert ChatTemplate(named).render(MSGS) == "Dhi"
+    from roost.errors import RoostError
+
+    with pytest.raises(RoostError):
+        ChatTemplate({"not": "a template"})

@@ -43,7 +43,8 @@ def _plant(step: Path, marker: Path) -> None:
 def sharded(home: Path) -> tuple[Path, Path]:  # noqa: F811
     """A real one-rank sharded run (torchrun), 2 steps, and its checkpoint."""
     run_roost("--home", str(home), "train", "--name", "r", *COMMON, "--steps", "2", "--ckpt-every", "100",
-              "--no-export", "--nproc", "1")  # fmt: skip
+              "--nproc", "1")  # fmt: skip
+    assert (home / "models/r/config.json").is_file()  # the export at the end streams the sharded checkpoint
     step = ckpt.list_checkpoints(home / "runs/r/checkpoints")[-1]
     assert (step / ".metadata").is_file() and (step / "roost-seal.json").is_file()
     return home, step
@@ -67,7 +68,7 @@ def test_planted_pickle_never_runs_on_any_load_path(sharded: tuple[Path, Path], 
     # a forged seal (copied from a genuine checkpoint of this home) does not help either
     run_roost("--home", str(h), "train", "--name", "ok", *COMMON, "--steps", "1", "--ckpt-every", "100",
               "--no-export", "--nproc", "1")  # fmt: skip
-    genuine = ckpt.list_checkpoints(home / "runs/ok/checkpoints")[-1]
+    genuine = ckpt.list_checkpoints(h / "runs/ok/checkpoints")[-1]
     shutil.copyfile(genuine / "roost-seal.json", step / "roost-seal.json")
     p = run_roost("--home", str(h), "export", "r", str(tmp_path / "out2"), check=False)
     assert (
@@ -109,3 +110,32 @@ def test_dry_run_init_reads_no_pickle(home: Path, tmp_path: Path) -> None:  # no
     p = run_roost("--home", str(home), "train", "--name", "d2", "--init", str(evil), *COMMON, "--steps", "1",
                   check=False)  # fmt: skip
     assert not marker.exists() and p.returncode != 0, p.stdout[-500:] + p.stderr[-500:]
+
+
+def test_foreign_meta_json_cannot_name_a_path_or_crash(home: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A one-process checkpoint is safetensors + JSON; the JSON is still a stranger's: the run keeps its own name
+    (a name in the file cannot send the export elsewhere), and a malformed config is a clear error."""
+    run_roost("--home", str(home), "train", "--name", "r1", *COMMON, "--steps", "2", "--ckpt-every", "2",
+              "--no-export")  # fmt: skip
+    shutil.copytree(home / "runs/r1", home / "runs/evil")
+    step = ckpt.list_checkpoints(home / "runs/evil/checkpoints")[-1]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("precious")
+    meta = json.loads((step / "meta.json").read_text())
+    meta["train_config"]["name"] = str(victim)
+    (step / "meta.json").write_text(json.dumps(meta))
+    run_roost("--home", str(home), "train", "--name", "evil", *COMMON, "--steps", "3", "--resume", check=False)
+    assert (victim / "important.txt").read_text() == "precious" and not (victim / "config.json").exists()
+    meta["train_config"]["shards"] = "../../etc"
+    (step / "meta.json").write_text(json.dumps(meta))
+    p = run_roost(
+        "--home", str(home), "train", "--name", "evil", *COMMON, "--steps", "4", "--resume-from", step.name, check=False
+    )
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-500:]
+    meta["train_config"] = {"bogus": 1}
+    (step / "meta.json").write_text(json.dumps(meta))
+    p = run_roost(
+        "--home", str(home), "train", "--name", "evil", *COMMON, "--steps", "4", "--resume-from", step.name, check=False
+    )
+    assert p.returncode != 0 and "train_config" in p.stderr and "Traceback" not in p.stderr, p.stderr[-500:]

@@ -167,3 +167,7 @@ def test_invalid_unicode_in_any_field_of_any_route_is_a_400(srv: Any) -> None:
                               headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
             assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"], (path, r.text[:200])
     assert tried >= 40
+    bad = '{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi \\ud800"}]}]}'
+    for ctype in ("application/JSON", "text/plain", "application/x-www-form-urlencoded", ""):
+        r = httpx.post(f"{s.url}/v1/chat/completions", content=bad, headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code == 400, (ctype, r.status_code, r.text[:200])  # whatever the content type claims

@@ -13,6 +13,7 @@ SIGTERM are never held by it (the API calls `render` from a worker thread). roos
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import threading
 from multiprocessing.connection import Connection
@@ -31,6 +32,7 @@ RENDER_SECONDS = 2.0
 RENDER_MEMORY = 1 << 30
 RENDER_MAX_CHARS = 4 << 20
 START_SECONDS = 60.0
+REPLY_MAX_BYTES = 4 * RENDER_MAX_CHARS + 4096  # what the parent reads back from the worker, at most
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -48,7 +50,12 @@ def _environment() -> ImmutableSandboxedEnvironment:
 class ChatTemplate:
     """A chat template: ChatML (roost's own, rendered here) or a model's (rendered by a budgeted worker)."""
 
-    def __init__(self, template: str | None, special: dict[str, Any] | None = None, origin: str = ""):
+    def __init__(self, template: Any, special: dict[str, Any] | None = None, origin: str = ""):
+        if isinstance(template, list):  # HF's named templates: [{"name": "default", "template": "..."}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default", next(iter(named.values()), None))
+        if template is not None and not isinstance(template, str):
+            raise RoostError(f"{origin or 'the model'}: chat_template must be a string (or HF's list of named ones)")
         self.source = template or CHATML
         self.trusted = template is None
         self.origin = origin or ("ChatML" if self.trusted else "the model's chat_template")
@@ -85,15 +92,19 @@ def _worker(source: str, special: dict[str, str]) -> _Worker:
 
 
 class _Worker:
-    """One process rendering one template, restarted after it breaks the time budget (or dies)."""
+    """One process rendering one template, restarted after it breaks the time budget (or dies). Replies travel as
+    JSON bytes of bounded length (no pickle); a template that cannot compile is remembered as broken."""
 
     def __init__(self, source: str, special: dict[str, str]):
         self.source, self.special = source, special
         self.lock = threading.Lock()
         self.proc: Any = None
         self.conn: Connection | None = None
+        self.broken = ""
 
     def _start(self, origin: str) -> Connection:
+        if self.broken:
+            raise ValueError(f"{origin}: {self.broken}")
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         self.proc = ctx.Process(
@@ -101,11 +112,27 @@ class _Worker:
         )
         self.proc.start()
         child.close()
-        if not parent.poll(START_SECONDS) or parent.recv() != "ready":
-            self._stop()
-            raise ValueError(f"{origin}: the template worker did not start")
         self.conn = parent
+        # the interpreter's start-up has its own deadline; compiling the template counts against the render budget
+        # (Jinja folds constant output while compiling, so a template can make its compile slow)
+        for stage, seconds in (("start", START_SECONDS), ("compile", RENDER_SECONDS)):
+            ok, msg = self._reply(parent, seconds, origin)
+            if not ok:
+                self._stop()
+                if stage == "compile" and not msg.startswith("rendering took"):
+                    self.broken = msg
+                raise ValueError(f"{origin}: {msg.replace('rendering took', f'{stage} took')}")
         return parent
+
+    def _reply(self, conn: Connection, seconds: float, origin: str) -> tuple[bool, str]:
+        try:
+            if not conn.poll(seconds):
+                return False, f"rendering took longer than {seconds:g} s and was stopped (the template loops too much)"
+            raw = conn.recv_bytes(maxlength=REPLY_MAX_BYTES)
+        except (EOFError, OSError, BrokenPipeError) as e:  # died (memory budget), or a reply over the cap
+            return False, f"the template worker failed ({type(e).__name__}: over its memory or output budget?)"
+        ok, msg = json.loads(raw)
+        return bool(ok), str(msg)
 
     def _stop(self) -> None:
         if self.proc is not None:
@@ -119,22 +146,20 @@ class _Worker:
             if conn is None or self.proc is None or not self.proc.is_alive():
                 conn = self._start(origin)
             try:
-                conn.send((messages, add_generation_prompt))
-                done = conn.poll(RENDER_SECONDS)
-                reply = conn.recv() if done else None
-            except (EOFError, OSError, BrokenPipeError):
-                done, reply = True, (False, "the template worker died (over its memory budget?)")
-            if not done:
+                conn.send_bytes(json.dumps([messages, add_generation_prompt]).encode("utf-8", "surrogatepass"))
+            except (OSError, BrokenPipeError):
                 self._stop()
-                raise ValueError(
-                    f"{origin}: rendering took longer than {RENDER_SECONDS:g} s and was stopped "
-                    "(the template loops too much)"
-                )
-            if reply is None or not reply[0]:
-                if self.proc is not None and not self.proc.is_alive():
+                raise ValueError(f"{origin}: the template worker is gone; try again") from None
+            ok, out = self._reply(conn, RENDER_SECONDS, origin)
+            if not ok:
+                if self.proc is not None and (out.startswith("rendering took") or not self.proc.is_alive()):
                     self._stop()
-                raise ValueError(f"{origin}: {reply[1] if reply else 'no answer from the template worker'}")
-            return str(reply[1])
+                raise ValueError(f"{origin}: {out}")
+            return out
+
+
+def _send(conn: Connection, ok: bool, value: str) -> None:
+    conn.send_bytes(json.dumps([ok, value if ok else value[:500]]).encode("utf-8", "surrogatepass"))
 
 
 def _serve(conn: Connection, source: str, special: dict[str, str]) -> None:
@@ -142,22 +167,28 @@ def _serve(conn: Connection, source: str, special: dict[str, str]) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (RENDER_MEMORY, RENDER_MEMORY))
-    template = _environment().from_string(source)
-    conn.send("ready")
+    _send(conn, True, "started")
+    try:
+        template = _environment().from_string(source)
+    except MemoryError:
+        return _send(conn, False, f"the chat template needed more than {RENDER_MEMORY >> 20} MiB to compile")
+    except Exception as e:  # noqa: BLE001 — SyntaxError ("too many statically nested blocks"), RecursionError...
+        return _send(conn, False, f"the chat template does not compile: {type(e).__name__}: {e}")
+    _send(conn, True, "ready")
     while True:
         try:
-            messages, agp = conn.recv()
+            messages, agp = json.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         try:
             out = template.render(messages=messages, add_generation_prompt=agp, **special)
             if len(out) > RENDER_MAX_CHARS:
-                conn.send((False, f"the rendered prompt is over {RENDER_MAX_CHARS:,} characters"))
+                _send(conn, False, f"the rendered prompt is over {RENDER_MAX_CHARS:,} characters")
             else:
-                conn.send((True, out))
+                _send(conn, True, out)
         except TemplateError as e:
-            conn.send((False, f"the chat template rejected these messages: {e}"))
+            _send(conn, False, f"the chat template rejected these messages: {e}")
         except MemoryError:
-            conn.send((False, f"the chat template needed more than {RENDER_MEMORY >> 20} MiB"))
+            _send(conn, False, f"the chat template needed more than {RENDER_MEMORY >> 20} MiB")
         except Exception as e:  # noqa: BLE001 — a template error of any kind is the template's, not the server's
-            conn.send((False, f"the chat template failed: {type(e).__name__}: {str(e)[:200]}"))
+            _send(conn, False, f"the chat template failed: {type(e).__name__}: {e}")

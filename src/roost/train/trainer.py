@@ -42,6 +42,7 @@ from roost.train.parallel import (
     step_stats,
 )
 from roost.train.run import Paths, TrainConfig, check_new_run, device_of, pick_dtype, resolve_init
+from roost.workspace import Workspace
 
 
 class Trainer:
@@ -81,7 +82,13 @@ class Trainer:
             # DCP reshards, and the per-rank batch follows so that the global batch stays the same)
             free = ("steps", "eval_every", "ckpt_every", "keep", "log_every", "device")
             free += ("parallel", "dp_replicate", "dp_shard", "tp", "cpu_offload", "async_ckpt", "hang_timeout")
-            cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in free}})
+            if not isinstance(saved, dict):
+                raise RoostError(f"{self.start_ckpt}/meta.json: train_config is not a table")
+            try:  # the run keeps its own name (the folder it was found in), never one read from the file
+                cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in free}, "name": cfg.name})
+            except TypeError as e:
+                raise RoostError(f"{self.start_ckpt}/meta.json: train_config does not fit this roost ({e})") from None
+            self.paths = Paths.of(home, cfg)  # shards named in the file are checked as names here
             global_batch = int(meta.get("global_batch", saved["batch_size"]))
             if global_batch % self.dist.dp_size:
                 raise UsageError(
@@ -412,13 +419,13 @@ class Trainer:
     def export(self, out: Path | None = None) -> dict[str, Any]:
         """Write models/<name>/ (HF layout) from the current weights; LoRA adapters are merged first. Under
         torchrun, rank 0 streams the newest sharded checkpoint instead (no rank gathers the whole model)."""
-        out = out or self.paths.models / self.cfg.name
+        out = out or Workspace(self.home).model_dir(self.cfg.name)
         ck = ckpt.list_checkpoints(self.paths.run / "checkpoints")
         prov = {**self.provenance, "steps": self.step, "train_config": dataclasses.asdict(self.cfg)}
         if self.dist.on:
             meta: dict[str, Any] = {}
             if self.dist.main:
-                meta = dcp.export(ck[-1], out, self.tokenizer_path, self.tokenizer_config, prov)
+                meta = dcp.export(self.home, ck[-1], out, self.tokenizer_path, self.tokenizer_config, prov)
             dcp.barrier()
             return meta
         model = merge_lora(self.model) if self.cfg.lora_rank else self.model
