@@ -1,6 +1,7 @@
 """Search operators are hard constraints in every mode: `#tag`, `@mention`, `"phrase"`, `-term`, `-"phrase"`,
-`from:`, `to:`, `lang:`, `since:`/`until:` and `filter:replies` hold for semantic and hybrid results exactly as
-for keyword results, while free words keep ranking semantically. A small real store (X archives through the real
+`from:`, `to:`, `lang:`, `since:`/`until:` and `filter:replies` — and their negations `-from:`, `-to:`, `-lang:`,
+`-since:`/`-until:` — hold for semantic and hybrid results exactly as for keyword results, while free words keep
+ranking semantically. A small real store (X archives through the real
 importer, real MiniLM embeddings) and a property test over random operator queries drawn from its own values."""
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from hypothesis import strategies as st
 from roost.config import CorpusConfig
 from roost.corpus.ingest import ingest
 from roost.corpus.writers import Draft, write_x_archive
+from roost.errors import UsageError
 from roost.search.embed import Embedder
 from roost.search.hybrid import Hit, SearchIndex
+from roost.search.query import parse
 
 MODES = ("keyword", "semantic", "hybrid")
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
@@ -135,15 +138,24 @@ class Ops:
     authors: list[str] = field(default_factory=list)
     to: list[str] = field(default_factory=list)
     langs: list[str] = field(default_factory=list)
+    not_authors: list[str] = field(default_factory=list)  # -from:
+    not_to: list[str] = field(default_factory=list)  # -to:
+    not_langs: list[str] = field(default_factory=list)  # -lang:
     since: str | None = None
     until: str | None = None
+    not_since: str | None = None  # -since:D: posted before D
+    not_until: str | None = None  # -until:D: posted on or after D
     replies: bool | None = None
 
     def query(self) -> str:
         parts = self.words + self.tags + [f'"{p}"' for p in self.phrases]
         parts += [f"-{t}" for t in self.not_terms] + [f'-"{p}"' for p in self.not_phrases]
         parts += [f"from:{a}" for a in self.authors] + [f"to:{a}" for a in self.to] + [f"lang:{x}" for x in self.langs]
+        parts += [f"-from:{a}" for a in self.not_authors] + [f"-to:{a}" for a in self.not_to]
+        parts += [f"-lang:{x}" for x in self.not_langs]
         parts += [f"since:{self.since}"] * bool(self.since) + [f"until:{self.until}"] * bool(self.until)
+        parts += [f"-since:{self.not_since}"] * bool(self.not_since)
+        parts += [f"-until:{self.not_until}"] * bool(self.not_until)
         if self.replies is not None:
             parts.append("filter:replies" if self.replies else "-filter:replies")
         return " ".join(parts)
@@ -158,8 +170,13 @@ class Ops:
         bad += [f"from:{self.authors}"] * bool(self.authors and author.lower() not in {a.lower() for a in self.authors})
         bad += [f"to:{self.to}"] * bool(self.to and not mentioned & {a.lower() for a in self.to})
         bad += [f"lang:{self.langs}"] * bool(self.langs and lang not in self.langs)
+        bad += [f"-from:{a}" for a in self.not_authors if author.lower() == a.lower()]
+        bad += [f"-to:{a}" for a in self.not_to if a.lower() in mentioned]
+        bad += [f"-lang:{x}" for x in self.not_langs if lang == x.lower()]
         bad += [f"since:{self.since}"] * bool(self.since and when < day(self.since))
         bad += [f"until:{self.until}"] * bool(self.until and when >= day(self.until))
+        bad += [f"-since:{self.not_since}"] * bool(self.not_since and when >= day(self.not_since))
+        bad += [f"-until:{self.not_until}"] * bool(self.not_until and when < day(self.not_until))
         bad += ["filter:replies"] * bool(self.replies is not None and self.replies != (reply_to is not None))
         return bad
 
@@ -220,21 +237,100 @@ def test_operators_hold_with_narrow_and_broad_sets(idx: SearchIndex, broad: Sear
 def _ops_of(q: str) -> Ops:
     ops = Ops()
     for tok in re.findall(r'-?"[^"]*"|\S+', q):
+        op, _, value = tok.lower().partition(":")
+        lists = {"from": ops.authors, "-from": ops.not_authors, "to": ops.to, "-to": ops.not_to}
+        lists |= {"lang": ops.langs, "-lang": ops.not_langs}
         if tok.startswith('-"'):
             ops.not_phrases.append(tok[2:-1])
         elif tok.startswith('"'):
             ops.phrases.append(tok[1:-1])
         elif tok in ("filter:replies", "-filter:replies"):
             ops.replies = tok == "filter:replies"
+        elif value and op in lists:
+            lists[op].append(value.lstrip("@"))
+        elif value and op in ("since", "until", "-since", "-until"):
+            setattr(ops, op.replace("-", "not_"), value)
         elif tok.startswith("-"):
             ops.not_terms.append(tok[1:])
-        elif tok.startswith("to:"):
-            ops.to.append(tok[3:])
         elif tok.startswith(("#", "@")):
             ops.tags.append(tok)
         else:
             ops.words.append(tok)
     return ops
+
+
+# -- negated filters (security review: `-from:X` returned only X's posts in semantic and hybrid mode) ----------------
+NEGATED = [
+    "lighthouse -from:bob",
+    "lighthouse -from:@BOB -from:carol",
+    "data center -to:alice",
+    "data center -to:@bob -to:alice",
+    "#travel -lang:de",
+    "lighthouse OR leuchtturm OR phare -lang:EN",
+    "#infra -from:alice",
+    "zeppelins -from:bob -lang:de",
+    "coffee -since:2024-01-20",
+    "coffee -until:2024-01-20",
+    "lighthouses from:carol -lang:de -until:2024-01-05",
+]
+
+
+@pytest.mark.parametrize("q", NEGATED)
+def test_negated_filters_exclude_in_every_mode(idx: SearchIndex, broad: SearchIndex, q: str) -> None:
+    ops = _ops_of(q)
+    assert ops.not_authors or ops.not_to or ops.not_langs or ops.not_since or ops.not_until, q
+    for index, mode in [(idx, m) for m in MODES] + [(broad, "semantic"), (broad, "hybrid")]:
+        hits = index.search(q, mode, k=50)
+        assert hits, (q, mode)
+        _check(index, ops, hits, mode)
+    # and nothing more is dropped: with k above the corpus size, semantic search returns exactly the posts that
+    # the oracle allows
+    allowed = {pid for pid, row in _store(idx.db.parent)["rows"].items() if not ops.violations(row)}
+    for index in (idx, broad):
+        assert {h.id for h in index.search(q, "semantic", k=50)} == allowed, q
+
+
+def test_reported_case_negated_author_is_not_positive(idx: SearchIndex) -> None:
+    """The report: `joke -from:jokebot` returned only jokebot's posts. Here: none of the hits is bob's."""
+    for mode in MODES:
+        hits = idx.search("lighthouses OR zeppelins -from:bob", mode, k=50)
+        assert hits and "bob" not in {h.author for h in hits}, mode
+        assert {h.author for h in idx.search("lighthouses OR zeppelins from:bob", mode, k=50)} == {"bob"}
+
+
+def test_negated_filters_parse() -> None:
+    q = parse("x -from:@Alice -to:@BOB -lang:DE from:carol to:dave lang:fr")
+    assert (q.authors, q.to, q.langs) == (["carol"], ["dave"], ["fr"])
+    assert (q.not_authors, q.not_to, q.not_langs) == (["Alice"], ["BOB"], ["de"])
+    only_negated = parse("-from:alice")  # a filter, like -filter:replies: every post but alice's
+    assert only_negated.has_filters() and only_negated.not_authors == ["alice"]
+
+
+def test_negated_dates_are_the_complementary_bound() -> None:
+    """`-since:D` (not on or after D) is `until:D`; `-until:D` (not before D) is `since:D`. Bounds intersect."""
+    assert parse("x -since:2024-01-10") == parse("x until:2024-01-10")
+    assert parse("x -until:2024-01-10") == parse("x since:2024-01-10")
+    q = parse("x since:2024-01-05 -until:2024-01-03 until:2024-01-20 -since:2024-01-10")
+    assert (q.since, q.until) == (parse("x since:2024-01-05").since, parse("x until:2024-01-10").until)
+    with pytest.raises(UsageError, match="since"):
+        parse("x since:2024-01-10 -since:2024-01-10")  # on or after and before the same day: nothing
+    with pytest.raises(UsageError, match="YYYY-MM-DD"):
+        parse("x -until:yesterday")
+    with pytest.raises(UsageError, match="needs a value"):
+        parse("x -from:")
+    with pytest.raises(UsageError, match="needs a name"):
+        parse("x -to:@")
+    with pytest.raises(UsageError, match="language code"):
+        parse("x -lang:german")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negated_dates_in_every_mode(idx: SearchIndex, mode: str) -> None:
+    before = {h.id for h in idx.search("coffee OR lighthouse -since:2024-01-12", mode, k=50)}
+    assert before == {h.id for h in idx.search("coffee OR lighthouse until:2024-01-12", mode, k=50)}
+    after = {h.id for h in idx.search("coffee OR lighthouse -until:2024-01-12", mode, k=50)}
+    assert after == {h.id for h in idx.search("coffee OR lighthouse since:2024-01-12", mode, k=50)}
+    assert before and after and not before & after
 
 
 # -- the property --------------------------------------------------------------------------------------------------
@@ -264,7 +360,20 @@ def small(values: list[str], n: int) -> st.SearchStrategy[list[str]]:
     return st.lists(st.sampled_from(values), min_size=1, max_size=n, unique=True)
 
 
-KINDS = ("tags", "phrases", "not_terms", "not_phrases", "authors", "to", "langs", "dates", "replies")
+KINDS = (
+    "tags",
+    "phrases",
+    "not_terms",
+    "not_phrases",
+    "authors",
+    "to",
+    "langs",
+    "not_authors",
+    "not_to",
+    "not_langs",
+    "dates",
+    "replies",
+)
 
 
 @st.composite
@@ -287,10 +396,27 @@ def operator_queries(draw: st.DrawFn) -> Ops:
         ops.to = draw(small(v["authors"], 1))
     if "langs" in kinds:
         ops.langs = draw(small(v["langs"], 1))
+    if "not_authors" in kinds:
+        ops.not_authors = [_case(a, draw(st.booleans())) for a in draw(small(v["authors"], 2))]
+    if "not_to" in kinds:
+        ops.not_to = draw(small(v["authors"], 2))
+    if "not_langs" in kinds:
+        ops.not_langs = [_case(x, draw(st.booleans())) for x in draw(small(v["langs"], 1))]
     if "dates" in kinds:
         days = sorted(draw(small(v["days"], 2)))
-        ops.since = days[0] if len(days) == 2 or draw(st.booleans()) else None
-        ops.until = days[-1] if len(days) == 2 or ops.since is None else None
+        lo = days[0] if len(days) == 2 or draw(st.booleans()) else None
+        hi = days[-1] if len(days) == 2 or lo is None else None
+        # the lower bound written as since:D or -until:D, the upper as until:D or -since:D
+        if lo is not None:
+            if draw(st.booleans()):
+                ops.not_until = lo
+            else:
+                ops.since = lo
+        if hi is not None:
+            if draw(st.booleans()):
+                ops.not_since = hi
+            else:
+                ops.until = hi
     if "replies" in kinds:
         ops.replies = draw(st.booleans())
     if not (ops.words or ops.tags or ops.phrases):

@@ -2,8 +2,8 @@
 indexes under <home>/index/; `roost search "query" [--mode keyword|semantic|hybrid]` ranks posts.
 
 Hybrid = weighted reciprocal rank fusion (k = 60) of the keyword and vector rankings, optionally with a recency
-boost. Operators are hard constraints in every mode: filters (from:, since:, lang:, …), #tags, @mentions,
-"phrases" and -exclusions apply inside both indexes — the keyword index finds the posts that satisfy them all
+boost. Operators are hard constraints in every mode: filters (from:, since:, lang:, … and their negations
+-from:, -to:, -lang:, which exclude), #tags, @mentions, "phrases" and -exclusions apply inside both indexes — the keyword index finds the posts that satisfy them all
 (`KeywordIndex.constraint`) and semantic candidates come from those posts only, while free words keep ranking by
 meaning. When the operators leave few posts (≤ 5 % of the index, or ≤ 20,000), semantic search is exact over
 exactly those posts instead of approximate-then-filtered, so constrained recall does not collapse. Every result

@@ -143,6 +143,7 @@ class KeywordIndex:
 
     # -- queries -----------------------------------------------------------------------------------------------------
     def _filters(self, q: Query) -> list[Any]:
+        """from:/to:/lang:/since:/until:/filter:replies as Must clauses, their negations as MustNot clauses."""
         s, out = self.schema, []
         occ = tantivy.Occur
         if q.authors:
@@ -157,6 +158,14 @@ class KeywordIndex:
             out.append((occ.Must, tantivy.Query.range_query(s, "created", tantivy.FieldType.Integer, lo, hi)))
         if q.replies is not None:
             out.append((occ.Must, tantivy.Query.term_query(s, "is_reply", 1 if q.replies else 0)))
+        # -from:, -to:, -lang: exclude (a boolean query of MustNot clauses alone matches nothing: constraint() and
+        # query() add the all-posts query when no clause is a Must)
+        if q.not_authors:
+            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "author", [a.lower() for a in q.not_authors])))
+        if q.not_to:
+            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "mentions", [a.lower() for a in q.not_to])))
+        if q.not_langs:
+            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "lang", q.not_langs)))
         return out
 
     def _parses(self, quoted: str) -> bool:

@@ -5,6 +5,15 @@ anything malformed.
 Free words rank (lexically in keyword mode, by meaning in semantic mode); everything else the user wrote is an
 operator, a hard constraint in every mode: #tags, @mentions and "phrases" (`Query.required`), -exclusions, and
 the filters.
+
+Every filter can be negated with a leading `-`, and a negated filter excludes, never selects:
+- `-from:alice`, `-to:bob`, `-lang:de`: no post by alice, none mentioning bob, none in German (`Query.not_authors`,
+  `not_to`, `not_langs`; repeat them to exclude several). `from:a from:b` means by a or by b; `-from:a -from:b`
+  means by neither.
+- `-since:D` (not on or after D) is `until:D`, before D; `-until:D` (not before D) is `since:D`, on or after D.
+  Date bounds intersect: the latest lower bound and the earliest upper bound hold, and bounds that leave no time
+  (`since:D -since:D`) are refused.
+- `-filter:replies`: no replies.
 """
 
 from __future__ import annotations
@@ -35,10 +44,13 @@ class Query:
     exclude: list[str] = field(default_factory=list)
     authors: list[str] = field(default_factory=list)
     to: list[str] = field(default_factory=list)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: datetime | None = None  # on or after (since:D, -until:D)
+    until: datetime | None = None  # before (until:D, -since:D)
     langs: list[str] = field(default_factory=list)
     replies: bool | None = None  # True: only replies; False: no replies
+    not_authors: list[str] = field(default_factory=list)  # -from:
+    not_to: list[str] = field(default_factory=list)  # -to:
+    not_langs: list[str] = field(default_factory=list)  # -lang:
 
     @property
     def text(self) -> str:
@@ -46,7 +58,17 @@ class Query:
         return " ".join([t for t in self.terms if t != "OR"] + self.phrases)
 
     def has_filters(self) -> bool:
-        return bool(self.authors or self.to or self.since or self.until or self.langs or self.replies is not None)
+        return bool(
+            self.authors
+            or self.to
+            or self.since
+            or self.until
+            or self.langs
+            or self.replies is not None
+            or self.not_authors
+            or self.not_to
+            or self.not_langs
+        )
 
     @property
     def required(self) -> list[str]:
@@ -96,18 +118,23 @@ def parse(q: str) -> Query:
         ):
             if not value:
                 raise UsageError(f"{op}: needs a value, e.g. {op}:alice")
-            if low == "from":
-                out.authors.append(value.lstrip("@"))
-            elif low == "to":
-                out.to.append(value.lstrip("@"))
-            elif low == "since":
-                out.since = _date(value, op)
-            elif low == "until":
-                out.until = _date(value, op)
+            if low in ("from", "to"):
+                if not value.lstrip("@"):
+                    raise UsageError(f"{op}:{value} needs a name, e.g. {op}:alice")
+                if low == "from":
+                    (out.not_authors if neg else out.authors).append(value.lstrip("@"))
+                else:
+                    (out.not_to if neg else out.to).append(value.lstrip("@"))
+            elif low in ("since", "until"):
+                day = _date(value, "-" * neg + op)
+                if (low == "since") != neg:  # since:D, or -until:D (not before D): on or after D
+                    out.since = day if out.since is None else max(out.since, day)
+                else:  # until:D, or -since:D (not on or after D): before D
+                    out.until = day if out.until is None else min(out.until, day)
             elif low == "lang":
                 if not re.fullmatch(r"[a-z]{2,3}", value.lower()):
                     raise UsageError(f"lang:{value} — use a 2- or 3-letter language code")
-                out.langs.append(value.lower())
+                (out.not_langs if neg else out.langs).append(value.lower())
             elif value.lower() == "replies":
                 out.replies = not neg
             else:
@@ -123,7 +150,7 @@ def parse(q: str) -> Query:
     if out.terms and out.terms[-1] == "OR":
         out.terms.pop()
     if out.since and out.until and out.since >= out.until:
-        raise UsageError("since: must be before until:")
+        raise UsageError("since: must be before until: (-since:D means until:D, -until:D means since:D)")
     if not (out.terms or out.phrases or out.has_filters()):
         raise UsageError("the query has nothing to search for (only exclusions?)")
     return out
