@@ -108,6 +108,8 @@ demo: $(STAMP)
 	@echo "  OpenAI clients: base_url=http://127.0.0.1:$(PORT)/v1 · metrics: http://127.0.0.1:$(PORT)/metrics"
 	@echo "  curl http://127.0.0.1:$(PORT)/v1/compose -H 'Content-Type: application/json' -d '{\"topic\": \"rain\", \"n\": 3}'"
 	@echo "  stop it: kill \$$(cat $(HOME_DIR)/serve.pid)"
+	@echo "Past one machine: make vllm && $(BIN)/roost --home $(HOME_DIR) serve smollm2-replies --vllm 2 --port 8001"
+	@echo "  (roost's compose/reply/ask, labels and metrics in front of 2 vLLM replicas; docs/serve.md)"
 	@echo "Next: $(BIN)/roost --home $(HOME_DIR) forget --author quietharbor   then ingest again: nothing comes back,"
 	@echo "      and $(BIN)/roost --home $(HOME_DIR) shards list   shows the shard set stale until   roost tokenize --rebuild-stale"
 	@echo "      $(BIN)/roost --help"

@@ -204,3 +204,8 @@ def _kill_under_load(base: str, fleet: VllmFleet) -> None:
     assert f'roost_upstream_healthy{{upstream="{fleet.urls[0]}"}} 0.0' in metrics
     after = httpx.post(f"{base}/v1/chat/completions", json={**body, "max_tokens": 8}, timeout=300)
     assert after.status_code == 200  # new requests go to the live replica
+    fleet.kill(1)
+    time.sleep(3)
+    none = httpx.post(f"{base}/v1/chat/completions", json={**body, "max_tokens": 8}, timeout=300)
+    assert none.status_code == 503 and none.headers.get("retry-after"), none.text  # no replica left: clean 503
+    assert none.json()["error"]["code"] == "no_upstream"
