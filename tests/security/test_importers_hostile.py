@@ -225,6 +225,111 @@ def test_oversized_record_is_refused_unbuffered_and_its_neighbours_kept(tmp_path
     assert peak < 80, f"peak {peak:.0f} MiB of Python allocations for a 48 MiB record"
 
 
+def _zeros(n: int) -> bytes:
+    """`window.YTD.tweet.part0 = [0,0,…]`: n records of 2 bytes that are each rejected (not a tweet object)."""
+    return b"window.YTD.tweet.part0 = [" + b"0," * (n - 1) + b"0]"
+
+
+def _stream(path: Path, stop_after: int) -> tuple[list[Post], list[BadRecord], int]:
+    """Read an export through the importer API, keeping only the first bad records (a flood is not held)."""
+    good: list[Post] = []
+    bad: list[BadRecord] = []
+    n_bad = 0
+    for rec in guarded(read_export(path, "x-archive", ImportOptions()), str(path)):
+        if isinstance(rec, Post):
+            good.append(rec)
+            continue
+        n_bad += 1
+        if len(bad) < 50 or "bad records" in rec.message or "decompression bomb" in rec.message:
+            bad.append(rec)
+        if n_bad > stop_after:
+            break
+    return good, bad, n_bad
+
+
+def test_zip_bad_record_flood_is_cut_and_nested_copies_are_not_read(tmp_path: Path) -> None:
+    """17 kB of zip: the archive's data/tweets.js holds three good tweets then a million 2-byte non-tweets, and
+    seven folders d1/…d7/ hold a copy of data/tweet.js of a million more each (8.4 million rejected records and
+    ~30 s when every member matching `…/data/tweet.js` was read in full). Only the archive's own data/ folder is
+    read, and past 10,000 bad records (more than the good ones) the rest of the file is refused in one message."""
+    good_tweets = b",".join(json.dumps(tweet(str(i), f"good tweet {i}")).encode() for i in range(3))
+    junk = _zeros(1 << 20)
+    path = tmp_path / "multi.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("data/account.js", ACCOUNT)
+        zf.writestr("data/tweets.js", b"window.YTD.tweets.part0 = [" + good_tweets + b"," + junk[26:])
+        for d in range(1, 8):
+            zf.writestr(f"d{d}/data/tweet.js", junk)
+    assert path.stat().st_size < 40_000
+    t = time.monotonic()
+    good, bad, n_bad = _stream(path, stop_after=50_000)
+    took = time.monotonic() - t
+    assert [p.id for p in good] == ["x:0", "x:1", "x:2"]
+    assert n_bad <= 10_005, f"{n_bad} bad records"
+    assert not any("/data/tweet.js" in b.file for b in bad), bad[:3]
+    cut = [b for b in bad if "bad records" in b.message]
+    assert len(cut) == 1 and cut[0].file == str(path) and "more than 10,000 bad records" in cut[0].message, cut
+    assert "the rest of" in cut[0].message and "multi.zip" in cut[0].message and "skipped" in cut[0].message
+    assert took < 10, f"{took:.1f} s"
+
+
+def test_zip_members_are_held_to_a_budget_together(tmp_path: Path) -> None:
+    """Forty tweets files of 2 MiB each (one tweet of 2 MiB of one letter: ~500:1, but each member under the
+    64 MiB floor of the per-member ratio check): together they pass 64 MiB at ~500:1, so the member that crosses
+    the floor and those after it are refused as a decompression bomb, naming the member; the tweets before kept."""
+    path = tmp_path / "parts.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("data/account.js", ACCOUNT)
+        for i in range(40):
+            name = "data/tweets.js" if i == 0 else f"data/tweets-part{i}.js"
+            body = json.dumps([tweet(str(1000 + i), "A" * (2 * MB))]).encode()
+            zf.writestr(name, b"window.YTD.tweets.part%d = " % i + body)
+    assert path.stat().st_size < MB
+    t = time.monotonic()
+    good, bad, _ = _stream(path, stop_after=1000)
+    assert time.monotonic() - t < 15
+    assert 20 <= len(good) <= 32, len(good)
+    bombs = [b for b in bad if "decompression bomb" in b.message]
+    assert bombs and len(bombs) == 40 - len(good), bad
+    assert bombs[0].record.startswith("member data/tweets-part") and "together" in bombs[0].message, bombs[0]
+
+
+def test_x_archive_zipped_under_one_top_level_folder_is_read(tmp_path: Path) -> None:
+    """An archive unpacked and zipped again sits under one folder (`twitter-2024/data/…`): still an X archive,
+    read whole, with its author from account.js."""
+    path = tmp_path / "rezipped.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("twitter-2024/data/account.js", ACCOUNT)
+        zf.writestr("twitter-2024/data/tweets.js", "window.YTD.tweets.part0 = " + json.dumps([tweet("1", "one")]))
+        zf.writestr("twitter-2024/data/tweets-part1.js", "window.YTD.tweets.part1 = " + json.dumps([tweet("2", "two")]))
+        zf.writestr("twitter-2024/Your archive.html", "<html></html>")
+    good, bad = _read(path, "x-archive")
+    assert [(p.id, p.author) for p in good] == [("x:1", "alice"), ("x:2", "alice")] and not bad, bad
+    folder = tmp_path / "unpacked"  # the same, unpacked into a folder and read from the folder above it
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(folder)
+    good, bad = _read(folder, "x-archive")
+    assert [(p.id, p.author) for p in good] == [("x:1", "alice"), ("x:2", "alice")] and not bad, bad
+
+
+def test_bad_record_cap_spares_a_file_that_is_mostly_good(tmp_path: Path) -> None:
+    """12,000 bad lines (no author) among 13,000 good ones: past the 10,000 bad records but never more bad than
+    good, so every line is read; the same 12,000 bad lines alone are cut after 10,000."""
+    row = {"author": "a", "created_at": "2024-01-01T00:00:00Z"}
+    lines = []
+    for i in range(25_000):
+        good_line = i % 25 < 13
+        lines.append(json.dumps({**row, "id": str(i), "text": f"line {i}"} if good_line else {"id": str(i)}))
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(lines) + "\n")
+    good, bad = _read(mixed, "jsonl")
+    assert (len(good), len(bad)) == (13_000, 12_000)
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text("\n".join(json.dumps({"id": str(i)}) for i in range(12_000)) + "\n")
+    good, bad = _read(only_bad, "jsonl")
+    assert not good and len(bad) == 10_001 and "more than 10,000 bad records" in bad[-1].message, bad[-1]
+
+
 # ------------------------------------------------------------------------------------------------ Bluesky trees
 
 
@@ -272,14 +377,15 @@ def test_bluesky_tree_that_loops_on_itself_is_cut(tmp_path: Path) -> None:
 
 
 def test_bluesky_deep_cbor_rejects_its_block_alone(tmp_path: Path) -> None:
-    """A 100,000-deep CBOR array block and a post record nested 100,000 deep (past libipld's guard) and 100 deep
-    (past the depth budget): each rejected by block or record, no RecursionError, the other posts kept."""
+    """A 50,000-deep CBOR array block and a post record nested 50,000 deep (past libipld's guard) and 100 deep
+    (past the depth budget): each rejected by block or record, no RecursionError, the other posts kept. (50,000:
+    a block of more than 100,000 items is refused for its item count before it is decoded.)"""
     from roost.corpus.writers import _cid
 
     posts, _ = _post_blocks(4)
-    deep_block = b"\x81" * 100_000 + b"\x01"
+    deep_block = b"\x81" * 50_000 + b"\x01"
     rec = libipld.encode_dag_cbor({"$type": "app.bsky.feed.post", "text": "deep", "createdAt": "2024-01-01T00:00:00Z"})
-    deep_post = bytes([rec[0] + 1]) + b"\x61x" + b"\x81" * 100_000 + b"\x01" + rec[1:]  # one more key: "x"
+    deep_post = bytes([rec[0] + 1]) + b"\x61x" + b"\x81" * 50_000 + b"\x01" + rec[1:]  # one more key: "x"
     mid_post = bytes([rec[0] + 1]) + b"\x61x" + b"\x81" * 100 + b"\x01" + rec[1:]
     blocks = [posts[0], (_cid(deep_block), deep_block), posts[1], (_cid(deep_post), deep_post), posts[2],
               (_cid(mid_post), mid_post), posts[3]]  # fmt: skip
@@ -290,6 +396,59 @@ def test_bluesky_deep_cbor_rejects_its_block_alone(tmp_path: Path) -> None:
     assert [b.record.split(" (")[0] for b in deep[:2]] == ["block #1", "block #3"], bad
     assert len(deep) == 3 and deep[2].record.startswith("app.bsky.feed.post/cid-"), bad
     assert not any("Recursion" in b.message for b in bad)
+
+
+def _repo(tmp_path: Path, name: str, extra: list[tuple[bytes, bytes]]) -> tuple[Path, set[str]]:
+    """A repository CAR: commit, one tree node over three posts, the posts, then `extra` blocks (not in the tree)."""
+    from roost.corpus.writers import _cid
+
+    posts, entries = _post_blocks(3)
+    node = libipld.encode_dag_cbor({"l": None, "e": entries})
+    commit = libipld.encode_dag_cbor(
+        {"did": "did:plc:bomb", "version": 3, "data": _cid(node), "rev": "3k", "prev": None}
+    )
+    blocks = [(_cid(commit), commit), (_cid(node), node), posts[0], *extra, posts[1], posts[2]]
+    ids = {f"bluesky:at://did:plc:bomb/app.bsky.feed.post/3k{i:03d}" for i in range(3)}
+    return _car(tmp_path / name, _cid(commit), blocks), ids
+
+
+def test_bluesky_oversized_block_is_refused_whatever_the_decoder(tmp_path: Path) -> None:
+    """A well-formed 17 MiB block (one byte string) in an otherwise valid repository: refused by its index and CID
+    at the 16 MiB record budget before it is decoded, and the posts around it kept under their real keys. (The
+    whole-file decoder used to take it, so the budget held only on the damaged-file path.)"""
+    from roost.corpus.writers import _cid
+
+    big = libipld.encode_dag_cbor({"blob": b"\x00" * (17 * MB)})
+    car, ids = _repo(tmp_path, "big.car", [(_cid(big), big)])
+    good, bad = _read(car, "bluesky")
+    assert {p.id for p in good} == ids
+    assert len(bad) == 1 and bad[0].file == str(car), bad
+    assert bad[0].record.startswith("block #3 (") and "16 MiB" in bad[0].message and "budget" in bad[0].message
+
+
+def test_bluesky_cbor_bomb_block_is_refused_in_bounded_memory(tmp_path: Path, baseline_mb: float) -> None:
+    """An 8 MB block that is an array of 8 million empty arrays (~70x its size as Python objects), and 60 blocks
+    of 100,000 empty arrays each (6 MB more, each under the item budget): the bomb is refused by block, from a
+    count of its CBOR items, before it is decoded; the others are decoded one at a time and dropped. Peak memory
+    stays near a one-post ingest (it reached ~1.2 GB when the whole file was decoded at once), the posts kept."""
+    from roost.corpus.writers import _cid
+
+    n = 8_000_000
+    bomb = b"\x9a" + n.to_bytes(4, "big") + b"\x80" * n
+    fillers = []
+    for i in range(60):
+        k = 99_990 - i  # under 100,000 bytes, so under 100,000 items; distinct CIDs
+        data = b"\x9a" + k.to_bytes(4, "big") + b"\x80" * k
+        fillers.append((_cid(data), data))
+    car, ids = _repo(tmp_path, "bomb.car", [(_cid(bomb), bomb), *fillers])
+    t = time.monotonic()
+    code, out, peak = _roost(tmp_path / "h", "ingest", str(car))
+    flat = _flat(out)
+    assert code == 0 and "Traceback" not in out, out
+    assert time.monotonic() - t < 20
+    assert peak - baseline_mb < 100, f"peak {peak:.0f} MiB vs {baseline_mb:.0f} MiB for one post"
+    assert ids <= _ids(tmp_path / "h")
+    assert "bomb.car: record block #3 (" in flat and "100,000 CBOR items" in flat, flat
 
 
 # ------------------------------------------------------------------------------------------------- deep JSON

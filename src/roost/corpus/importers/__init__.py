@@ -113,6 +113,37 @@ def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]
 
 
 def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:
+    """The records of one export, within `opts.limits` (a flood of bad records ends it: see `capped`)."""
+    return capped(_read_export(path, fmt, opts), path, opts.limits)
+
+
+def capped(records: Iterator[Post | BadRecord], path: Path, limits: Limits) -> Iterator[Post | BadRecord]:
+    """`records`, until more than `max_bad_records` of them are bad and the bad outnumber the good: then one
+    BadRecord saying so, and the rest of the file is not read (the importer is closed where it stands)."""
+    good = bad = 0
+    try:
+        for rec in records:
+            if isinstance(rec, BadRecord):
+                bad += 1
+                if bad > limits.max_bad_records and bad > good:
+                    yield BadRecord(
+                        str(path),
+                        f"after record {good + bad - 1}",
+                        None,
+                        f"more than {limits.max_bad_records:,} bad records (and fewer good ones): "
+                        f"the rest of {path} is skipped",
+                    )
+                    return
+            else:
+                good += 1
+            yield rec
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
+def _read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:
     lim = opts.limits
     if fmt == "x-archive":
         if path.is_file() and not zipfile.is_zipfile(path):  # a bare tweets.js

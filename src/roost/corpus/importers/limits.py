@@ -1,6 +1,7 @@
-"""Budgets every importer enforces on hostile input: size per record and per archive member, compression ratio,
-nesting depth, repository size and tree walk. A violation rejects that record or member (a `BadRecord` naming file,
-member and record) and the rest is kept; nothing is read past a budget.
+"""Budgets every importer enforces on hostile input: size per record and per archive member, compression ratio
+(per member and per archive), nesting depth, bad records per file, repository size, CBOR items per block and tree
+walk. A violation rejects that record or member (a `BadRecord` naming file, member and record) and the rest is
+kept; nothing is read past a budget.
 
 The defaults are the named constants below; `ImportOptions(limits=Limits(...))` overrides them per ingest.
 """
@@ -29,8 +30,26 @@ MAX_MEMBER_BYTES = 4 << 30
 # bomb: JSON exports compress 5-20x, deflate bombs ~1000x). Small members are never held to the ratio.
 MAX_RATIO = 100
 RATIO_FLOOR_BYTES = 64 * MIB
-# A Bluesky repository is decoded whole (its tree needs every block): larger files are refused before reading.
+# The decompressed bytes of all the members read from one archive (an X archive's account, notes and tweets
+# files), counted from their headers as each is opened: the member that would pass it is refused, and those after
+# it. Real archives hold well under 2 GiB of these files (the media are not read). Together they are also held
+# to MAX_RATIO past RATIO_FLOOR_BYTES (their declared sizes summed), so that many small members, each under the
+# per-member floor, cannot add up to a bomb.
+MAX_ARCHIVE_BYTES = 8 << 30
+# A file that yields more than this many bad records, and more bad records than good ones, is refused from there
+# on with one message (the records before are kept): each bad record costs a report line and ~4 us, so a small
+# zip of 2-byte non-records (`[0,0,…]`, 1000:1) would otherwise be millions of them and minutes of ingest.
+MAX_BAD_RECORDS = 10_000
+# A Bluesky repository is read into memory (its tree needs every block): larger files are refused before reading.
 MAX_REPO_BYTES = 1 << 30
+# CBOR data items (each array element, map key and value, string, number, tag) in one Bluesky block. Decoding
+# makes a Python object of each, up to ~90 bytes for a 1-byte item (an empty array or map), so it is the items,
+# not the bytes, that bound a decoded block: 100,000 is ~100x a real post, commit or tree node, and keeps one
+# decoded block under ~10 MB plus its strings. A block of at most this many bytes cannot exceed it and is decoded
+# directly; a larger one has its item heads counted first (a scan that stops at the budget), and is refused
+# undecoded past it. Blocks are decoded one at a time and dropped (posts and tree nodes are decoded again when
+# needed), so a repository costs its file size plus an index, whatever its blocks hold.
+MAX_BLOCK_ITEMS = 100_000
 # Merkle search tree nodes visited in one repository (each at most once: a tree that loops is cut and reported).
 MAX_TREE_NODES = 4_000_000
 # Members of a tar archive looked at while searching for outbox.json.
@@ -63,7 +82,10 @@ class Limits:
     max_member_bytes: int = MAX_MEMBER_BYTES
     max_ratio: float = MAX_RATIO
     ratio_floor_bytes: int = RATIO_FLOOR_BYTES
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES
+    max_bad_records: int = MAX_BAD_RECORDS
     max_repo_bytes: int = MAX_REPO_BYTES
+    max_block_items: int = MAX_BLOCK_ITEMS
     max_tree_nodes: int = MAX_TREE_NODES
     max_members: int = MAX_MEMBERS
     max_notes: int = MAX_NOTES
@@ -101,6 +123,22 @@ def member_verdict(uncompressed: int, compressed: int, limits: Limits) -> str | 
         return (
             f"expands from {size(compressed)} to {size(uncompressed)} "
             f"(over the {limits.max_ratio:g}:1 budget: a decompression bomb?); not read"
+        )
+    return None
+
+
+def archive_verdict(uncompressed: int, compressed: int, limits: Limits) -> str | None:
+    """Why the next member of an archive must not be read, given the declared sizes of the members read so far
+    plus this one (None: it may be read): the budget per archive, and the compression ratio of them together."""
+    if uncompressed > limits.max_archive_bytes:
+        return (
+            f"the members read from this archive would decompress to {size(uncompressed)} together, over the "
+            f"{size(limits.max_archive_bytes)} budget per archive; not read"
+        )
+    if uncompressed > limits.ratio_floor_bytes and uncompressed > limits.max_ratio * max(compressed, 1):
+        return (
+            f"the members read from this archive would expand from {size(compressed)} to {size(uncompressed)} "
+            f"together (over the {limits.max_ratio:g}:1 budget: a decompression bomb?); not read"
         )
     return None
 

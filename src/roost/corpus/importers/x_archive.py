@@ -5,9 +5,16 @@
 posts from `note-tweet.js` to their truncated tweet, and skips `deleted-tweets.js` unless asked. The tweet
 → Post mapping is shared with the Twitter API importer (v1.1 objects have the same shape).
 
+The archive's files are read from its own `data/` folder only: at the root of the zip or folder, or else under a
+top-level folder (an archive unpacked into, or zipped again from, its own folder: `twitter-2024…/data/tweets.js`).
+A `data/tweets.js` in any other folder is not the archive's and is not read (one BadRecord lists those folders);
+deeper ones are not looked for.
+
 A zip member is read within the member budgets (`importers/limits.py`): one whose header declares more than
 `max_member_bytes`, or more than `max_ratio` times its compressed size, is refused unread (zipfile never yields
-more than the declared size); a damaged member ends with a BadRecord naming it, and the other members are read.
+more than the declared size); so is one that would take the members read from the archive together past
+`max_archive_bytes` or `max_ratio` (past `ratio_floor_bytes`). A damaged member ends with a BadRecord naming it,
+and the other members are read.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from roost.corpus.importers.limits import (
     LimitedReader,
     Limits,
     StreamError,
+    archive_verdict,
     member_verdict,
 )
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date, parse_twitter_date
@@ -36,10 +44,19 @@ _STATUS_URL = re.compile(r"^https?://(?:mobile\.)?(?:twitter|x)\.com/(?:\w+|i/we
 _RT = re.compile(r"^RT @(\w{1,30}):")
 _TCO = re.compile(r"\s*https?://t\.co/\w+\s*$")
 _PART = r"(?:-part\d+)?\.js$"
-TWEETS = re.compile(r"(?:^|/)data/tweets?" + _PART)
-NOTES = re.compile(r"(?:^|/)data/note-tweet" + _PART)
-DELETED = re.compile(r"(?:^|/)data/deleted-tweets?" + _PART)
-ACCOUNT = re.compile(r"(?:^|/)data/account\.js$")
+# The archive's files, by their path from the archive's root (see ArchiveFiles.root).
+TWEETS = re.compile(r"^data/tweets?" + _PART)
+NOTES = re.compile(r"^data/note-tweet" + _PART)
+DELETED = re.compile(r"^data/deleted-tweets?" + _PART)
+ACCOUNT = re.compile(r"^data/account\.js$")
+# A tweets file at the root of a zip, or under one top-level folder (group 1): where an archive's root may be.
+_ROOTED_TWEETS = re.compile(r"^(?:([^/]+)/)?data/tweets?" + _PART)
+
+
+def archive_roots(names: list[str]) -> list[str]:
+    """The folders of a zip or folder (as "" or "name/") that hold an archive's data/tweets.js: the root first."""
+    roots = {(m.group(1) or "") for n in names if (m := _ROOTED_TWEETS.match(n))}
+    return sorted((r + "/" if r else "") for r in roots)
 
 
 class ArchiveFiles:
@@ -48,23 +65,36 @@ class ArchiveFiles:
     def __init__(self, path: Path, limits: Limits = DEFAULT):
         self.path, self.limits = path, limits
         self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        self.root = ""  # the archive's own folder: its data/ is read, any other is not
+        self.others: list[str] = []  # other folders with a data/tweets.js of their own
         if self.zip is not None:
             self.names = sorted(n for n in self.zip.namelist() if not n.endswith("/"))
-        else:
-            self.names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.js") if p.is_file())
+        else:  # the folder's data/, or that of the one folder in it (an archive unpacked into its own folder)
+            found = [*path.glob("data/*.js"), *path.glob("*/data/*.js")]
+            self.names = sorted(p.relative_to(path).as_posix() for p in found if p.is_file())
+        roots = archive_roots(self.names)
+        if roots:
+            self.root, self.others = roots[0], roots[1:]
+        self.unpacked = 0  # declared uncompressed bytes of the zip members opened so far
+        self.packed = 0  # ... and their compressed bytes
 
     def open(self, name: str) -> IO[bytes]:
-        """A member as a stream; StreamError when its sizes are over budget or it cannot be opened."""
+        """A member as a stream; StreamError when its sizes, or those of the members opened before it and it
+        together, are over budget, or it cannot be opened."""
         if self.zip is None:
             return open(self.path / name, "rb")
         try:
             info = self.zip.getinfo(name)
-            verdict = member_verdict(info.file_size, info.compress_size, self.limits)
+            verdict = member_verdict(info.file_size, info.compress_size, self.limits) or archive_verdict(
+                self.unpacked + info.file_size, self.packed + info.compress_size, self.limits
+            )
             if verdict is not None:
                 raise StreamError(verdict)
             member = self.zip.open(info)
         except ARCHIVE_ERRORS as e:
             raise StreamError(f"unreadable archive member ({type(e).__name__}: {str(e)[:120]})") from None
+        self.unpacked += info.file_size
+        self.packed += info.compress_size
         reader = LimitedReader(member, self.limits, lambda: info.compress_size)
         return io.BufferedReader(reader, CHUNK)
 
@@ -83,7 +113,10 @@ class ArchiveFiles:
         return f"{self.path}!{name}" if self.zip is not None else str(self.path / name)
 
     def find(self, pattern: re.Pattern[str]) -> list[str]:
-        return sorted((n for n in self.names if pattern.search(n)), key=_part_order)
+        """The archive's files whose path from its root matches `pattern`, parts in order."""
+        n0 = len(self.root)
+        found = (n for n in self.names if n.startswith(self.root) and pattern.match(n[n0:]))
+        return sorted(found, key=_part_order)
 
 
 def _part_order(name: str) -> tuple[str, int]:
@@ -94,10 +127,12 @@ def _part_order(name: str) -> tuple[str, int]:
 def is_x_archive(path: Path) -> bool:
     try:
         if path.is_dir():
-            return (path / "data").is_dir() and any(TWEETS.search(p.as_posix()) for p in (path / "data").glob("*.js"))
+            return (path / "data").is_dir() and any(
+                TWEETS.match(f"data/{p.name}") for p in (path / "data").glob("*.js")
+            )
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                return any(TWEETS.search(n) for n in z.namelist())
+                return any(_ROOTED_TWEETS.match(n) for n in z.namelist())
     except ARCHIVE_ERRORS:  # a damaged zip is not an X archive (detect_format says so, in one line)
         return False
     return False
@@ -271,6 +306,12 @@ def read_x_archive(path: Path, include_deleted: bool = False, limits: Limits = D
     except ARCHIVE_ERRORS as e:
         yield BadRecord(str(path), "archive", None, f"unreadable zip archive ({type(e).__name__}: {str(e)[:120]})")
         return
+    if files.others:
+        listed = ", ".join(files.others[:5]) + (", …" if len(files.others) > 5 else "")
+        where = files.root or "at the root"
+        n = len(files.others)
+        why = f"{n} other folder(s) with a data/ of their own are not read ({listed}); the archive is {where}"
+        yield BadRecord(str(path), "archive", None, why)
     author, bad = _read_account(files)
     yield from bad
     notes, bad = _read_notes(files)
