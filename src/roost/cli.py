@@ -55,6 +55,14 @@ console = Console()
 class State:
     ws: Workspace
     config: RoostConfig
+    store_url: str | None = None  # --store
+
+    @property
+    def store(self) -> Path | str:
+        """The post store: `--store URL`, else `[store] url`, else the home's SQLite file."""
+        from roost.corpus.backend import store_location
+
+        return store_location(self.ws.corpus_db, self.store_url or self.config.store.url)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -70,11 +78,20 @@ def main_options(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file (default: <home>/roost.toml).")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Post store: a postgresql:// URL (else [store] url in roost.toml, else <home>/corpus.db). "
+            "Honoured by ingest, corpus stats and forget.",
+        ),
+    ] = None,
 ) -> None:
     ws = Workspace.resolve(home)
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config}: no such file")
-    ctx.obj = State(ws, load_config(config or ws.config_file))
+    ctx.obj = State(ws, load_config(config or ws.config_file), store)
+    _ = ctx.obj.store  # a bad --store is a usage error before any verb runs
 
 
 @app.command()
@@ -135,14 +152,14 @@ def ingest(
     st.ws.ensure()
     report = run_ingest(
         paths,
-        st.ws.corpus_db,
+        st.store,
         cfg,
         opts,
         show_progress=not quiet and console.is_terminal,
         on_wait=lambda m: console.print(f"[yellow]{m}[/]"),
     )
     print_ingest_report(report.to_json(), console)
-    if report.stored and (st.ws.index_dir / "meta.json").is_file():
+    if report.stored and st.store == st.ws.corpus_db and (st.ws.index_dir / "meta.json").is_file():
         from roost.search.hybrid import SearchIndex
         from roost.search.keyword import IndexBusy
 
@@ -164,7 +181,7 @@ def corpus_stats(ctx: typer.Context) -> None:
     from roost.corpus.backend import open_store
     from roost.corpus.report import print_stats
 
-    with open_store(_state(ctx).ws.corpus_db, readonly=True) as store:
+    with open_store(_state(ctx).store, readonly=True) as store:
         print_stats(store.stats(), console)
 
 
@@ -182,7 +199,7 @@ def forget(
 
     if not author and not post:
         raise UsageError("forget: give --author NAME and/or --post ID")
-    rep = erase(_state(ctx).ws, author or [], post or [])
+    rep = erase(_state(ctx).ws, author or [], post or [], location=_state(ctx).store)
     console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
     if rep.index == "removed" and rep.posts:
         console.print(f"removed {rep.posts} post(s) from the search index (keyword index rewritten, vectors compacted)")
@@ -417,6 +434,9 @@ _register_search_verbs(app, _state)
 from roost.cli_plan import register as _register_plan_verbs  # noqa: E402
 
 _register_plan_verbs(app, _state)
+from roost.cli_db import register as _register_db_verbs  # noqa: E402
+
+_register_db_verbs(app, _state)
 
 
 def main() -> None:

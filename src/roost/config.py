@@ -130,12 +130,26 @@ class ServeSettings:
 
 
 @dataclass
+class StoreSettings:
+    """`[store]` in roost.toml: where the post store is (`--store` overrides). No url: `<home>/corpus.db` (SQLite)."""
+
+    url: str | None = None  # postgresql://user:password@host/db (see `roost db start` for a local one)
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not (
+            isinstance(self.url, str) and self.url.startswith(("postgresql://", "postgres://"))
+        ):
+            raise UsageError("[store] url must be a postgresql:// URL (leave it out for the SQLite store)")
+
+
+@dataclass
 class RoostConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: ShardConfig = field(default_factory=ShardConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     # [train] is checked by `roost train` against roost.train.run.TrainConfig (kept out of here: it needs torch)
     train: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +160,7 @@ SECTIONS = {
     "data": ShardConfig,
     "search": SearchConfig,
     "serve": ServeSettings,
+    "store": StoreSettings,
 }
 
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.corpus.backend import PostStore, open_store
+from roost.corpus.backend import Location, PostStore, open_store
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -48,16 +48,17 @@ def erase(
     post_ids: list[str] | None = None,
     store: PostStore | None = None,
     index: Any | None = None,
+    location: Location | None = None,
 ) -> ErasureReport:
     """Forget these authors and posts everywhere. `store`/`index`: a running server's own (it holds the index);
-    otherwise they are opened here."""
+    otherwise they are opened here. `location`: the store to open (default: the home's `corpus_db`)."""
     authors, post_ids = list(authors or []), list(post_ids or [])
     for what, values in (("author", authors), ("post id", post_ids)):
         for v in values:
             if not v.strip() or "\x00" in v:
                 raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
     own = store is None
-    st = store or open_store(ws.corpus_db, readonly=True)
+    st = store or open_store(ws.corpus_db if location is None else location, readonly=True)
     try:
         n = st.forget(authors, post_ids)
         truncated = st.checkpoint()

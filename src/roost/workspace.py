@@ -81,6 +81,11 @@ class Workspace:
         return self.root / "corpus.db"
 
     @property
+    def pg_dir(self) -> Path:
+        """The data folder of `roost db start`'s local PostgreSQL server (owned by the server's user)."""
+        return self.root / "pg"
+
+    @property
     def secret_file(self) -> Path:
         """The home's own key (roost.seal): seals what roost wrote here, so a folder from elsewhere is told apart."""
         return self.root / ".roost" / "secret"

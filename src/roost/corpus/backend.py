@@ -1,6 +1,7 @@
 """The store's interface, backend-neutral: what every stage may call on the post store, and the one place that
-opens it. SQLite (`corpus/store.py` writes, `corpus/reader.py` reads) is the embedded implementation; a server
-database implements the same two protocols and `open_store`/`open_reader` pick it from the location.
+opens it. SQLite (`corpus/store.py` writes, `corpus/reader.py` reads) is the embedded default; PostgreSQL
+(`corpus/pgstore.py`, `corpus/pgreader.py`) implements the same two protocols, and `open_store`/`open_reader` pick
+it when the location is a `postgresql://` URL.
 
     with open_reader(ws.corpus_db) as r:
         r.count_training(); r.post_text("x:123")
@@ -84,16 +85,45 @@ class PostStore(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-def open_store(location: Path, readonly: bool = False, threads: bool = False) -> PostStore:
-    """The writable store at `location` (the workspace's `corpus_db`). `threads`: the caller serialises use of
-    one connection across its threads (a server)."""
+# Where a store is: the workspace's SQLite file (`Workspace.corpus_db`), or a `postgresql://` URL (`--store URL`,
+# `[store] url` in roost.toml; see `store_location`).
+Location = Path | str
+
+
+def is_server(location: Location) -> bool:
+    """True for a PostgreSQL URL (`postgresql://…` or `postgres://…`)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def store_location(ws_corpus_db: Path, url: str | None) -> Location:
+    """The store to use: `url` (from `--store` or `[store] url`) when given, else the workspace's SQLite file."""
+    if url:
+        if not is_server(url):
+            from roost.errors import UsageError
+
+            raise UsageError(f"--store {url!r}: give a postgresql:// URL (the default store is {ws_corpus_db})")
+        return url
+    return ws_corpus_db
+
+
+def open_store(location: Location, readonly: bool = False, threads: bool = False) -> PostStore:
+    """The writable store at `location` (the workspace's `corpus_db`, or a PostgreSQL URL). `threads`: the caller
+    serialises use of one connection across its threads (a server)."""
+    if is_server(location):
+        from roost.corpus.pgstore import PgStore
+
+        return PgStore(str(location), readonly=readonly, threads=threads)
     from roost.corpus.store import Store
 
-    return Store(location, readonly=readonly, threads=threads)
+    return Store(Path(location), readonly=readonly, threads=threads)
 
 
-def open_reader(location: Path) -> PostReader:
+def open_reader(location: Location) -> PostReader:
     """A read-only view of the store at `location`."""
+    if is_server(location):
+        from roost.corpus.pgreader import PgReader
+
+        return PgReader(str(location))
     from roost.corpus.reader import StoreReader
 
-    return StoreReader(location)
+    return StoreReader(Path(location))

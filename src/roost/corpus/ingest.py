@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
 from roost.corpus import lang as langid
-from roost.corpus.backend import PostStore, open_store
+from roost.corpus.backend import Location, PostStore, is_server, open_store
 from roost.corpus.clean import check_keys, clean_post
 from roost.corpus.dedup import NearDupIndex, signature, text_key
 from roost.corpus.importers import ImportOptions, expand_paths, read_export
@@ -227,7 +227,7 @@ class LiveIngest:
     another process is honoured at once. Exact and near duplicates are found among the posts known at start-up
     and those sent here since (a copy ingested meanwhile by another process is stored as an original)."""
 
-    def __init__(self, db_path: Path, cfg: CorpusConfig):
+    def __init__(self, db_path: Location, cfg: CorpusConfig):
         import dataclasses
         import threading
 
@@ -347,9 +347,14 @@ def validate(exports: list[tuple[Path, str]], cfg: CorpusConfig, opts: ImportOpt
 
 
 @contextlib.contextmanager
-def ingest_lock(db_path: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """One `roost ingest` at a time per store (an OS file lock, released when the process dies, even by SIGKILL):
-    a second one waits, saying so, and then sees every post the first stored (exact and near copies included)."""
+def ingest_lock(db_path: Location, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One `roost ingest` at a time per SQLite store (an OS file lock, released when the process dies, even by
+    SIGKILL): a second one waits, saying so, and then sees every post the first stored (exact and near copies
+    included). A PostgreSQL store takes many at once: each decides copies under the store's write lock."""
+    if is_server(db_path):
+        yield
+        return
+    db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with open(db_path.with_name(db_path.name + ".ingest-lock"), "a+") as fh:
         try:
@@ -366,7 +371,7 @@ def ingest_lock(db_path: Path, on_wait: Callable[[str], None] | None = None) -> 
 
 def ingest(
     paths: list[Path],
-    db_path: Path,
+    db_path: Location,
     cfg: CorpusConfig,
     opts: ImportOptions | None = None,
     show_progress: bool = True,

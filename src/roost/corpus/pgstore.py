@@ -1,0 +1,350 @@
+"""The post store on PostgreSQL: the same rows and calls as the SQLite store (`corpus/store.py`), for many ingest
+workers and server replicas writing and reading one database at once.
+
+    roost db start                                  # a local server under the home (or bring your own)
+    roost --store postgresql://postgres:@/roost?host=/path ingest EXPORTS
+    with open_store("postgresql://…") as s: ...     # roost.corpus.backend picks PgStore for a URL
+
+Schema: numbered SQL files in `corpus/pg_migrations/`, applied in order on open (one transaction each, recorded in
+`schema_migrations`; concurrent openers wait on an advisory lock). Posts are partitioned by month of `created_at`
+(partitions made on demand by the writer). `write_lock()` is a session advisory lock: the server releases it when
+the writer's connection ends, however the writer died. Every insert into `posts` happens under it and commits
+before it is released, so `seq` order is commit order and a follower reading "since seq" misses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+
+from roost.corpus.post import author_key
+from roost.corpus.store import COLUMNS, TRAINING_WHERE, now
+from roost.errors import RoostError
+
+MIGRATIONS = Path(__file__).with_name("pg_migrations")
+# advisory lock keys (one database = one store): writers, schema migrations, partition creation
+WRITE_LOCK, MIGRATE_LOCK, PARTITION_LOCK = 0x726F6F7374_01, 0x726F6F7374_02, 0x726F6F7374_03
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+PAGE = 10_000
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts)
+
+
+def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
+    """An autocommit connection (transactions are explicit), or a RoostError that names the server."""
+    try:
+        con = psycopg.connect(url, autocommit=True, application_name="roost")
+    except psycopg.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RoostError(f"{redact(url)}: cannot connect to the PostgreSQL store ({msg})") from None
+    if read_only:
+        con.execute("SET default_transaction_read_only = on")
+    return con
+
+
+def has_schema(con: psycopg.Connection[Any]) -> bool:
+    return con.execute("SELECT to_regclass('posts') IS NOT NULL").fetchone()[0]  # type: ignore[index,no-any-return]
+
+
+def migrate(con: psycopg.Connection[Any]) -> list[int]:
+    """Apply the numbered SQL files not yet applied, in order, one transaction each; returns those applied."""
+    files = sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("[0-9]*_*.sql"))
+    con.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at text NOT NULL)"
+        )
+        done = {r[0] for r in con.execute("SELECT version FROM schema_migrations")}
+        newest = max((v for v, _ in files), default=0)
+        if done and max(done) > newest:
+            raise RoostError(f"store schema {max(done)} is newer than this roost's ({newest}); upgrade roost")
+        applied = []
+        for version, path in files:
+            if version in done:
+                continue
+            with con.transaction():
+                con.execute(path.read_text(encoding="utf-8").encode())
+                con.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, now()))
+            applied.append(version)
+        return applied
+    finally:
+        con.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+
+
+def partition_for(month: str) -> tuple[str, str, str]:
+    """(name, from, to) of the partition holding created_at values that start with `month` ('2024-03')."""
+    y, m = int(month[:4]), int(month[5:7])
+    nxt = f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
+    return f"posts_{y:04d}_{m:02d}", month, nxt
+
+
+class PgStore:
+    """The writable store in the PostgreSQL database at `url` (see the module docstring)."""
+
+    def __init__(self, url: str, readonly: bool = False, threads: bool = False):
+        # `threads`: psycopg connections are thread-safe; callers serialise use anyway (as for SQLite)
+        self.url = url
+        self.con = connect(url)
+        try:
+            if readonly and not has_schema(self.con):
+                raise RoostError(f"{redact(url)}: no corpus here yet; run `roost ingest PATH` first")
+            migrate(self.con)
+        except BaseException:
+            self.con.close()
+            raise
+        self._partitions: set[str] = set()
+        self._vacuum: set[str] = set()  # partitions with rows deleted since the last checkpoint()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> PgStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: Any = None) -> Any:
+        return self.con.execute(sql, params).fetchone()[0]  # type: ignore[index]
+
+    # -- reading state for an ingest ---------------------------------------------------------------------------
+    def tombstones(self) -> tuple[set[str], set[str]]:
+        posts: set[str] = set()
+        authors: set[str] = set()
+        for kind, key in self._all("SELECT kind, key FROM tombstones"):
+            (posts.add(key) if kind == "post" else authors.add(author_key(key)))
+        return posts, authors
+
+    def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
+        """The tombstoned ones among these post ids and authors (without reading the whole table)."""
+        q = "SELECT key FROM tombstones WHERE kind = %s AND key = ANY(%s::text[])"
+        keys = list({author_key(a) for a in authors})
+        return {r[0] for r in self._all(q, ("post", list(set(ids))))}, {r[0] for r in self._all(q, ("author", keys))}
+
+    def existing(self, ids: list[str]) -> set[str]:
+        return {r[0] for r in self._all("SELECT id FROM post_ids WHERE id = ANY(%s::text[])", (list(ids),))}
+
+    def _pages(self, sql: str, key: Any) -> Iterator[tuple[Any, ...]]:
+        """Rows of `sql` (which takes the last key and a limit, and returns the key first) page by page, with no
+        transaction left open between pages (the caller may write meanwhile)."""
+        while rows := self._all(sql, (key, PAGE)):
+            yield from rows
+            key = rows[-1][0]
+
+    def original_hashes(self) -> Iterator[tuple[bytes, str]]:
+        sql = (
+            "SELECT seq, text_hash, id FROM posts WHERE seq > %s AND text_hash IS NOT NULL AND dup_of IS NULL "
+            "ORDER BY seq LIMIT %s"
+        )
+        for _, h, pid in self._pages(sql, 0):
+            yield bytes(h), pid
+
+    def signatures(self) -> Iterator[tuple[str, np.ndarray]]:
+        sql = "SELECT post_id, sig FROM signatures WHERE post_id > %s ORDER BY post_id LIMIT %s"
+        for pid, blob in self._pages(sql, ""):
+            yield pid, np.frombuffer(blob, dtype=np.uint32)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Held by every writer while it reads what others stored, decides which posts are copies and writes
+        them (see `Store.write_lock`): a session advisory lock, which the server drops if the holder dies."""
+        self.con.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        try:
+            yield
+        finally:
+            if not self.con.closed:
+                self.con.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
+
+    def _ensure_partitions(self, months: set[str]) -> None:
+        """Monthly partitions for these 'YYYY-MM' prefixes (others fall into posts_default). Inside the batch's
+        transaction; creating a partition briefly locks `posts` (once per month of data)."""
+        for month in sorted(m for m in months - self._partitions if MONTH.fullmatch(m)):
+            name, lo, hi = partition_for(month)
+            if not self._one("SELECT to_regclass(%s) IS NOT NULL", (name,)):
+                self.con.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                self.con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF posts FOR VALUES FROM ('{lo}') TO ('{hi}')"
+                )
+            self._partitions.add(month)
+
+    def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int:
+        """Insert posts (the COLUMNS of store.py) and their signatures in one transaction; returns how many posts
+        were new (an id already stored is skipped, as SQLite's INSERT OR IGNORE)."""
+        if not rows and not sigs:
+            return 0
+        with self.con.transaction():
+            new = set()
+            if rows:
+                self._ensure_partitions({str(r[2])[:7] for r in rows})
+                sql = "INSERT INTO post_ids SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING id"
+                new = {r[0] for r in self._all(sql, ([r[0] for r in rows],))}
+            fresh = []
+            for r in rows:
+                if r[0] in new:
+                    new.discard(r[0])  # the first of repeated ids wins
+                    fresh.append((*r, author_key(r[1])))
+            if fresh:
+                cur = self.con.cursor()
+                with cur.copy(f"COPY posts ({', '.join(COLUMNS)}, author_key) FROM STDIN") as cp:
+                    for row in fresh:
+                        cp.write_row(row)
+            if sigs:
+                self.con.execute(
+                    "INSERT INTO signatures SELECT * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING",
+                    ([s[0] for s in sigs], [s[1] for s in sigs]),
+                )
+        return len(fresh)
+
+    def start_run(self, paths: Iterable[str]) -> int:
+        self.reap_runs()
+        sql = (
+            "INSERT INTO ingest_runs (started_at, status, paths, pid, host, backend_pid, backend_start) "
+            "SELECT %s, 'running', %s, %s, %s, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid() "
+            "RETURNING id"
+        )
+        return int(self._one(sql, (now(), json.dumps(list(paths)), os.getpid(), socket.gethostname())))
+
+    def reap_runs(self) -> int:
+        """Mark runs still 'running' whose server session is gone (the writer was killed, on any machine) as
+        'interrupted'; returns how many."""
+        sql = (
+            "UPDATE ingest_runs r SET status = 'interrupted', finished_at = %s WHERE status = 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid "
+            "AND a.backend_start = r.backend_start)"
+        )
+        return self.con.execute(sql, (now(),)).rowcount
+
+    def max_seq(self) -> int:
+        """The newest post's seq (the cursor followers and concurrent writers read from)."""
+        return int(self._one("SELECT coalesce(max(seq), 0) FROM posts"))
+
+    def dedup_state_since(self, seq: int, run_id: int) -> tuple[list[tuple[bytes, str]], list[tuple[str, np.ndarray]]]:
+        """Exact-copy keys and MinHash signatures of originals other writers stored after `seq`."""
+        hashes = self._all(
+            "SELECT text_hash, id FROM posts WHERE seq > %s AND text_hash IS NOT NULL AND dup_of IS NULL "
+            "AND coalesce(run_id, -1) != %s ORDER BY seq",
+            (seq, run_id),
+        )
+        sigs = self._all(
+            "SELECT s.post_id, s.sig FROM signatures s JOIN posts p ON p.id = s.post_id "
+            "WHERE p.seq > %s AND coalesce(p.run_id, -1) != %s ORDER BY p.seq",
+            (seq, run_id),
+        )
+        return [(bytes(h), i) for h, i in hashes], [(pid, np.frombuffer(b, dtype=np.uint32)) for pid, b in sigs]
+
+    def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
+        self.con.execute(
+            "UPDATE ingest_runs SET finished_at = %s, status = %s, report = %s WHERE id = %s",
+            (now(), status, json.dumps(report), run_id),
+        )
+
+    # -- erasure -----------------------------------------------------------------------------------------------
+    def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, Any]:
+        """Delete and tombstone; copies that pointed at a deleted original get a new original among themselves
+        (the earliest by created_at, id). Under the writers' lock, so tombstone order is commit order."""
+        with self.con.transaction():
+            self.con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            keys = [author_key(a) for a in authors]
+            ts = now()
+            for k in keys:
+                self.con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('author', %s, %s) "
+                                 "ON CONFLICT DO NOTHING", (k, ts))  # fmt: skip
+            for p in post_ids:
+                self.con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('post', %s, %s) "
+                                 "ON CONFLICT DO NOTHING", (p, ts))  # fmt: skip
+            found = self._all(
+                "SELECT id, tableoid::regclass::text FROM posts WHERE author_key = ANY(%s::text[]) OR id = ANY(%s::text[])",
+                (keys, list(post_ids)),
+            )
+            gone = [r[0] for r in found]
+            self._vacuum.update(r[1] for r in found)
+            for col in ("dup_of", "near_dup_of"):
+                orphans = self._all(
+                    f"SELECT {col}, id FROM posts WHERE {col} = ANY(%s::text[]) AND NOT id = ANY(%s::text[]) ORDER BY created_at, id",
+                    (gone, gone),
+                )
+                heirs: dict[str, str] = {}
+                moves: list[tuple[str | None, str]] = []
+                for old, pid in orphans:
+                    moves.append((heirs.get(old), pid))
+                    heirs.setdefault(old, pid)
+                for new, pid in moves:
+                    self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
+            for table, col in (("signatures", "post_id"), ("posts", "id"), ("post_ids", "id")):
+                self.con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
+        return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone}
+
+    def checkpoint(self) -> bool:
+        """VACUUM the partitions (and id/signature tables) that lost rows in forget(), so the deleted rows are
+        removed from heap pages and indexes rather than left as dead tuples, then CHECKPOINT where allowed.
+        False when VACUUM could not run (it is retried at the next erasure). Copies the server itself keeps
+        (WAL segments until recycled, base backups, replicas) follow the server's own retention."""
+        tables = sorted(self._vacuum | {"signatures", "post_ids"}) if self._vacuum else []
+        try:
+            for t in tables:
+                if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (regclass text of a partition)
+                    self.con.execute(f"VACUUM {t}".encode())
+        except psycopg.Error:
+            return False
+        self._vacuum.clear()
+        with contextlib.suppress(psycopg.Error):
+            self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the VACUUM above is what matters
+        return True
+
+    def tombstone_cursor(self) -> int:
+        """The newest tombstone's seq: a follower that saw a smaller one has erasures to apply."""
+        return int(self._one("SELECT coalesce(max(seq), 0) FROM tombstones"))
+
+    # -- stats -------------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        self.reap_runs()
+        one = self._one
+        runs = self._all("SELECT status, report FROM ingest_runs")
+        rejected = 0
+        reasons: dict[str, int] = {}
+        for _status, report in runs:
+            if report:
+                r = json.loads(report)
+                rejected += r.get("rejected", 0)
+                for k, v in r.get("rejected_reasons", {}).items():
+                    reasons[k] = reasons.get(k, 0) + v
+        return {
+            "posts": one("SELECT count(*) FROM posts"),
+            "kept": one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}"),
+            "duplicates": one("SELECT count(*) FROM posts WHERE dup_of IS NOT NULL"),
+            "near_duplicates": one("SELECT count(*) FROM posts WHERE near_dup_of IS NOT NULL"),
+            "reposts": one("SELECT count(*) FROM posts WHERE repost_of IS NOT NULL"),
+            "replies": one("SELECT count(*) FROM posts WHERE reply_to IS NOT NULL"),
+            "pii_posts": one("SELECT count(*) FROM posts WHERE pii_hits > 0"),
+            "pii_hits": int(one("SELECT coalesce(sum(pii_hits), 0) FROM posts")),
+            "authors": one("SELECT count(DISTINCT author) FROM posts"),
+            "first": one("SELECT min(created_at) FROM posts"),
+            "last": one("SELECT max(created_at) FROM posts"),
+            "by_lang": dict(self._all("SELECT lang, count(*) FROM posts GROUP BY lang ORDER BY 2 DESC, 1")),  # type: ignore[arg-type]
+            "by_source": dict(self._all("SELECT source, count(*) FROM posts GROUP BY source ORDER BY 2 DESC, 1")),  # type: ignore[arg-type]
+            "tombstones": dict(self._all("SELECT kind, count(*) FROM tombstones GROUP BY kind")),  # type: ignore[arg-type]
+            "runs": {s: sum(1 for st, _ in runs if st == s) for s in {st for st, _ in runs}},
+            "rejected": rejected,
+            "rejected_reasons": reasons,
+        }
