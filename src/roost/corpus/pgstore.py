@@ -28,7 +28,7 @@ import numpy as np
 import psycopg
 
 from roost.corpus.post import author_key
-from roost.corpus.store import COLUMNS, TRAINING_WHERE, now
+from roost.corpus.store import COLUMNS, now, summarize
 from roost.errors import RoostError
 
 MIGRATIONS = Path(__file__).with_name("pg_migrations")
@@ -319,32 +319,4 @@ class PgStore:
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         self.reap_runs()
-        one = self._one
-        runs = self._all("SELECT status, report FROM ingest_runs")
-        rejected = 0
-        reasons: dict[str, int] = {}
-        for _status, report in runs:
-            if report:
-                r = json.loads(report)
-                rejected += r.get("rejected", 0)
-                for k, v in r.get("rejected_reasons", {}).items():
-                    reasons[k] = reasons.get(k, 0) + v
-        return {
-            "posts": one("SELECT count(*) FROM posts"),
-            "kept": one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}"),
-            "duplicates": one("SELECT count(*) FROM posts WHERE dup_of IS NOT NULL"),
-            "near_duplicates": one("SELECT count(*) FROM posts WHERE near_dup_of IS NOT NULL"),
-            "reposts": one("SELECT count(*) FROM posts WHERE repost_of IS NOT NULL"),
-            "replies": one("SELECT count(*) FROM posts WHERE reply_to IS NOT NULL"),
-            "pii_posts": one("SELECT count(*) FROM posts WHERE pii_hits > 0"),
-            "pii_hits": int(one("SELECT coalesce(sum(pii_hits), 0) FROM posts")),
-            "authors": one("SELECT count(DISTINCT author) FROM posts"),
-            "first": one("SELECT min(created_at) FROM posts"),
-            "last": one("SELECT max(created_at) FROM posts"),
-            "by_lang": dict(self._all("SELECT lang, count(*) FROM posts GROUP BY lang ORDER BY 2 DESC, 1")),  # type: ignore[arg-type]
-            "by_source": dict(self._all("SELECT source, count(*) FROM posts GROUP BY source ORDER BY 2 DESC, 1")),  # type: ignore[arg-type]
-            "tombstones": dict(self._all("SELECT kind, count(*) FROM tombstones GROUP BY kind")),  # type: ignore[arg-type]
-            "runs": {s: sum(1 for st, _ in runs if st == s) for s in {st for st, _ in runs}},
-            "rejected": rejected,
-            "rejected_reasons": reasons,
-        }
+        return summarize(self._one, self._all)

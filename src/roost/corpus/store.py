@@ -312,36 +312,40 @@ class Store:
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         self.reap_runs()
-        db = self.db
-        one = lambda q: db.execute(q).fetchone()[0]  # noqa: E731
-        runs = db.execute("SELECT status, report FROM ingest_runs").fetchall()
-        rejected = 0
-        reasons: dict[str, int] = {}
-        for _status, report in runs:
-            if report:
-                r = json.loads(report)
-                rejected += r.get("rejected", 0)
-                for k, v in r.get("rejected_reasons", {}).items():
-                    reasons[k] = reasons.get(k, 0) + v
-        return {
-            "posts": one("SELECT count(*) FROM posts"),
-            "kept": one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}"),
-            "duplicates": one("SELECT count(*) FROM posts WHERE dup_of IS NOT NULL"),
-            "near_duplicates": one("SELECT count(*) FROM posts WHERE near_dup_of IS NOT NULL"),
-            "reposts": one("SELECT count(*) FROM posts WHERE repost_of IS NOT NULL"),
-            "replies": one("SELECT count(*) FROM posts WHERE reply_to IS NOT NULL"),
-            "pii_posts": one("SELECT count(*) FROM posts WHERE pii_hits > 0"),
-            "pii_hits": one("SELECT coalesce(sum(pii_hits), 0) FROM posts"),
-            "authors": one("SELECT count(DISTINCT author) FROM posts"),
-            "first": one("SELECT min(created_at) FROM posts"),
-            "last": one("SELECT max(created_at) FROM posts"),
-            "by_lang": dict(db.execute("SELECT lang, count(*) FROM posts GROUP BY lang ORDER BY 2 DESC")),
-            "by_source": dict(db.execute("SELECT source, count(*) FROM posts GROUP BY source ORDER BY 2 DESC")),
-            "tombstones": dict(db.execute("SELECT kind, count(*) FROM tombstones GROUP BY kind")),
-            "runs": {s: sum(1 for st, _ in runs if st == s) for s in {st for st, _ in runs}},
-            "rejected": rejected,
-            "rejected_reasons": reasons,
-        }
+        return summarize(lambda q: self.db.execute(q).fetchone()[0], lambda q: self.db.execute(q).fetchall())
+
+
+def summarize(one: Any, rows: Any) -> dict[str, Any]:
+    """`roost corpus stats` from two query callables (`one(sql)` → a value, `rows(sql)` → rows): the same SQL on
+    every backend, so every backend reports the same figures."""
+    runs = rows("SELECT status, report FROM ingest_runs")
+    rejected = 0
+    reasons: dict[str, int] = {}
+    for _status, report in runs:
+        if report:
+            r = json.loads(report)
+            rejected += r.get("rejected", 0)
+            for k, v in r.get("rejected_reasons", {}).items():
+                reasons[k] = reasons.get(k, 0) + v
+    return {
+        "posts": one("SELECT count(*) FROM posts"),
+        "kept": one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}"),
+        "duplicates": one("SELECT count(*) FROM posts WHERE dup_of IS NOT NULL"),
+        "near_duplicates": one("SELECT count(*) FROM posts WHERE near_dup_of IS NOT NULL"),
+        "reposts": one("SELECT count(*) FROM posts WHERE repost_of IS NOT NULL"),
+        "replies": one("SELECT count(*) FROM posts WHERE reply_to IS NOT NULL"),
+        "pii_posts": one("SELECT count(*) FROM posts WHERE pii_hits > 0"),
+        "pii_hits": int(one("SELECT coalesce(sum(pii_hits), 0) FROM posts")),
+        "authors": one("SELECT count(DISTINCT author) FROM posts"),
+        "first": one("SELECT min(created_at) FROM posts"),
+        "last": one("SELECT max(created_at) FROM posts"),
+        "by_lang": dict(rows("SELECT lang, count(*) FROM posts GROUP BY lang ORDER BY 2 DESC, 1")),
+        "by_source": dict(rows("SELECT source, count(*) FROM posts GROUP BY source ORDER BY 2 DESC, 1")),
+        "tombstones": dict(rows("SELECT kind, count(*) FROM tombstones GROUP BY kind")),
+        "runs": {s: sum(1 for st, _ in runs if st == s) for s in {st for st, _ in runs}},
+        "rejected": rejected,
+        "rejected_reasons": reasons,
+    }
 
 
 class _Tx:

@@ -122,18 +122,7 @@ class Engine:
     # -- public ------------------------------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> Request:
         """Queue a request; raises ValueError (client error), QueueFull or EngineStopped."""
-        params.check()
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        if len(prompt_ids) + params.max_tokens > self.max_seq:
-            raise ValueError(
-                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                f"context length {self.max_seq}"
-            )
-        if any(not 0 <= t < self.vocab for t in prompt_ids) or any(
-            not 0 <= t < self.vocab for t in params.stop_token_ids
-        ):
-            raise ValueError(f"token ids must be in [0, {self.vocab})")
+        check_request(prompt_ids, params, self.max_seq, self.vocab)
         req = Request(prompt_ids, params, emit)
         with self.cv:
             if not self.running:
@@ -294,3 +283,17 @@ def check_done(ev: Event) -> None:
     """Raise Unavailable for a request that ended because no backend could serve it (before any token)."""
     if ev.kind == "done" and ev.finish_reason == "unavailable":
         raise Unavailable((ev.logprobs or [{}])[0].get("error", "no backend could serve the request"))
+
+
+def check_request(prompt_ids: list[int], params: SamplingParams, max_seq: int, vocab: int) -> None:
+    """Raise ValueError (a client error) for a request no backend can run: bad sampling values, an empty prompt,
+    prompt + max_tokens past the context, token ids outside the vocabulary."""
+    params.check()
+    if not prompt_ids:
+        raise ValueError("the prompt is empty")
+    if len(prompt_ids) + params.max_tokens > max_seq:
+        raise ValueError(
+            f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the context length {max_seq}"
+        )
+    if any(not 0 <= t < vocab for t in [*prompt_ids, *params.stop_token_ids]):
+        raise ValueError(f"token ids must be in [0, {vocab})")

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from roost.infer.engine import Engine, EngineStopped, Event, QueueFull, Request, Unavailable
+from roost.infer.engine import Engine, EngineStopped, Event, QueueFull, Request, Unavailable, check_request
 from roost.infer.sampling import SamplingParams
 
 
@@ -180,16 +180,7 @@ class UpstreamEngine:
     # -- the Engine interface ------------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> Request:
         """Send a request upstream; raises ValueError (client error), QueueFull, Unavailable or EngineStopped."""
-        params.check()
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        if len(prompt_ids) + params.max_tokens > self.max_seq:
-            raise ValueError(
-                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                f"context length {self.max_seq}"
-            )
-        if any(not 0 <= t < self.vocab for t in [*prompt_ids, *params.stop_token_ids]):
-            raise ValueError(f"token ids must be in [0, {self.vocab})")
+        check_request(prompt_ids, params, self.max_seq, self.vocab)
         if not self.running:
             raise EngineStopped("the server is shutting down")
         if not self.router.any_healthy():
