@@ -436,7 +436,7 @@ from roost.cli_plan import register as _register_plan_verbs  # noqa: E402
 _register_plan_verbs(app, _state)
 from roost.cli_db import register as _register_db_verbs  # noqa: E402
 
-_register_db_verbs(app, _state)
+_register_db_verbs(app, _state, _RoostGroup)
 
 
 def main() -> None:

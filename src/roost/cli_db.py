@@ -16,11 +16,10 @@ from rich.console import Console
 console = Console()
 
 
-def register(app: typer.Typer, state: Any) -> None:
-    from roost.cli import _RoostGroup
-
+def register(app: typer.Typer, state: Any, group_cls: Any = None) -> None:
+    """Add `roost db` to `app`; `group_cls` is the root app's group class (one-line errors), given by roost.cli."""
     db_app = typer.Typer(
-        cls=_RoostGroup, help="Run a local PostgreSQL server for the post store (under the home).", no_args_is_help=True
+        cls=group_cls, help="Run a local PostgreSQL server for the post store (under the home).", no_args_is_help=True
     )
     app.add_typer(db_app, name="db")
 
