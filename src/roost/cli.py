@@ -7,6 +7,7 @@ non-zero.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -60,9 +61,8 @@ class State:
     @property
     def store(self) -> Path | str:
         """The post store: `--store URL`, else `[store] url`, else the home's SQLite file."""
-        from roost.corpus.backend import store_location
 
-        return store_location(self.ws.corpus_db, self.store_url or self.config.store.url)
+        return self.ws.store
 
 
 def _state(ctx: typer.Context) -> State:
@@ -83,15 +83,20 @@ def main_options(
         typer.Option(
             "--store",
             help="Post store: a postgresql:// URL (else [store] url in roost.toml, else <home>/corpus.db). "
-            "Honoured by ingest, corpus stats and forget.",
+            "Every command then reads and writes that store (also $ROOST_STORE).",
         ),
     ] = None,
 ) -> None:
     ws = Workspace.resolve(home)
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config}: no such file")
-    ctx.obj = State(ws, load_config(config or ws.config_file), store)
-    _ = ctx.obj.store  # a bad --store is a usage error before any verb runs
+    cfg = load_config(config or ws.config_file)
+    from roost.corpus.backend import store_location
+
+    url = store_location(ws.corpus_db, store or cfg.store.url)  # a bad --store is a usage error here
+    if isinstance(url, str):
+        os.environ["ROOST_STORE"] = url  # every stage (and every process this command starts) uses this store
+    ctx.obj = State(ws, cfg, store)
 
 
 @app.command()
@@ -159,7 +164,7 @@ def ingest(
         on_wait=lambda m: console.print(f"[yellow]{m}[/]"),
     )
     print_ingest_report(report.to_json(), console)
-    if report.stored and st.store == st.ws.corpus_db and (st.ws.index_dir / "meta.json").is_file():
+    if report.stored and (st.ws.index_dir / "meta.json").is_file():
         from roost.search.hybrid import SearchIndex
         from roost.search.keyword import IndexBusy
 
@@ -260,12 +265,12 @@ def tokenizer_train(
         if v is not None
     }
     cfg = dataclasses.replace(st.config.tokenizer, **over)  # type: ignore[arg-type]
-    total = toklib.count_posts(st.ws.corpus_db)
+    total = toklib.count_posts(st.store)
     total = min(total, cfg.max_posts) if cfg.max_posts else total
     with _progress(not quiet and console.is_terminal) as progress:
         task = progress.add_task("reading posts for BPE", total=total)
-        path = toklib.train(st.ws.corpus_db, out, cfg, on_batch=lambda n: progress.advance(task, n))
-    r = toklib.report(st.ws.corpus_db, path, cfg.report_posts)
+        path = toklib.train(st.store, out, cfg, on_batch=lambda n: progress.advance(task, n))
+    r = toklib.report(st.store, path, cfg.report_posts)
     (path.parent / "report.json").write_text(__import__("json").dumps(r, indent=1))
     print_tokenizer_report(r, console)
     console.print(f"saved {path} (loads in transformers: AutoTokenizer.from_pretrained('{path.parent}'))")
@@ -288,7 +293,7 @@ def tokenizer_report(
 
     st = _state(ctx)
     path = toklib.resolve(st.ws.tokenizers, tokenizer)
-    print_tokenizer_report(toklib.report(st.ws.corpus_db, path, st.config.tokenizer.report_posts), console)
+    print_tokenizer_report(toklib.report(st.store, path, st.config.tokenizer.report_posts), console)
 
 
 @app.command()
@@ -350,7 +355,7 @@ def tokenize(
             def tick(done: int, total: int, task=task, progress=progress) -> None:  # type: ignore[no-untyped-def]
                 progress.update(task, completed=done, total=total)
 
-            res = shardlib.build(st.ws.corpus_db, tok_path, st.ws.shard_dir(set_name), cfg, on_batch=tick)
+            res = shardlib.build(st.store, tok_path, st.ws.shard_dir(set_name), cfg, on_batch=tick)
         print_shards(res.manifest, console, time.perf_counter() - t0)
         console.print(f"wrote {res.path}")
 

@@ -125,8 +125,10 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.infer.compose import chat_prompt
 
         prompt = chat_prompt(system, user, template)
-        db = state(ctx).ws.corpus_db
-        guard = LeakGuard(db) if db.is_file() else None
+        from roost.corpus.backend import store_exists
+
+        db = state(ctx).store
+        guard = LeakGuard(db) if store_exists(db) else None
         try:
             out = suggest(
                 engine,
@@ -185,8 +187,10 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.infer.compose import REPLY_SYSTEM
 
         text = post
-        db = state(ctx).ws.corpus_db
-        if ":" in post and " " not in post and db.is_file():
+        from roost.corpus.backend import store_exists
+
+        db = state(ctx).store
+        if ":" in post and " " not in post and store_exists(db):
             with open_reader(db) as store:
                 found = store.post_text(post)
             if found is None:

@@ -58,7 +58,7 @@ def erase(
             if not v.strip() or "\x00" in v:
                 raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
     own = store is None
-    st = store or open_store(ws.corpus_db if location is None else location, readonly=True)
+    st = store or open_store(ws.store if location is None else location, readonly=True)
     try:
         n = st.forget(authors, post_ids)
         truncated = st.checkpoint()
@@ -109,7 +109,7 @@ def _trained_on(ws: Workspace, rep: ErasureReport) -> None:
     if ws.models.is_dir():
         for d in sorted(ws.models.iterdir()):
             meta = _json(d / "roost.json")
-            if meta.get("shards") in stale or meta.get("corpus") == str(ws.corpus_db):
+            if meta.get("shards") in stale or meta.get("corpus") == str(ws.store):
                 rep.models.append(d.name)
 
 

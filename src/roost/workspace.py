@@ -86,6 +86,12 @@ class Workspace:
         return self.root / "pg"
 
     @property
+    def store(self) -> Path | str:
+        """The post store every stage reads and writes: `$ROOST_STORE` (a postgresql:// URL, which `--store` and
+        `[store] url` set for the whole command and the processes it starts), else this home's SQLite `corpus_db`."""
+        return os.environ.get("ROOST_STORE") or self.corpus_db
+
+    @property
     def secret_file(self) -> Path:
         """The home's own key (roost.seal): seals what roost wrote here, so a folder from elsewhere is told apart."""
         return self.root / ".roost" / "secret"

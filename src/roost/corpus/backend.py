@@ -106,6 +106,12 @@ def store_location(ws_corpus_db: Path, url: str | None) -> Location:
     return ws_corpus_db
 
 
+def store_exists(location: Location) -> bool:
+    """Whether there is a store to read: the SQLite file exists, or a server URL is configured (the server
+    answers for itself when opened)."""
+    return is_server(location) or Path(location).is_file()
+
+
 def open_store(location: Location, readonly: bool = False, threads: bool = False) -> PostStore:
     """The writable store at `location` (the workspace's `corpus_db`, or a PostgreSQL URL). `threads`: the caller
     serialises use of one connection across its threads (a server)."""

@@ -113,7 +113,7 @@ class _SplitWriter:
 
 
 def _read_batches(
-    db: Path, batch: int, stop: threading.Event, meta: dict[str, Any]
+    db: Path | str, batch: int, stop: threading.Event, meta: dict[str, Any]
 ) -> Iterator[list[tuple[str, str, str]]]:
     """Training rows (id, author, scrubbed text) in store order inside one read snapshot; fills `meta` first."""
     with open_reader(db) as store:
@@ -149,7 +149,7 @@ class BuildResult:
 
 
 def build(
-    db: Path, tok_path: Path, out: Path, cfg: ShardConfig, on_batch: Callable[[int, int], None] | None = None
+    db: Path | str, tok_path: Path, out: Path, cfg: ShardConfig, on_batch: Callable[[int, int], None] | None = None
 ) -> BuildResult:
     """Tokenise the store into the shard set `out` (replaced atomically). `on_batch(posts_done, posts_total)`."""
     tok = toklib.load(tok_path)

@@ -59,19 +59,19 @@ def build_empty() -> Tokenizer:
     return tok
 
 
-def iter_texts(db: Path, limit: int = 0, batch: int = 1_000) -> Iterator[list[str]]:
+def iter_texts(db: Path | str, limit: int = 0, batch: int = 1_000) -> Iterator[list[str]]:
     """Batches of training text (scrubbed, one copy of each, no reposts); `limit` > 0 samples evenly."""
     with open_reader(db) as store:
         yield from store.training_texts(limit, batch)
 
 
-def count_posts(db: Path) -> int:
+def count_posts(db: Path | str) -> int:
     with open_reader(db) as store:
         return store.count_training()
 
 
 def train(
-    db: Path,
+    db: Path | str,
     out_dir: Path,
     cfg: TokenizerConfig,
     show_progress: bool = False,
@@ -166,7 +166,7 @@ def _partial_byte_ids(tok: Tokenizer) -> set[int]:
     return out
 
 
-def report(db: Path, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
+def report(db: Path | str, tok_path: Path, n_posts: int = 20_000) -> dict[str, Any]:
     """Tokens per post, bytes per token and vocabulary coverage, overall and per language, on a store sample."""
     tok = load(tok_path)
     partial = _partial_byte_ids(tok)

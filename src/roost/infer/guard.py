@@ -24,7 +24,7 @@ def _h(s: str) -> int:
 
 
 class LeakGuard:
-    def __init__(self, db: Path, min_chars: int = 50):
+    def __init__(self, db: Path | str, min_chars: int = 50):
         if min_chars < 2 * ANCHOR:
             raise ValueError(f"min_chars must be >= {2 * ANCHOR}")
         self.db, self.min_chars = db, min_chars

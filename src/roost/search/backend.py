@@ -1,6 +1,10 @@
 """The interface every search backend implements (docs/search.md, "Backends"). `SearchIndex` (tantivy + usearch,
 embedded, no server) is the one that ships; an OpenSearch or Postgres + pgvector adapter implements the same four
 methods, and `roost serve`, `roost ask` and `roost eval search` work unchanged on top of it.
+
+`roost.search.pgsearch.PgSearch(url)` is the PostgreSQL one: full-text search (roost's analyser, ts_rank_cd) and
+pgvector (HNSW, cosine, optional halfvec) in the store's own database, so several `roost serve` replicas share one
+index (`catch_up` on any of them makes new posts searchable, and forgotten ones gone, on all).
 """
 
 from __future__ import annotations

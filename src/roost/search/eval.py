@@ -66,7 +66,7 @@ def known_item_set(home: Path, generate: Callable[[list[str]], list[str]], n: in
         cached = load_beir_queries(d)
         if len(cached.queries) == n:
             return cached
-    with open_reader(Workspace(home).corpus_db) as store:
+    with open_reader(Workspace(home).store) as store:
         rows = store.posts_in("en", min_chars)
     if len(rows) < n:
         raise UsageError(

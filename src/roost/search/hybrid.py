@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from roost.config import SearchConfig
-from roost.corpus.backend import PostReader, open_reader
+from roost.corpus.backend import PostReader, open_reader, store_exists
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search.keyword import KeywordIndex
@@ -59,7 +59,7 @@ class SearchIndex:
 
     def __init__(self, home: Path, embedder: Any | None = None, cfg: SearchConfig | None = None):
         self.dir = Workspace(home).index_dir
-        self.db = Workspace(home).corpus_db
+        self.db = Workspace(home).store
         if not (self.dir / "meta.json").is_file():
             raise RoostError(f"{self.dir}: no search index; run `roost index` first")
         self.meta = json.loads((self.dir / "meta.json").read_text())
@@ -88,15 +88,15 @@ class SearchIndex:
     @staticmethod
     def create(home: Path, vectors: str = "f32") -> None:
         """An empty index (then `catch_up` fills it)."""
-        if not (Workspace(home).corpus_db).is_file():
-            raise RoostError(f"{Workspace(home).corpus_db}: no post store; `roost ingest` exports first")
+        if not store_exists(Workspace(home).store):
+            raise RoostError(f"{Workspace(home).store}: no post store; `roost ingest` exports first")
         d = Workspace(home).index_dir
         d.mkdir(parents=True, exist_ok=True)
         KeywordIndex(d / "tantivy", create=True)
         for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
-        with open_reader(Workspace(home).corpus_db) as store:
+        with open_reader(Workspace(home).store) as store:
             tomb = store.tombstone_cursor()
         meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
         write_json(d / "meta.json", meta)

@@ -118,7 +118,7 @@ def build_app(
     model_sha256: str | None,
     cfg: ServeConfig,
     guard: LeakGuard | None = None,
-    store_db: Path | None = None,
+    store_db: Path | str | None = None,
     chat_template: ChatTemplate | None = None,
     search: SearchService | None = None,
 ) -> FastAPI:

@@ -39,7 +39,7 @@ def add_generation_routes(
     model_name: str,
     model_sha256: str,
     guard: LeakGuard | None,
-    store_db: Path | None,
+    store_db: Path | str | None,
     chat_template: ChatTemplate | None,
 ) -> None:
     prov = {"model": model_name, "model_sha256": model_sha256}
@@ -367,9 +367,9 @@ def add_generation_routes(
         )
 
     def lookup_post(post_id: str) -> str:
-        from roost.corpus.backend import open_reader
+        from roost.corpus.backend import open_reader, store_exists
 
-        if store_db is None or not store_db.is_file():
+        if store_db is None or not store_exists(store_db):
             raise ApiError(400, "this server has no post store; send text instead of post_id", param="post_id")
         with open_reader(store_db) as store:
             text = store.post_text(post_id)

@@ -87,8 +87,11 @@ def build(
     from roost.serve.app import ServeConfig, build_app
 
     key = check(args)
-    db = Workspace(home).corpus_db
-    if args.model is None and (args.no_search or not db.is_file()):
+    from roost.corpus.backend import store_exists
+
+    db = Workspace(home).store
+    have_store = store_exists(db)
+    if args.model is None and (args.no_search or not have_store):
         raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
     engine = name = sha = template = fleet = None
     if args.model is not None and (args.upstreams or args.vllm):
@@ -98,13 +101,13 @@ def build(
             home, args.model, args.max_batch, args.max_queue, args.max_seq, args.dtype, args.quant, start=False, say=say
         )
     search = None
-    if not args.no_search and db.is_file():
+    if not args.no_search and have_store:
         from roost.serve.search_api import SearchService
 
         emb = choose("embed", search_cfg.embed_dtype).line()
         say(f"opening the search index (catching up with the store)… embeddings: {emb}")
         search = SearchService.open(home, corpus, search_cfg)
-    guard = LeakGuard(db) if db.is_file() and engine is not None else None
+    guard = LeakGuard(db) if have_store and engine is not None else None
     cfg = ServeConfig(
         host=args.host,
         port=args.port,
@@ -116,7 +119,7 @@ def build(
         body_timeout=args.body_timeout,
         max_connections=args.max_connections,
     )
-    app = build_app(engine, name, sha, cfg, guard, db if db.is_file() else None, template, search)
+    app = build_app(engine, name, sha, cfg, guard, db if have_store else None, template, search)
     return Server(app, engine, search, args.host, args.port, name, cfg, fleet)
 
 

@@ -60,7 +60,7 @@ class SearchService:
         index.embedder  # noqa: B018 — load MiniLM now, not on the first request
         index.catch_up()
         ws = Workspace(home)
-        return cls(index, LiveIndexer(index).start(), LiveIngest(ws.corpus_db, corpus_cfg), cfg, ws)
+        return cls(index, LiveIndexer(index).start(), LiveIngest(ws.store, corpus_cfg), cfg, ws)
 
     def close(self) -> None:
         self.indexer.stop()

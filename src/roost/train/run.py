@@ -91,12 +91,12 @@ class Paths:
     run: Path
     shards: Path
     models: Path
-    corpus_db: Path
+    corpus_db: Path | str  # the post store (a PostgreSQL URL when $ROOST_STORE says so)
 
     @classmethod
     def of(cls, home: Path, cfg: TrainConfig) -> Paths:
         ws = Workspace(home)
-        return cls(home, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ws.corpus_db)
+        return cls(home, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ws.store)
 
 
 def device_of(name: str) -> torch.device:

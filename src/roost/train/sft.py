@@ -25,7 +25,7 @@ PROMPT = "<|im_start|>user\n{post}<|im_end|>\n<|im_start|>assistant\n"
 ANSWER = "{reply}<|im_end|>\n"
 
 
-def reply_pairs(db: Path) -> list[tuple[str, str, str]]:
+def reply_pairs(db: Path | str) -> list[tuple[str, str, str]]:
     """(reply id, parent text, reply text) for every reply whose parent is in the store."""
     with open_reader(db) as store:
         return store.reply_pairs()
@@ -33,7 +33,13 @@ def reply_pairs(db: Path) -> list[tuple[str, str, str]]:
 
 class SFTLoader:
     def __init__(
-        self, db: Path, tokenizer_path: Path, seq_len: int, batch_size: int, seed: int = 0, val_fraction: float = 0.05
+        self,
+        db: Path | str,
+        tokenizer_path: Path,
+        seq_len: int,
+        batch_size: int,
+        seed: int = 0,
+        val_fraction: float = 0.05,
     ):
         pairs = reply_pairs(db)
         if not pairs:

@@ -1,0 +1,361 @@
+"""Search inside PostgreSQL: keyword search with full-text search, vectors in pgvector, in the same database as
+the post store (roost.corpus.pgstore). A `SearchBackend`, like the embedded `SearchIndex`.
+
+    with PgSearch("postgresql://…", cfg=SearchConfig()) as s:   # `CREATE EXTENSION vector` must be allowed
+        s.catch_up()                                             # index what the store holds
+        s.search('lighthouse -from:bob lang:en', mode="hybrid")  # [Hit, …]
+
+The index is two tables in the store's database, so every `roost serve` replica reading that database shares it:
+`search_docs` (one row per searchable post: filter columns, a `tsvector` with a GIN index, a `vector(384)` —
+or `halfvec(384)` with `vectors="f16"` — with an HNSW index, cosine) and `search_state` (the cursors: the last
+store `seq` indexed and the last tombstone applied). `catch_up()` on any replica indexes what the store gained
+and deletes what it tombstoned, under a transaction-scoped advisory lock (replicas calling it at once take turns;
+the loser then finds nothing left to do), and commits: the rows are visible to every replica at once. A post
+stored through any replica is searchable everywhere after the next `catch_up` (`roost serve` runs it every
+`search.refresh_ms`); a forgotten post's row is deleted, the table vacuumed and its indexes rebuilt (REINDEX
+CONCURRENTLY: HNSW and GIN pages otherwise keep a deleted entry's bytes until reused; WAL and backups follow the
+server's retention, as for the store), and every hit is also checked against the store's tombstones before it is
+returned.
+
+Ranking. Keyword: `ts_rank_cd(tsv, query, 1)` — cover density (how many query tokens a post has and how close
+together), divided by 1 + log(post length). Unlike tantivy's BM25 it has no inverse document frequency (a rare
+word weighs no more than a common one; matters mostly for OR queries) and no term-frequency saturation; for short
+posts the two mostly agree on which posts match and differ in order (tests/search/test_pgsearch.py measures the
+overlap). Queries with filters only are ordered newest first. Semantic: cosine similarity of the MiniLM
+embeddings. Hybrid: reciprocal rank fusion with `search.rrf_k` and the configured weights, plus the optional
+recency boost, as in `SearchIndex` (roost.search.hybrid).
+
+Operators hold in every mode: filters, #tags, @mentions, "phrases" and exclusions are SQL conditions in the
+WHERE of both the keyword and the vector query (roost.search.pgtext). When they leave few posts (≤ 5 % of the
+index or ≤ 20,000) the vector query is exact (a sequential cosine scan over exactly those posts, no HNSW); else
+HNSW with `hnsw.iterative_scan = strict_order` (it keeps scanning the graph until enough posts pass the filter),
+and exact over the allowed posts if that still comes back short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from roost.config import SearchConfig
+from roost.corpus.pgstore import connect, has_schema, redact
+from roost.errors import RoostError, UsageError
+from roost.search import pgtext
+from roost.search.hybrid import Hit, or_terms
+from roost.search.query import Query, parse
+
+INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
+DIM = 384
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS search_state (
+    id int PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL,        -- the last store seq looked at (posts.seq)
+    tomb_seq bigint NOT NULL,   -- the last tombstone applied (tombstones.seq)
+    docs bigint NOT NULL,       -- rows in search_docs
+    vectors text NOT NULL       -- f32 (vector) or f16 (halfvec)
+);
+CREATE TABLE IF NOT EXISTS search_docs (
+    seq bigint PRIMARY KEY,
+    id text COLLATE "C" NOT NULL UNIQUE,
+    author_key text NOT NULL,
+    author_lc text NOT NULL,
+    created timestamptz NOT NULL,
+    lang text NOT NULL,
+    is_reply boolean NOT NULL,
+    mentions text[] NOT NULL,
+    tsv tsvector NOT NULL,
+    embedding {vtype}({dim}) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING gin (tsv);
+CREATE INDEX IF NOT EXISTS search_docs_hnsw ON search_docs USING hnsw (embedding {vtype}_cosine_ops);
+CREATE INDEX IF NOT EXISTS search_docs_author_key ON search_docs (author_key);
+CREATE INDEX IF NOT EXISTS search_docs_created ON search_docs (created);
+"""
+
+
+class PgSearch:
+    exact_limit = 20_000  # the vector query is exact when ≤ this many posts (or ≤ 5 %) pass the operators
+
+    def __init__(self, url: str, embedder: Any | None = None, cfg: SearchConfig | None = None, vectors: str = "f32"):
+        """Opens (and on first use creates) the search tables in the store at `url`. `vectors`: f32 (`vector`) or
+        f16 (`halfvec`, half the size); it applies when the tables are created, an existing index keeps its own."""
+        if vectors not in ("f32", "f16"):
+            raise UsageError(f"vectors must be f32 or f16, got {vectors!r}")
+        self.url = url
+        self.cfg = cfg or SearchConfig()
+        self._embedder = embedder
+        self._local = threading.local()  # one connection per thread (searches set transaction-local options)
+        self._cons: list[psycopg.Connection[Any]] = []
+        self._cons_lock = threading.Lock()
+        con = self.con
+        if not has_schema(con):
+            raise RoostError(f"{redact(url)}: no post store here; run `roost ingest EXPORTS` first")
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # replicas opening at once
+            con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            row = con.execute("SELECT to_regclass('search_state') IS NOT NULL").fetchone()
+            if row and row[0]:
+                got = con.execute("SELECT vectors FROM search_state WHERE id = 1").fetchone()
+                vectors = got[0] if got else vectors
+            vtype = "halfvec" if vectors == "f16" else "vector"
+            for stmt in SCHEMA.format(vtype=vtype, dim=DIM).split(";"):
+                if stmt.strip():
+                    con.execute(stmt.encode())
+            con.execute("INSERT INTO search_state VALUES (1, 0, 0, 0, %s) ON CONFLICT (id) DO NOTHING", (vectors,))
+        self.vectors = vectors
+
+    @property
+    def con(self) -> psycopg.Connection[Any]:
+        con: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
+        if con is None or con.closed:
+            con = connect(self.url)
+            self._local.con = con
+            with self._cons_lock:
+                self._cons.append(con)
+        return con
+
+    def close(self) -> None:
+        with self._cons_lock:
+            for con in self._cons:
+                con.close()
+            self._cons.clear()
+
+    def __enter__(self) -> PgSearch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Any:
+        if not self._embedder:
+            from roost.search.embed import Embedder
+
+            self._embedder = Embedder(dtype=self.cfg.embed_dtype)
+        return self._embedder
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        kw, sem = self.cfg.keyword_weight, self.cfg.semantic_weight
+        return float(1.0 if kw is None else kw), float(1.0 if sem is None else sem)
+
+    def _vec(self, v: np.ndarray) -> str:
+        return "[" + ",".join(f"{x:.7g}" for x in np.asarray(v, dtype=np.float32)) + "]"
+
+    @property
+    def _vcast(self) -> str:
+        return "halfvec" if self.vectors == "f16" else "vector"
+
+    # -- keeping up with the store -----------------------------------------------------------------------------------
+    def catch_up(self, batch: int = 512) -> tuple[int, int]:
+        """Index posts stored since the last call (by any replica) and delete posts tombstoned since; (added,
+        removed). Commits each batch: visible to every replica when it returns. Cheap when nothing changed."""
+        con = self.con
+        fresh = con.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM posts) > s.seq"
+            " OR (SELECT coalesce(max(seq), 0) FROM tombstones) > s.tomb_seq FROM search_state s WHERE id = 1"
+        ).fetchone()
+        if not (fresh and fresh[0]):
+            return 0, 0
+        added = removed = 0
+        while True:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # other replicas wait here
+                seq, tomb = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()  # type: ignore[misc]
+                rows = con.execute(
+                    "SELECT seq, id, author, author_key, created_at, text, lang, reply_to, mentions, repost_of"
+                    " FROM posts WHERE seq > %s ORDER BY seq LIMIT %s",
+                    (seq, batch),
+                ).fetchall()
+                docs = [r for r in rows if r[9] is None]  # reposts are not indexed (as in SearchIndex)
+                n = self._insert(docs) if docs else 0
+                # tombstones after the posts: one committed between the two reads is applied now
+                tombs = con.execute(
+                    "SELECT seq, kind, key FROM tombstones WHERE seq > %s ORDER BY seq", (tomb,)
+                ).fetchall()
+                gone = 0
+                if tombs:
+                    posts = [k for _, kind, k in tombs if kind == "post"]
+                    authors = [k for _, kind, k in tombs if kind == "author"]
+                    gone = con.execute(
+                        "DELETE FROM search_docs WHERE id = ANY(%s::text[]) OR author_key = ANY(%s::text[])",
+                        (posts, authors),
+                    ).rowcount
+                con.execute(
+                    "UPDATE search_state SET seq = %s, tomb_seq = %s, docs = docs + %s - %s WHERE id = 1",
+                    (rows[-1][0] if rows else seq, tombs[-1][0] if tombs else tomb, n, gone),
+                )
+            added += n
+            removed += gone
+            if len(rows) < batch:
+                break
+        if removed:  # the deleted rows leave the table and its indexes, not only the results
+            con.execute("VACUUM search_docs")
+            with contextlib.suppress(psycopg.Error):  # rebuilt without them (reads go on meanwhile); best effort
+                con.execute("REINDEX TABLE CONCURRENTLY search_docs")
+        return added, removed
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
+        import json
+
+        vecs = self.embedder.encode([r[5] for r in rows])
+        params = []
+        for (seq, pid, author, akey, created, text, lang, reply_to, mentions, _), v in zip(rows, vecs, strict=True):
+            ments = [str(m).lstrip("@").lower() for m in json.loads(mentions or "[]")]
+            when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            params.append(
+                (seq, pid, akey, author.lower(), when, lang, reply_to is not None, ments, pgtext.tsvector(text),
+                 self._vec(v))
+            )  # fmt: skip
+        with self.con.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO search_docs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::tsvector,"
+                f" %s::{self._vcast}) ON CONFLICT DO NOTHING",
+                params,
+            )
+            return max(cur.rowcount, 0)  # psycopg: the rows inserted by all of them (a conflict adds none)
+
+    def save(self) -> None:
+        """Nothing to do: the index lives in PostgreSQL and every `catch_up` batch is committed (durable and seen
+        by every replica when it returns)."""
+
+    def stats(self) -> dict[str, Any]:
+        seq, tomb, docs, vectors = self.con.execute("SELECT seq, tomb_seq, docs, vectors FROM search_state").fetchone()  # type: ignore[misc]
+        return {"posts": int(docs), "max_rowid": int(seq), "tomb_rowid": int(tomb), "vectors": vectors}
+
+    # -- searching -----------------------------------------------------------------------------------------------------
+    def _keyword(self, q: Query, limit: int, within: Query | None = None) -> list[tuple[int, float]]:
+        """(seq, score) best first: ts_rank_cd for a text query, newest first for filters only."""
+        built = pgtext.keyword(q, within)
+        if built is None:
+            return []
+        where, params, rank = built
+        cond = " AND ".join(where) or "true"
+        if rank is None:
+            sql = f"SELECT seq, 1.0 FROM search_docs WHERE {cond} ORDER BY created DESC, seq DESC LIMIT %s"
+            return [(int(s), float(r)) for s, r in self.con.execute(sql, (*params, limit))]
+        sql = (
+            "SELECT seq, ts_rank_cd(tsv, %s::tsquery, 1) AS r FROM search_docs"
+            f" WHERE {cond} ORDER BY r DESC, seq LIMIT %s"
+        )
+        return [(int(s), float(r)) for s, r in self.con.execute(sql, (rank, *params, limit))]
+
+    def _semantic(self, q: Query, k: int) -> list[tuple[int, float]]:
+        """(seq, cosine similarity) of the posts nearest the free text, among the posts q's operators allow."""
+        if not q.text.strip():
+            return []
+        v = self._vec(self.embedder.encode([q.text])[0])
+        where, params = pgtext.constraint(q)
+        cond = " AND ".join(where) or "true"
+        dist = f"embedding <=> %s::{self._vcast}"
+        con = self.con
+        with con.transaction():
+            if where:
+                docs = con.execute("SELECT docs FROM search_state WHERE id = 1").fetchone()
+                cap = max(self.exact_limit, int(docs[0] if docs else 0) // 20)
+                m = con.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM search_docs WHERE {cond} LIMIT %s) s", (*params, cap + 1)
+                ).fetchone()
+                if m and m[0] <= cap:  # few posts pass: exact over exactly those (`+ 0`: no index can order it)
+                    return self._nearest(f"({dist}) + 0", cond, v, params, k)
+            con.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            con.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(40, k))),))
+            hits = self._nearest(dist, cond, v, params, k)
+            if where and len(hits) < k:  # the graph scan gave up before k passed: exact over the allowed posts
+                return self._nearest(f"({dist}) + 0", cond, v, params, k)
+            return hits
+
+    def _nearest(self, order: str, cond: str, v: str, params: list[Any], k: int) -> list[tuple[int, float]]:
+        sql = (
+            f"SELECT seq, 1 - (embedding <=> %s::{self._vcast}) FROM search_docs WHERE {cond} ORDER BY {order} LIMIT %s"
+        )
+        return [(int(s), float(sim)) for s, sim in self.con.execute(sql, (v, *params, v, k))]
+
+    def search(
+        self,
+        query: str | Query,
+        mode: str | None = None,
+        k: int | None = None,
+        recency: float | None = None,
+        extra_terms: list[str] | None = None,
+    ) -> list[Hit]:
+        """Ranked posts, as `SearchIndex.search`. `extra_terms` (from LLM query expansion) add a third, optional
+        keyword ranking under the same operators."""
+        q = parse(query) if isinstance(query, str) else query
+        mode = mode or self.cfg.mode
+        k = k or self.cfg.k
+        recency = self.cfg.recency if recency is None else recency
+        if mode not in ("keyword", "semantic", "hybrid"):
+            raise UsageError(f"--mode must be keyword, semantic or hybrid, got {mode!r}")
+        depth = max(k * 5, 50)
+        kw = self._keyword(q, depth) if mode != "semantic" else []
+        sem = self._semantic(q, depth) if mode != "keyword" else []
+        if mode == "semantic" and not q.text.strip():
+            kw = self._keyword(q, depth)  # filters only: nothing to embed
+        kw_rank = {seq: i + 1 for i, (seq, _) in enumerate(kw)}
+        sem_rank = {seq: i + 1 for i, (seq, _) in enumerate(sem)}
+        sims = dict(sem)
+        scores: dict[int, float] = {}
+        if mode == "keyword" or (mode == "semantic" and not sem):
+            scores = dict(kw)
+        elif mode == "semantic":
+            scores = dict(sem)
+        else:
+            w_kw, w_sem = self.weights
+            lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
+            if extra_terms:
+                import dataclasses
+
+                ex = dataclasses.replace(q, terms=or_terms(extra_terms), phrases=[])
+                more = self._keyword(ex, depth, within=q)  # other words, the same operators
+                lists.append(({s: i + 1 for i, (s, _) in enumerate(more)}, 0.5 * w_kw))
+            for ranks, w in lists:
+                for seq, r in ranks.items():
+                    scores[seq] = scores.get(seq, 0.0) + w / (self.cfg.rrf_k + r)
+        return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
+
+    def _rows(
+        self,
+        scores: dict[int, float],
+        kw_rank: dict[int, int],
+        sem_rank: dict[int, int],
+        sims: dict[int, float],
+        k: int,
+        recency: float,
+    ) -> list[Hit]:
+        if not scores:
+            return []
+        order = sorted(scores, key=lambda s: (-scores[s], s))
+        take = max(k * 3, 30) if not recency else len(order)
+        found = self._lookup(order[:take])
+        while take < len(order) and sum(1 for s in order[:take] if s in found) < k:
+            found.update(self._lookup(order[take : take * 2]))
+            take *= 2
+        hits = []
+        now = time.time()
+        for seq in order[:take]:
+            score, row = scores[seq], found.get(seq)
+            if row is None:
+                continue  # forgotten (or tombstoned): never returned, whatever the index still holds
+            if recency:
+                age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
+                score *= 1.0 + recency / (1.0 + max(age_days, 0.0) / 30.0)
+            hits.append(Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(seq), sem_rank.get(seq), sims.get(seq)))
+        hits.sort(key=lambda h: -h.score)
+        return hits[:k]
+
+    def _lookup(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned."""
+        rows = self.con.execute(
+            "SELECT p.seq, p.id, p.author, p.created_at, p.text FROM posts p WHERE p.seq = ANY(%s::bigint[])"
+            " AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE (t.kind = 'post' AND t.key = p.id)"
+            " OR (t.kind = 'author' AND t.key = p.author_key))",
+            (list(seqs),),
+        ).fetchall()
+        return {int(r[0]): (r[1], r[2], r[3], r[4]) for r in rows}
