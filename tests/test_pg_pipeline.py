@@ -47,3 +47,24 @@ def test_pipeline_on_postgres_equals_sqlite(pg_url: str, tmp_path: Path) -> None
     assert after and victim not in after
     stats = _run(tmp_path / "postgresql", pg_url, "corpus", "stats")
     assert "posts" in stats
+
+
+def test_search_backend_postgres_from_roost_toml(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """`[search] backend = "postgres"`: `roost index` fills the index in the store's database, `roost search` reads
+    it (every hit holds the query's operators), and `roost forget` erases from it."""
+    home = tmp_path / "h"
+    _run(home, None, "demo-corpus", "--posts", "300")
+    (home / "roost.toml").write_text(f'[store]\nurl = "{pg_url}"\n\n[search]\nbackend = "postgres"\n')
+    _run(home, None, "ingest", "-q", str(home / "exports"))
+    out = _run(home, None, "index")
+    assert "the store's PostgreSQL database" in " ".join(out.split()) and not (home / "index").exists()
+    hits = _ids(_run(home, None, "search", QUERY, "--mode", "keyword", "-k", "5", "--json"))
+    assert len(hits) >= 2
+    tagged = _run(home, None, "search", QUERY + " -filter:replies", "--mode", "hybrid", "-k", "5", "--json")
+    dec, i = json.JSONDecoder(), 0
+    while (i := tagged.find("{", i)) >= 0:
+        obj, i = dec.raw_decode(tagged, i)
+        assert obj["id"]  # hybrid answers from PostgreSQL too
+    _run(home, None, "forget", "--post", hits[0])
+    after = _ids(_run(home, None, "search", QUERY, "--mode", "keyword", "-k", "5", "--json"))
+    assert after and hits[0] not in after

@@ -204,7 +204,13 @@ def forget(
 
     if not author and not post:
         raise UsageError("forget: give --author NAME and/or --post ID")
-    rep = erase(_state(ctx).ws, author or [], post or [], location=_state(ctx).store)
+    st = _state(ctx)
+    index = None
+    if st.config.search.backend == "postgres":  # the index in the store's database: caught up (erased) here
+        from roost.search.backend import open_search
+
+        index = open_search(st.ws.root, st.config.search, embedder=False)
+    rep = erase(st.ws, author or [], post or [], location=st.store, index=index)
     console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
     if rep.index == "removed" and rep.posts:
         console.print(f"removed {rep.posts} post(s) from the search index (keyword index rewritten, vectors compacted)")

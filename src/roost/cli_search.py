@@ -68,7 +68,7 @@ def register(app: typer.Typer, state: Any) -> None:
         Without --rebuild it catches up: indexes new posts and drops forgotten ones.
         Example: [bold]roost index && roost search "#coffee from:alice"[/]
         """
-        from roost.search.hybrid import SearchIndex
+        from roost.search.backend import build_index
 
         st = state(ctx)
         cfg = st.config.search
@@ -83,12 +83,12 @@ def register(app: typer.Typer, state: Any) -> None:
         home = st.ws.root
         with _progress("indexing", quiet) as progress:
             task = progress.add_task("index", total=None)
-            meta = SearchIndex.build(
-                home, on_batch=lambda d, t: progress.update(task, completed=d, total=t), cfg=cfg, rebuild=rebuild
+            meta = build_index(
+                home, cfg, on_batch=lambda d, t: progress.update(task, completed=d, total=t), rebuild=rebuild
             )
         console.print(
             f"{'built' if rebuild else 'updated'} the index: {meta['posts']:,} posts (+{meta['added']:,} "
-            f"-{meta['removed']:,}) in {meta['seconds']:.1f} s · vectors {meta.get('vectors', 'f32')} → {home / 'index'}"
+            f"-{meta['removed']:,}) in {meta['seconds']:.1f} s · vectors {meta.get('vectors', 'f32')} → {meta['where']}"
         )
 
     @app.command()
@@ -115,7 +115,7 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost search 'rain OR snow since:2024-01-01 -filter:replies' --mode hybrid[/]
         """
-        from roost.search.hybrid import SearchIndex
+        from roost.search.backend import current_search
         from roost.search.query import parse
 
         st = state(ctx)
@@ -137,7 +137,7 @@ def register(app: typer.Typer, state: Any) -> None:
                 terms = expand_query(engine, template, q.text)
             finally:
                 engine.shutdown()
-        hits = SearchIndex(st.ws.root, cfg=st.config.search).search(q, mode, k, recency, terms or None)
+        hits = current_search(st.ws.root, st.config.search).search(q, mode, k, recency, terms or None)
         if as_json:
             for h in hits:
                 console.print_json(json.dumps(h.to_json()))
@@ -167,12 +167,12 @@ def register(app: typer.Typer, state: Any) -> None:
         """
         from roost.search.answer import AnswerConfig
         from roost.search.answer import ask as run_ask
-        from roost.search.hybrid import SearchIndex
+        from roost.search.backend import current_search
 
         if not 1 <= posts <= 20:
             raise UsageError("--posts must be in 1..20")
         st = state(ctx)
-        index = SearchIndex(st.ws.root, cfg=st.config.search)
+        index = current_search(st.ws.root, st.config.search)
         engine, prov, template = _engine(st.ws.root, model, 1, dtype)
         try:
             cfg = AnswerConfig(posts=posts, min_similarity=st.config.search.min_similarity)

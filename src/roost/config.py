@@ -87,6 +87,7 @@ class SearchConfig:
     """Settings of `roost index`, `roost search`, `roost ask` and the search side of `roost serve` (`[search]`)."""
 
     mode: str = "hybrid"  # keyword | semantic | hybrid
+    backend: str = "embedded"  # embedded (tantivy + usearch in <home>/index) | postgres (the store's database)
     k: int = 10  # results returned
     rrf_k: int = 60  # reciprocal rank fusion constant
     keyword_weight: float | None = None  # fusion weights; None = tuned by `roost eval search --tune`, else 1.0
@@ -100,6 +101,8 @@ class SearchConfig:
     embed_dtype: str = "auto"  # auto (roost.probe picks by CPU class) | fp32 | bf16
 
     def __post_init__(self) -> None:
+        if self.backend not in ("embedded", "postgres"):
+            raise UsageError(f"search.backend must be embedded or postgres, got {self.backend!r}")
         if self.mode not in ("keyword", "semantic", "hybrid"):
             raise UsageError(f"search.mode must be keyword, semantic or hybrid, got {self.mode!r}")
         if self.vectors not in ("f32", "i8"):

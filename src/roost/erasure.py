@@ -76,11 +76,11 @@ def erase(
 
 
 def _erase_from_index(ws: Workspace, index: Any | None) -> str:
-    if not (ws.index_dir / "meta.json").is_file():
-        return "none"
-    if index is not None:  # a server's own index: its live indexer applies the tombstones (and compacts) now
+    if index is not None:  # a server's own index (or the PostgreSQL one): applies the tombstones (and compacts) now
         index.catch_up()
         return "removed"
+    if not (ws.index_dir / "meta.json").is_file():
+        return "none"
     from roost.search.hybrid import SearchIndex
     from roost.search.keyword import IndexBusy
 

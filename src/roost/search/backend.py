@@ -9,9 +9,11 @@ index (`catch_up` on any of them makes new posts searchable, and forgotten ones 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from roost.config import SearchConfig
     from roost.search.hybrid import Hit
     from roost.search.query import Query
 
@@ -39,3 +41,66 @@ class SearchBackend(Protocol):
     def save(self) -> None:
         """Make the current state durable (a restart then catches up from it)."""
         ...
+
+    def size(self) -> int:
+        """Posts in the index."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (the keyword index's writer, database connections)."""
+        ...
+
+
+def open_search(home: Path, cfg: SearchConfig, embedder: Any | None = None) -> SearchBackend:
+    """The search backend `cfg.backend` names: "embedded" (`SearchIndex` in `<home>/index`, built by `roost index`)
+    or "postgres" (`PgSearch` in the PostgreSQL store's own database, shared by every replica; it needs the store on
+    PostgreSQL: `--store` / `[store] url`)."""
+    from roost.workspace import Workspace
+
+    if cfg.backend == "postgres":
+        from roost.corpus.backend import is_server
+        from roost.errors import UsageError
+        from roost.search.pgsearch import PgSearch
+
+        store = Workspace(home).store
+        if not is_server(store):
+            raise UsageError("search.backend = postgres needs the post store on PostgreSQL (--store / [store] url)")
+        return PgSearch(str(store), embedder=embedder, cfg=cfg)
+    from roost.search.hybrid import SearchIndex
+
+    return SearchIndex(home, embedder=embedder, cfg=cfg)
+
+
+def current_search(home: Path, cfg: SearchConfig) -> SearchBackend:
+    """`open_search`, caught up with the store when the index lives in PostgreSQL (cheap when nothing changed); the
+    embedded index is as `roost index` (or a running server) left it."""
+    index = open_search(home, cfg)
+    if cfg.backend == "postgres":
+        index.catch_up()
+    return index
+
+
+def build_index(home: Path, cfg: SearchConfig, on_batch: Any = None, rebuild: bool = False) -> dict[str, Any]:
+    """`roost index`: build or catch up the configured backend; {posts, added, removed, seconds, vectors, where}."""
+    import time
+
+    from roost.workspace import Workspace
+
+    if cfg.backend != "postgres":
+        from roost.search.hybrid import SearchIndex
+
+        meta = SearchIndex.build(home, on_batch=on_batch, cfg=cfg, rebuild=rebuild)
+        return {**meta, "where": str(Workspace(home).index_dir)}
+    if rebuild:
+        from roost.errors import UsageError
+
+        raise UsageError("--rebuild/--vectors apply to the embedded index; the PostgreSQL index only catches up")
+    t0 = time.perf_counter()
+    index = open_search(home, cfg)
+    try:
+        added, removed = index.catch_up()
+        posts = index.size()
+    finally:
+        index.close()
+    return {"posts": posts, "added": added, "removed": removed, "seconds": time.perf_counter() - t0,
+            "vectors": "pgvector", "where": "the store's PostgreSQL database"}  # fmt: skip

@@ -167,6 +167,13 @@ class SearchIndex:
         self.meta["tomb_rowid"] = rows[-1][0]
         return len(rowids)
 
+    def size(self) -> int:
+        return len(self.vectors)
+
+    def close(self) -> None:
+        """Let go of the keyword index's writer (another process may then write it)."""
+        self.keyword.commit(release=True)
+
     def save(self) -> None:
         """Persist the vectors and meta.json (the keyword index is durable at each commit)."""
         with self.write_lock:

@@ -77,4 +77,4 @@ class LiveIndexer:
         self.wake.set()
         self.thread.join(timeout=30)
         self.index.save()
-        self.index.keyword.commit(release=True)
+        self.index.close()

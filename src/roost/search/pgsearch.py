@@ -120,6 +120,11 @@ class PgSearch:
                 self._cons.append(con)
         return con
 
+    def size(self) -> int:
+        """Posts in the index (all replicas share it)."""
+        row = self.con.execute("SELECT docs FROM search_state WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
     def close(self) -> None:
         with self._cons_lock:
             for con in self._cons:

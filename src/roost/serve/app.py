@@ -220,7 +220,7 @@ def build_app(
         if engine is not None:
             out.update(queue_depth=engine.queue_depth(), running=engine.active())
         if search is not None:
-            out["search"] = {"posts": len(search.index.vectors), "indexer_error": search.indexer.error}
+            out["search"] = {"posts": search.index.size(), "indexer_error": search.indexer.error}
         return out
 
     @app.get("/metrics", include_in_schema=False)

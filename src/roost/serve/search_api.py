@@ -54,9 +54,11 @@ class SearchService:
 
     @classmethod
     def open(cls, home: Path, corpus_cfg: CorpusConfig, cfg: SearchConfig) -> SearchService:
-        if not (Workspace(home).index_dir / "meta.json").is_file():
+        from roost.search.backend import open_search
+
+        if cfg.backend == "embedded" and not (Workspace(home).index_dir / "meta.json").is_file():
             SearchIndex.create(home, cfg.vectors)  # an empty index that fills as posts arrive
-        index = SearchIndex(home, cfg=cfg)
+        index: Any = open_search(home, cfg)
         index.embedder  # noqa: B018 — load MiniLM now, not on the first request
         index.catch_up()
         ws = Workspace(home)
