@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR ?= roost-home
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+STORE ?= sqlite
 
 .PHONY: demo test install vllm lint bench-ingest bench-data bench-serve clean
 VLLM_VENV := .venv-vllm
@@ -45,7 +46,11 @@ vllm: $(VLLM_STAMP)
 
 demo: $(STAMP)
 	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null; true
+	-test -d $(HOME_DIR)/pg && $(BIN)/roost --home $(HOME_DIR) db stop; true
 	rm -rf $(HOME_DIR)
+	# `make demo STORE=postgres`: the same demo on a PostgreSQL store (a local server in the home, [store] url)
+	if [ "$(STORE)" = postgres ]; then $(BIN)/roost --home $(HOME_DIR) db start && \
+	  printf '[store]\nurl = "%s"\n' "$$($(BIN)/roost --home $(HOME_DIR) db status)" > $(HOME_DIR)/roost.toml; fi
 	# A seeded sample of 6,000 of the ~19.7k demo texts keeps the whole demo within ~6 minutes on 2 AVX2 cores.
 	$(BIN)/roost --home $(HOME_DIR) demo-corpus --posts 6000
 	$(BIN)/roost --home $(HOME_DIR) ingest $(HOME_DIR)/exports
@@ -94,7 +99,8 @@ demo: $(STAMP)
 	  -d '{"posts": [{"id": "demo-1", "author": "roost_demo", "text": "Zeppelin spotted over the harbour this morning #skywatch", "created_at": "2024-12-01T08:00:00Z"}]}'; echo
 	curl -s http://127.0.0.1:$(PORT)/v1/search -H 'Content-Type: application/json' -d '{"query": "zeppelin harbour", "k": 1}'; echo
 	@echo
-	@echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5')."
+	@if [ "$(STORE)" = postgres ]; then echo "Demo done. The post store is PostgreSQL: $$($(BIN)/roost --home $(HOME_DIR) db status) (stop it: roost --home $(HOME_DIR) db stop)"; \
+	  else echo "Demo done. The post store is $(HOME_DIR)/corpus.db (SQLite: sqlite3 $(HOME_DIR)/corpus.db 'select * from posts limit 5'); make demo STORE=postgres runs it on PostgreSQL."; fi
 	@echo "Tokenizer: $(HOME_DIR)/tokenizers/default (transformers.AutoTokenizer loads it); shards: $(HOME_DIR)/shards/default."
 	@echo "Models (HF layout, AutoModelForCausalLM loads them): $(HOME_DIR)/models/{demo-small,smollm2,smollm2-replies}"
 	@echo "Loss curves: $(HOME_DIR)/runs/demo-small/loss.png, $(HOME_DIR)/runs/smollm2-replies/loss.png"
@@ -135,4 +141,5 @@ bench-serve: $(STAMP)
 
 clean:
 	-test -f $(HOME_DIR)/serve.pid && kill $$(cat $(HOME_DIR)/serve.pid) 2>/dev/null
+	-test -d $(HOME_DIR)/pg && $(BIN)/roost --home $(HOME_DIR) db stop
 	rm -rf $(VENV) $(VLLM_VENV) $(HOME_DIR)
