@@ -82,12 +82,12 @@ def vouch(path: Path, local_sha: str, url: str, card: dict[str, Any], pin: str |
     that hash. Raises UsageError when neither holds (roost will not label text with a hash it cannot vouch for)."""
     from roost.model.convert import weights_sha256
 
+    if pin is not None and pin != local_sha:
+        raise UsageError(f"--upstream-sha256 {pin} is not the sha256 of {path} ({local_sha})")
     root = card.get("root")
     if isinstance(root, str) and Path(root).is_dir() and weights_sha256(Path(root)) == local_sha:
-        return f"its folder {root} hashes to the weights' sha256"
+        return f"the folder its card names, {root}, hashes to the weights' sha256 (a path on this machine)"
     if pin is not None:
-        if pin != local_sha:
-            raise UsageError(f"--upstream-sha256 {pin} is not the sha256 of {path} ({local_sha})")
         return "pinned by the operator (--upstream-sha256)"
     raise UsageError(
         f"{url} serves {card.get('id')!r} from {root!r}: roost cannot check that those are the weights of {path} "
@@ -141,14 +141,24 @@ def load_upstream(
         raise UsageError(f"{path}: no safetensors weights to identify the model by")
     tok, eos, template = text_side(path)
     served, limit = None, max_seq
+    cards = []
     for url in urls:
         card = served_card(url, name, wait_s)
+        cards.append(card)
         how = vouch(path, local, url, card, pin)
         if served is not None and card.get("id") != served:
             raise UsageError(f"upstreams serve different names ({served!r}, {card.get('id')!r}): serve one model")
         served = str(card.get("id"))
-        limit = min(limit, int(card.get("max_model_len") or max_seq))
+        try:
+            ctx = int(card.get("max_model_len") or max_seq)
+        except (TypeError, ValueError):
+            ctx = 0
+        if ctx < 1:
+            raise UsageError(f"upstream {url}: its card gives no usable max_model_len ({card.get('max_model_len')!r})")
+        limit = min(limit, ctx)
         if say:
             say(f"upstream {url}: serves {served} ({how})")
     engine = UpstreamEngine(urls, tok, eos, limit, str(served), max_queue=max_queue)
+    for u, card in zip(engine.router.upstreams, cards, strict=True):
+        u.card = (card.get("id"), card.get("root"))
     return engine, path.name, str(local), template

@@ -30,6 +30,9 @@ import httpx
 from roost.infer.engine import Engine, EngineStopped, Event, QueueFull, Request, Unavailable, check_request
 from roost.infer.sampling import SamplingParams
 
+CHUNK_TIMEOUT = 60.0  # seconds an upstream may stay silent (before its first token, or between two chunks)
+MAX_LINE = 1 << 20  # bytes in one SSE line from an upstream
+
 
 class UpstreamError(Exception):
     """An upstream answered with an error status."""
@@ -49,6 +52,7 @@ class Upstream:
     served: int = 0
     failures: int = 0
     last_error: str = ""
+    card: tuple[Any, Any] | None = None  # (served id, root) vouched for at start-up
 
 
 class Router:
@@ -88,7 +92,12 @@ class Router:
         try:
             r = await client.get(f"{u.url}/health", timeout=2.0)
             ok = r.status_code == 200
-        except httpx.HTTPError as e:
+            if ok and not u.healthy and u.card:  # coming back: it must still serve what was vouched for at start
+                cards = (await client.get(f"{u.url}/v1/models", timeout=5.0)).json().get("data") or []
+                ok = any(isinstance(c, dict) and (c.get("id"), c.get("root")) == u.card for c in cards)
+                if not ok:
+                    u.last_error = "came back serving another model than the one vouched for at start-up"
+        except (httpx.HTTPError, ValueError, AttributeError) as e:
             ok, u.last_error = False, f"{type(e).__name__}"
         u.healthy = ok
 
@@ -149,12 +158,14 @@ class UpstreamEngine:
         served: str,
         max_queue: int = 256,
         health_interval: float = 1.0,
+        chunk_timeout: float = CHUNK_TIMEOUT,
         on_upstream: Callable[[str, str, float | None], None] | None = None,
     ):
         self.tok, self.eos_ids, self.max_seq, self.served = tokenizer, eos_ids, max_seq, served
         self.vocab = tokenizer.get_vocab_size()
         self.router = Router(urls, health_interval)
         self.max_queue = max_queue
+        self.chunk_timeout = chunk_timeout
         self.on_upstream = on_upstream  # (upstream url, outcome, time to first token or None) for metrics
         self.running = True
         self.waiting = 0  # submitted, no token yet
@@ -171,7 +182,8 @@ class UpstreamEngine:
     async def _client(self) -> httpx.AsyncClient:
         self._stop = asyncio.Event()
         limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-        timeout = httpx.Timeout(connect=3.0, read=600.0, write=30.0, pool=30.0)
+        # `read` bounds the wait for the first token and between chunks: a replica that goes silent is failed over
+        timeout = httpx.Timeout(connect=3.0, read=self.chunk_timeout, write=30.0, pool=30.0)
         return httpx.AsyncClient(limits=limits, timeout=timeout)
 
     def _call(self, coro: Any) -> Any:
@@ -189,7 +201,13 @@ class UpstreamEngine:
             raise QueueFull(f"{self.waiting + self.streaming} requests are outstanding (cap {self.max_queue})")
         req = Request(prompt_ids, params, emit)
         self._move(waiting=1)
-        asyncio.run_coroutine_threadsafe(self._serve(req), self.loop)
+        fut = asyncio.run_coroutine_threadsafe(self._serve(req), self.loop)
+
+        def cancel() -> None:  # a client that went away stops the upstream request now, not at its next chunk
+            req.cancelled = True
+            self.loop.call_soon_threadsafe(fut.cancel)
+
+        req.cancel = cancel  # type: ignore[method-assign]
         return req
 
     def queue_depth(self) -> int:
@@ -233,6 +251,7 @@ class UpstreamEngine:
                 first = None
                 try:
                     async for text, ids, lps, reason in self._stream(u, req):
+                        ids, lps = ids[: max(0, req.params.max_tokens - len(req.out_ids))], lps[: len(ids)]
                         if first is None:
                             first = time.perf_counter() - t0
                             if not streaming:
@@ -242,7 +261,10 @@ class UpstreamEngine:
                         if text or lps:
                             req.emit(Event("delta", text, token_ids=ids, logprobs=lps))
                         if reason is not None:
-                            finish = reason
+                            finish = reason if reason in ("stop", "length") else "stop"
+                        if len(req.out_ids) >= req.params.max_tokens:
+                            finish = "length"  # roost enforces max_tokens whatever the upstream sends
+                            break
                         if req.cancelled:
                             break
                     u.served += 1
@@ -250,8 +272,8 @@ class UpstreamEngine:
                     finish = "cancelled" if req.cancelled else finish
                     error = ""
                     break
-                except (httpx.HTTPError, UpstreamError, ValueError) as e:
-                    if isinstance(e, UpstreamError) and 400 <= e.status < 500:
+                except (httpx.HTTPError, UpstreamError, ValueError, TypeError, AttributeError, KeyError) as e:
+                    if isinstance(e, UpstreamError) and 400 <= e.status < 500 and e.status not in (404, 408, 429):
                         finish, error = "error", str(e)  # the request itself is refused: no retry
                         self._report(u.url, "client_error", first)
                         break
@@ -282,28 +304,60 @@ class UpstreamEngine:
         return {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m}
 
     async def _stream(self, u: Upstream, req: Request) -> AsyncIterator[tuple[str, list[int], list[Any], str | None]]:
-        """(text, token ids, logprobs, finish reason) per upstream chunk; continues after `req.out_ids`."""
+        """(text, token ids, logprobs, finish reason) per upstream chunk; continues after `req.out_ids`. A stream
+        that ends without a finish reason, or sends anything malformed, is an upstream failure (the request then
+        continues on another replica)."""
         p = req.params
         left = p.max_tokens - len(req.out_ids)
         if left <= 0:
             yield "", [], [], "length"
             return
         body = request_body(self.served, req.prompt_ids + req.out_ids, p, self.eos_ids, left)
+        finished = False
         async with self.client.stream("POST", f"{u.url}/v1/completions", json=body) as r:
             if r.status_code != 200:
-                raise UpstreamError(r.status_code, (await r.aread()).decode("utf-8", "replace"))
+                raise UpstreamError(r.status_code, (await r.aread())[:2000].decode("utf-8", "replace"))
             async for line in r.aiter_lines():
+                if len(line) > MAX_LINE:
+                    raise UpstreamError(502, f"an SSE line over {MAX_LINE} bytes")
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
+                if not isinstance(chunk, dict):
+                    raise UpstreamError(502, "a chunk that is not a JSON object")
                 if "error" in chunk and not chunk.get("choices"):
-                    raise UpstreamError(502, json.dumps(chunk["error"]))
+                    raise UpstreamError(502, json.dumps(chunk["error"])[:500])
                 for c in chunk.get("choices") or []:
-                    ids = [t for t in (c.get("token_ids") or []) if not self._stop_token(t, p)]
-                    reason = c.get("finish_reason")
-                    yield c.get("text") or "", ids, _logprobs(c.get("logprobs"), ids), reason
+                    text, ids, lps, reason = self._choice(c, p)
+                    finished = finished or reason is not None
+                    yield text, ids, lps, reason
                 if req.cancelled:
                     return
+        if not finished:
+            raise UpstreamError(502, "the stream ended without a finish reason")
+
+    def _choice(self, c: Any, p: SamplingParams) -> tuple[str, list[int], list[Any], str | None]:
+        """One streamed choice, checked: token ids in the vocabulary, text a string; the stop token and its logprob
+        dropped together."""
+        if not isinstance(c, dict):
+            raise UpstreamError(502, "a choice that is not a JSON object")
+        raw = c.get("token_ids") or []
+        if not isinstance(raw, list) or not all(isinstance(t, int) and 0 <= t < self.vocab for t in raw):
+            raise UpstreamError(502, "token ids outside the vocabulary")
+        text = c.get("text") or ""
+        if not isinstance(text, str):
+            raise UpstreamError(502, "a text that is not a string")
+        lps = _logprobs(c.get("logprobs"), raw)
+        for lp in lps:  # the alternatives are decoded by the API: keep only ids of this vocabulary
+            lp["top"] = [(t, v) for t, v in lp["top"] if 0 <= t < self.vocab and isinstance(v, int | float)]
+        keep = [i for i, t in enumerate(raw) if not self._stop_token(t, p)]
+        reason = c.get("finish_reason")
+        return (
+            text,
+            [raw[i] for i in keep],
+            [lps[i] for i in keep if i < len(lps)],
+            None if reason is None else str(reason),
+        )
 
     def _stop_token(self, t: int, p: SamplingParams) -> bool:
         """The token that ended the stream (EOS or a stop id): the in-process engine does not return it either."""

