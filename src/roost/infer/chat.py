@@ -32,6 +32,7 @@ RENDER_SECONDS = 2.0
 RENDER_MEMORY = 1 << 30
 RENDER_MAX_CHARS = 4 << 20
 START_SECONDS = 60.0
+COMPILE_SECONDS = 10.0  # Jinja folds constant output while compiling: a template can make that slow, so it is bounded
 REPLY_MAX_BYTES = 4 * RENDER_MAX_CHARS + 4096  # what the parent reads back from the worker, at most
 
 
@@ -113,9 +114,9 @@ class _Worker:
         self.proc.start()
         child.close()
         self.conn = parent
-        # the interpreter's start-up has its own deadline; compiling the template counts against the render budget
-        # (Jinja folds constant output while compiling, so a template can make its compile slow)
-        for stage, seconds in (("start", START_SECONDS), ("compile", RENDER_SECONDS)):
+        # the interpreter's start-up and the template's compile each have a deadline (Jinja folds constant output
+        # while compiling, so a template can make its compile slow)
+        for stage, seconds in (("start", START_SECONDS), ("compile", COMPILE_SECONDS)):
             ok, msg = self._reply(parent, seconds, origin)
             if not ok:
                 self._stop()
