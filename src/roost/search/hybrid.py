@@ -16,7 +16,6 @@ runs it once, a running `roost serve` every `search.refresh_ms` (roost.search.li
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
@@ -32,7 +31,8 @@ import numpy as np
 from roost.config import SearchConfig
 from roost.corpus.backend import PostReader, open_reader, store_exists
 from roost.corpus.post import author_key
-from roost.errors import RoostError, UsageError
+from roost.errors import RoostError
+from roost.search.fusion import fuse, or_terms  # noqa: F401 — or_terms re-exported for answer/eval
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
@@ -212,34 +212,16 @@ class SearchIndex:
     ) -> list[Hit]:
         """Ranked posts. `extra_terms` (from LLM query expansion) add a third, optional keyword ranking."""
         q = parse(query) if isinstance(query, str) else query
-        mode = mode or self.cfg.mode
         k = k or self.cfg.k
         recency = self.cfg.recency if recency is None else recency
-        if mode not in ("keyword", "semantic", "hybrid"):
-            raise UsageError(f"--mode must be keyword, semantic or hybrid, got {mode!r}")
-        depth = max(k * 5, 50)
-        kw = self.keyword.search(q, depth) if mode != "semantic" else []
-        sem = self._semantic(q, depth) if mode != "keyword" else []
-        if mode == "semantic" and not q.text.strip():
-            kw = self.keyword.search(q, depth)  # filters only: nothing to embed
-        kw_rank = {rowid: i + 1 for i, (_, rowid, _) in enumerate(kw)}
-        sem_rank = {rowid: i + 1 for i, (rowid, _) in enumerate(sem)}
-        sims = dict(sem)
-        scores: dict[int, float] = {}
-        if mode == "keyword" or (mode == "semantic" and not sem):
-            scores = {rowid: s for _, rowid, s in kw}
-        elif mode == "semantic":
-            scores = dict(sem)
-        else:
-            w_kw, w_sem = self.weights
-            lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
-            if extra_terms:
-                ex = dataclasses.replace(q, terms=or_terms(extra_terms), phrases=[])
-                more = self.keyword.search(ex, depth, within=q)  # other words, the same operators
-                lists.append(({r: i + 1 for i, (_, r, _) in enumerate(more)}, 0.5 * w_kw))
-            for ranks, w in lists:
-                for rowid, r in ranks.items():
-                    scores[rowid] = scores.get(rowid, 0.0) + w / (self.cfg.rrf_k + r)
+
+        def keyword(qq: Query, depth: int, within: Query | None) -> list[tuple[int, float]]:
+            return [(rowid, s) for _, rowid, s in self.keyword.search(qq, depth, within=within)]
+
+        scores, kw_rank, sem_rank, sims = fuse(
+            q, mode or self.cfg.mode, max(k * 5, 50), keyword, self._semantic, self.weights, self.cfg.rrf_k,
+            extra_terms,
+        )  # fmt: skip
         return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
 
     def _rows(
@@ -281,14 +263,6 @@ class SearchIndex:
             found = store.posts_by_seq(rowids)
             keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
             return found, store.tombstoned(keys)
-
-
-def or_terms(terms: list[str]) -> list[str]:
-    """[a, b, c] → [a, OR, b, OR, c] (any of the terms)."""
-    out: list[str] = []
-    for t in terms:
-        out += ([] if not out else ["OR"]) + [t]
-    return out
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

@@ -47,7 +47,8 @@ from roost.config import SearchConfig
 from roost.corpus.pgstore import connect, has_schema, redact
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
-from roost.search.hybrid import Hit, or_terms
+from roost.search.fusion import fuse
+from roost.search.hybrid import Hit
 from roost.search.query import Query, parse
 
 INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
@@ -293,36 +294,16 @@ class PgSearch:
         """Ranked posts, as `SearchIndex.search`. `extra_terms` (from LLM query expansion) add a third, optional
         keyword ranking under the same operators."""
         q = parse(query) if isinstance(query, str) else query
-        mode = mode or self.cfg.mode
         k = k or self.cfg.k
         recency = self.cfg.recency if recency is None else recency
-        if mode not in ("keyword", "semantic", "hybrid"):
-            raise UsageError(f"--mode must be keyword, semantic or hybrid, got {mode!r}")
-        depth = max(k * 5, 50)
-        kw = self._keyword(q, depth) if mode != "semantic" else []
-        sem = self._semantic(q, depth) if mode != "keyword" else []
-        if mode == "semantic" and not q.text.strip():
-            kw = self._keyword(q, depth)  # filters only: nothing to embed
-        kw_rank = {seq: i + 1 for i, (seq, _) in enumerate(kw)}
-        sem_rank = {seq: i + 1 for i, (seq, _) in enumerate(sem)}
-        sims = dict(sem)
-        scores: dict[int, float] = {}
-        if mode == "keyword" or (mode == "semantic" and not sem):
-            scores = dict(kw)
-        elif mode == "semantic":
-            scores = dict(sem)
-        else:
-            w_kw, w_sem = self.weights
-            lists = [(kw_rank, w_kw), (sem_rank, w_sem)]
-            if extra_terms:
-                import dataclasses
 
-                ex = dataclasses.replace(q, terms=or_terms(extra_terms), phrases=[])
-                more = self._keyword(ex, depth, within=q)  # other words, the same operators
-                lists.append(({s: i + 1 for i, (s, _) in enumerate(more)}, 0.5 * w_kw))
-            for ranks, w in lists:
-                for seq, r in ranks.items():
-                    scores[seq] = scores.get(seq, 0.0) + w / (self.cfg.rrf_k + r)
+        def keyword(qq: Query, depth: int, within: Query | None) -> list[tuple[int, float]]:
+            return self._keyword(qq, depth, within=within)
+
+        scores, kw_rank, sem_rank, sims = fuse(
+            q, mode or self.cfg.mode, max(k * 5, 50), keyword, self._semantic, self.weights, self.cfg.rrf_k,
+            extra_terms,
+        )  # fmt: skip
         return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
 
     def _rows(
