@@ -8,10 +8,32 @@ with LLM query expansion, a third keyword list of the extra words under the same
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from roost.errors import UsageError
 from roost.search.query import Query
+
+
+@dataclass
+class Hit:
+    """One search result (the API's `SearchHit`)."""
+
+    id: str
+    author: str
+    created_at: str
+    text: str
+    score: float
+    keyword_rank: int | None = None
+    semantic_rank: int | None = None
+    similarity: float | None = None  # cosine of the query and post embeddings, when semantic search ran
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
 
 # keyword(query, depth, within) -> [(doc, score)] best first; semantic(query, depth) -> [(doc, similarity)]
 Keyword = Callable[[Query, int, Query | None], list[tuple[int, float]]]
@@ -62,3 +84,40 @@ def fuse(
             for doc, r in ranks.items():
                 scores[doc] = scores.get(doc, 0.0) + w / (rrf_k + r)
     return scores, kw_rank, sem_rank, sims
+
+
+# lookup(docs) -> {doc: (id, author, created_at, text)} for the posts still in the store and not tombstoned
+Lookup = Callable[[list[int]], dict[int, tuple[str, str, str, str]]]
+
+
+def hits(
+    scores: dict[int, float],
+    kw_rank: dict[int, int],
+    sem_rank: dict[int, int],
+    sims: dict[int, float],
+    k: int,
+    recency: float,
+    lookup: Lookup,
+) -> list[Hit]:
+    """The best `k` live posts: only the best candidates are looked up (and checked against the tombstones), more
+    when many were forgotten; `recency` boosts newer posts (1 + recency / (1 + age in days / 30))."""
+    if not scores:
+        return []
+    order = sorted(scores, key=lambda d: -scores[d])  # stable: on a tie, the keyword list's order (fuse adds it first)
+    take = max(k * 3, 30) if not recency else len(order)
+    found = lookup(order[:take])
+    while take < len(order) and sum(1 for d in order[:take] if d in found) < k:
+        found.update(lookup(order[take : take * 2]))
+        take *= 2
+    out = []
+    now = time.time()
+    for doc in order[:take]:
+        score, row = scores[doc], found.get(doc)
+        if row is None:
+            continue  # forgotten: never returned, whatever the index still holds
+        if recency:
+            age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
+            score *= 1.0 + recency / (1.0 + max(age_days, 0.0) / 30.0)
+        out.append(Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(doc), sem_rank.get(doc), sims.get(doc)))
+    out.sort(key=lambda h: -h.score)
+    return out[:k]

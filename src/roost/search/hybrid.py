@@ -21,8 +21,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +30,11 @@ from roost.config import SearchConfig
 from roost.corpus.backend import PostReader, open_reader, store_exists
 from roost.corpus.post import author_key
 from roost.errors import RoostError
-from roost.search.fusion import fuse, or_terms  # noqa: F401 — or_terms re-exported for answer/eval
+from roost.search.fusion import Hit, fuse, hits, or_terms  # noqa: F401 — Hit, or_terms re-exported
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
 from roost.workspace import Workspace
-
-
-@dataclass
-class Hit:
-    id: str
-    author: str
-    created_at: str
-    text: str
-    score: float
-    keyword_rank: int | None = None
-    semantic_rank: int | None = None
-    similarity: float | None = None  # cosine of the query and post embeddings, when semantic search ran
-
-    def to_json(self) -> dict[str, Any]:
-        return self.__dict__.copy()
 
 
 class SearchIndex:
@@ -222,47 +205,22 @@ class SearchIndex:
             q, mode or self.cfg.mode, max(k * 5, 50), keyword, self._semantic, self.weights, self.cfg.rrf_k,
             extra_terms,
         )  # fmt: skip
-        return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
-
-    def _rows(
-        self,
-        scores: dict[int, float],
-        kw_rank: dict[int, int],
-        sem_rank: dict[int, int],
-        sims: dict[int, float],
-        k: int,
-        recency: float,
-    ) -> list[Hit]:
-        if not scores:
-            return []
-        # only the best candidates are looked up (and checked against the tombstones); more if many were forgotten
-        order = sorted(scores, key=lambda r: -scores[r])
-        take = max(k * 3, 30) if not recency else len(order)
-        found, gone = self._lookup(order[:take])
-        while take < len(order) and sum(1 for r in order[:take] if r in found) < k:
-            more, gone2 = self._lookup(order[take : take * 2])
-            found.update(more)
-            gone |= gone2
-            take *= 2
-        hits = []
-        now = time.time()
-        for rowid in order[:take]:
-            score, row = scores[rowid], found.get(rowid)
-            if row is None or ("post", row[0]) in gone or ("author", author_key(row[1])) in gone:
-                continue  # forgotten: never returned, whatever the index still holds
-            if recency:
-                age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
-                score *= 1.0 + recency / (1.0 + max(age_days, 0.0) / 30.0)
-            hit = Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(rowid), sem_rank.get(rowid), sims.get(rowid))
-            hits.append(hit)
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+        return hits(scores, kw_rank, sem_rank, sims, k, recency, self._live)
 
     def _lookup(self, rowids: list[int]) -> tuple[dict[int, tuple[str, str, str, str]], set[tuple[str, str]]]:
         with open_reader(self.db) as store:
             found = store.posts_by_seq(rowids)
             keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
             return found, store.tombstoned(keys)
+
+    def _live(self, rowids: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """rowid → (id, author, created_at, text) of the posts still in the store and not tombstoned."""
+        found, gone = self._lookup(rowids)
+        return {
+            r: row
+            for r, row in found.items()
+            if ("post", row[0]) not in gone and ("author", author_key(row[1])) not in gone
+        }
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

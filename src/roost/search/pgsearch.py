@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +46,7 @@ from roost.config import SearchConfig
 from roost.corpus.pgstore import connect, has_schema, redact
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
-from roost.search.fusion import fuse
-from roost.search.hybrid import Hit
+from roost.search.fusion import Hit, fuse, hits
 from roost.search.query import Query, parse
 
 INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
@@ -304,37 +302,7 @@ class PgSearch:
             q, mode or self.cfg.mode, max(k * 5, 50), keyword, self._semantic, self.weights, self.cfg.rrf_k,
             extra_terms,
         )  # fmt: skip
-        return self._rows(scores, kw_rank, sem_rank, sims, k, recency)
-
-    def _rows(
-        self,
-        scores: dict[int, float],
-        kw_rank: dict[int, int],
-        sem_rank: dict[int, int],
-        sims: dict[int, float],
-        k: int,
-        recency: float,
-    ) -> list[Hit]:
-        if not scores:
-            return []
-        order = sorted(scores, key=lambda s: (-scores[s], s))
-        take = max(k * 3, 30) if not recency else len(order)
-        found = self._lookup(order[:take])
-        while take < len(order) and sum(1 for s in order[:take] if s in found) < k:
-            found.update(self._lookup(order[take : take * 2]))
-            take *= 2
-        hits = []
-        now = time.time()
-        for seq in order[:take]:
-            score, row = scores[seq], found.get(seq)
-            if row is None:
-                continue  # forgotten (or tombstoned): never returned, whatever the index still holds
-            if recency:
-                age_days = (now - datetime.fromisoformat(row[2].replace("Z", "+00:00")).timestamp()) / 86400
-                score *= 1.0 + recency / (1.0 + max(age_days, 0.0) / 30.0)
-            hits.append(Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(seq), sem_rank.get(seq), sims.get(seq)))
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+        return hits(scores, kw_rank, sem_rank, sims, k, recency, self._lookup)
 
     def _lookup(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
         """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned."""
