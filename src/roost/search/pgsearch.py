@@ -44,6 +44,7 @@ import psycopg
 
 from roost.config import SearchConfig
 from roost.corpus.pgstore import connect, has_schema, redact
+from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
 from roost.search.fusion import Hit, fuse, hits
@@ -91,6 +92,7 @@ class PgSearch:
         self._embedder = embedder
         self._local = threading.local()  # one connection per thread (searches set transaction-local options)
         self._cons: list[psycopg.Connection[Any]] = []
+        self._readers: list[Any] = []
         self._cons_lock = threading.Lock()
         con = self.con
         if not has_schema(con):
@@ -124,8 +126,23 @@ class PgSearch:
         row = self.con.execute("SELECT docs FROM search_state WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
+    @property
+    def store(self) -> Any:
+        """This thread's read-only view of the post store (`roost.corpus.backend.open_reader`)."""
+        reader = getattr(self._local, "store", None)
+        if reader is None:
+            from roost.corpus.backend import open_reader
+
+            reader = self._local.store = open_reader(self.url)
+            with self._cons_lock:
+                self._readers.append(reader)
+        return reader
+
     def close(self) -> None:
         with self._cons_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             for con in self._cons:
                 con.close()
             self._cons.clear()
@@ -161,28 +178,22 @@ class PgSearch:
         """Index posts stored since the last call (by any replica) and delete posts tombstoned since; (added,
         removed). Commits each batch: visible to every replica when it returns. Cheap when nothing changed."""
         con = self.con
-        fresh = con.execute(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM posts) > s.seq"
-            " OR (SELECT coalesce(max(seq), 0) FROM tombstones) > s.tomb_seq FROM search_state s WHERE id = 1"
-        ).fetchone()
-        if not (fresh and fresh[0]):
+        store = self.store  # the post store is read through its API only (its schema belongs to roost.corpus)
+        state = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()
+        if state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]:
             return 0, 0
         added = removed = 0
         while True:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # other replicas wait here
                 seq, tomb = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()  # type: ignore[misc]
-                rows = con.execute(
-                    "SELECT seq, id, author, author_key, created_at, text, lang, reply_to, mentions, repost_of"
-                    " FROM posts WHERE seq > %s ORDER BY seq LIMIT %s",
-                    (seq, batch),
-                ).fetchall()
-                docs = [r for r in rows if r[9] is None]  # reposts are not indexed (as in SearchIndex)
-                n = self._insert(docs) if docs else 0
+                top = store.max_seq()
+                rows: list[tuple[Any, ...]] = next(
+                    iter(store.searchable_rows(after=seq, upto=top, batch=batch)), []
+                )  # reposts excluded
+                n = self._insert(rows) if rows else 0
                 # tombstones after the posts: one committed between the two reads is applied now
-                tombs = con.execute(
-                    "SELECT seq, kind, key FROM tombstones WHERE seq > %s ORDER BY seq", (tomb,)
-                ).fetchall()
+                tombs = store.tombstones_since(tomb)
                 gone = 0
                 if tombs:
                     posts = [k for _, kind, k in tombs if kind == "post"]
@@ -193,7 +204,7 @@ class PgSearch:
                     ).rowcount
                 con.execute(
                     "UPDATE search_state SET seq = %s, tomb_seq = %s, docs = docs + %s - %s WHERE id = 1",
-                    (rows[-1][0] if rows else seq, tombs[-1][0] if tombs else tomb, n, gone),
+                    (rows[-1][0] if len(rows) == batch else top, tombs[-1][0] if tombs else tomb, n, gone),
                 )
             added += n
             removed += gone
@@ -208,9 +219,10 @@ class PgSearch:
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         import json
 
-        vecs = self.embedder.encode([r[5] for r in rows])
+        vecs = self.embedder.encode([r[4] for r in rows])
         params = []
-        for (seq, pid, author, akey, created, text, lang, reply_to, mentions, _), v in zip(rows, vecs, strict=True):
+        for (seq, pid, author, created, text, lang, reply_to, mentions), v in zip(rows, vecs, strict=True):
+            akey = author_key(author)
             ments = [str(m).lstrip("@").lower() for m in json.loads(mentions or "[]")]
             when = datetime.fromisoformat(created.replace("Z", "+00:00"))
             params.append(
@@ -306,10 +318,11 @@ class PgSearch:
 
     def _lookup(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
         """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned."""
-        rows = self.con.execute(
-            "SELECT p.seq, p.id, p.author, p.created_at, p.text FROM posts p WHERE p.seq = ANY(%s::bigint[])"
-            " AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE (t.kind = 'post' AND t.key = p.id)"
-            " OR (t.kind = 'author' AND t.key = p.author_key))",
-            (list(seqs),),
-        ).fetchall()
-        return {int(r[0]): (r[1], r[2], r[3], r[4]) for r in rows}
+        store = self.store
+        found = store.posts_by_seq(list(seqs))
+        gone = store.tombstoned(list({k for row in found.values() for k in (row[0], author_key(row[1]))}))
+        return {
+            int(s): row
+            for s, row in found.items()
+            if ("post", row[0]) not in gone and ("author", author_key(row[1])) not in gone
+        }
