@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,26 @@ def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
 
 def has_schema(con: psycopg.Connection[Any]) -> bool:
     return con.execute("SELECT to_regclass('posts') IS NOT NULL").fetchone()[0]  # type: ignore[index,no-any-return]
+
+
+def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: int, wait_s: float = 10.0) -> bool:
+    """Rewrite `tables` (VACUUM FULL) so rows deleted by transaction `deleted_by` leave their files: a plain VACUUM
+    frees a dead row's space but PostgreSQL never overwrites it in place, so its bytes would stay in the page.
+    First waits (up to `wait_s`) for every session whose snapshot predates the deletion, which would otherwise keep
+    the rows as "recently dead" through the rewrite. False when such a session outlasted the wait (the rows go at
+    the next rewrite); the server's WAL, backups and replicas keep their own copies until their own retention."""
+    xid = deleted_by % 2**32
+    older = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_xmin IS NOT NULL "
+        "AND age(backend_xmin) >= age(%s::text::xid)"
+    )
+    deadline = time.monotonic() + wait_s
+    while (busy := con.execute(older, (str(xid),)).fetchone()[0]) and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.05)
+    for t in sorted(set(tables)):
+        if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
+            con.execute(f"VACUUM (FULL) {t}".encode())
+    return not busy
 
 
 def migrate(con: psycopg.Connection[Any]) -> list[int]:
@@ -111,6 +132,7 @@ class PgStore:
             raise
         self._partitions: set[str] = set()
         self._vacuum: set[str] = set()  # partitions with rows deleted since the last checkpoint()
+        self._deleted_by = 0  # the transaction that deleted them
 
     def close(self) -> None:
         self.con.close()
@@ -296,21 +318,20 @@ class PgStore:
         return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone}
 
     def checkpoint(self) -> bool:
-        """VACUUM the partitions (and id/signature tables) that lost rows in forget(), so the deleted rows are
-        removed from heap pages and indexes rather than left as dead tuples, then CHECKPOINT where allowed.
-        False when VACUUM could not run (it is retried at the next erasure). Copies the server itself keeps
-        (WAL segments until recycled, base backups, replicas) follow the server's own retention."""
-        tables = sorted(self._vacuum | {"signatures", "post_ids"}) if self._vacuum else []
+        """Rewrite the partitions (and the id/signature tables) that lost rows in forget() so the deleted rows'
+        bytes leave the table files (`erase_rows`: one month's partition per month touched, not the whole store),
+        then CHECKPOINT where allowed. False when a rewrite could not run or an older snapshot outlasted the wait
+        (the report says so; the next erasure rewrites again)."""
+        if not self._vacuum:
+            return True
         try:
-            for t in tables:
-                if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (regclass text of a partition)
-                    self.con.execute(f"VACUUM {t}".encode())
+            clean = erase_rows(self.con, self._vacuum | {"signatures", "post_ids"}, self._deleted_by)
         except psycopg.Error:
             return False
         self._vacuum.clear()
         with contextlib.suppress(psycopg.Error):
-            self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the VACUUM above is what matters
-        return True
+            self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the rewrite above is what matters
+        return clean
 
     def tombstone_cursor(self) -> int:
         """The newest tombstone's seq: a follower that saw a smaller one has erasures to apply."""

@@ -34,7 +34,6 @@ and exact over the allowed posts if that still comes back short.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from datetime import datetime
 from typing import Any
@@ -43,7 +42,7 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgstore import connect, has_schema, redact
+from roost.corpus.pgstore import connect, erase_rows, has_schema, redact
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
@@ -182,7 +181,7 @@ class PgSearch:
         state = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()
         if state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]:
             return 0, 0
-        added = removed = 0
+        added = removed = deleted_by = 0
         while True:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # other replicas wait here
@@ -202,6 +201,8 @@ class PgSearch:
                         "DELETE FROM search_docs WHERE id = ANY(%s::text[]) OR author_key = ANY(%s::text[])",
                         (posts, authors),
                     ).rowcount
+                    if gone:
+                        deleted_by = int(con.execute("SELECT pg_current_xact_id()::text").fetchone()[0])  # type: ignore[index]
                 con.execute(
                     "UPDATE search_state SET seq = %s, tomb_seq = %s, docs = docs + %s - %s WHERE id = 1",
                     (rows[-1][0] if len(rows) == batch else top, tombs[-1][0] if tombs else tomb, n, gone),
@@ -210,10 +211,8 @@ class PgSearch:
             removed += gone
             if len(rows) < batch:
                 break
-        if removed:  # the deleted rows leave the table and its indexes, not only the results
-            con.execute("VACUUM search_docs")
-            with contextlib.suppress(psycopg.Error):  # rebuilt without them (reads go on meanwhile); best effort
-                con.execute("REINDEX TABLE CONCURRENTLY search_docs")
+        if removed:  # the deleted rows' bytes leave the table and its indexes (GIN keys, HNSW), not only the results
+            erase_rows(con, ["search_docs"], deleted_by)
         return added, removed
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
