@@ -40,10 +40,35 @@ class CliResult:
 
 
 class Cli:
-    """The installed `roost` console script in a real process, with `--home` set (tests never import CLI modules)."""
+    """The installed `roost` console script in a real process, with `--home` set (tests never import CLI modules).
+    `store`: None for the home's SQLite store, or the postgresql:// URL its roost.toml names (`store_cli`)."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, store: str | None = None):
         self.home = home
+        self.store = store
+
+    def sql(self, query: str) -> list[tuple]:
+        """Rows of a query on the store, whichever backend it is (the check reads the database directly)."""
+        if self.store is None:
+            con = sqlite3.connect(self.home / "corpus.db")
+            try:
+                return con.execute(query).fetchall()
+            finally:
+                con.close()
+        import psycopg
+
+        with psycopg.connect(self.store) as pg:
+            return pg.execute(query.encode()).fetchall()
+
+    def posts(self, where: str = "TRUE") -> dict[str, dict]:
+        """id → row (column → value) of the store's posts, whichever backend."""
+        if self.store is None:
+            return {k: dict(v) for k, v in posts(self.home / "corpus.db", where.replace("TRUE", "1")).items()}
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.store, row_factory=dict_row) as pg:
+            return {r["id"]: r for r in pg.execute(f"SELECT * FROM posts WHERE {where}".encode())}
 
     def __call__(self, *args: str, ok: bool = True) -> CliResult:
         proc = run_roost("--home", str(self.home), *args, check=False)
@@ -56,6 +81,18 @@ class Cli:
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_cli(home: Path, request: pytest.FixtureRequest) -> Cli:
+    """The CLI on each store backend: the home's SQLite file + the embedded index, or a fresh database on the
+    session's real PostgreSQL with `[store] url` and `[search] backend = "postgres"` in the home's roost.toml."""
+    if request.param == "sqlite":
+        return Cli(home)
+    url = request.getfixturevalue("pg_url")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "roost.toml").write_text(f'[store]\nurl = "{url}"\n\n[search]\nbackend = "postgres"\n')
+    return Cli(home, url)
 
 
 def run_roost(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

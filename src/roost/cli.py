@@ -164,17 +164,16 @@ def ingest(
         on_wait=lambda m: console.print(f"[yellow]{m}[/]"),
     )
     print_ingest_report(report.to_json(), console)
-    if report.stored and (st.ws.index_dir / "meta.json").is_file():
-        from roost.search.hybrid import SearchIndex
-        from roost.search.keyword import IndexBusy
+    if report.stored:
+        from roost.search.backend import keep_current
 
-        try:  # keep search current (a running `roost serve` does this itself within a second)
-            meta = SearchIndex.build(st.ws.root, cfg=st.config.search, rebuild=False)
-            console.print(f"search index updated: +{meta['added']:,} posts")
-        except IndexBusy:
+        meta = keep_current(st.ws.root, st.config.search)
+        if meta and meta.get("busy"):
             console.print(
                 "a running `roost serve` holds the search index: the new posts are searchable within a second"
             )
+        elif meta:
+            console.print(f"search index updated: +{meta['added']:,} posts")
 
 
 @corpus_app.command("stats")

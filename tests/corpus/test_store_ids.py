@@ -9,6 +9,7 @@ from pathlib import Path
 
 from roost.corpus.store import Store
 from roost.corpus.writers import Draft, write_x_archive
+from tests.conftest import Cli
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TEXTS = [
@@ -23,14 +24,14 @@ def _archive(root: Path, user: str, texts: list[str], first_id: int) -> Path:
     return write_x_archive(root / f"{user}-{first_id}", user, "42", drafts)
 
 
-def test_a_post_after_the_deleted_newest_gets_a_new_id_and_is_indexed(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_post_after_the_deleted_newest_gets_a_new_id_and_is_indexed(tmp_path: Path, store_cli: Cli) -> None:
+    cli = store_cli
     cli("ingest", str(_archive(tmp_path, "alice", TEXTS, 1000)))
     cli("index")
-    db = cli.home / "corpus.db"
-    top = sqlite3.connect(db).execute("SELECT max(rowid) FROM posts").fetchone()[0]
+    top = cli.sql("SELECT max(seq) FROM posts")[0][0]
     cli("forget", "--post", "x:1002")  # the newest row
     cli("ingest", str(_archive(tmp_path, "bob", ["Zeppelins over the old harbour at dawn, quiet and huge"], 5000)))
-    new = sqlite3.connect(db).execute("SELECT rowid FROM posts WHERE id = 'x:5000'").fetchone()[0]
+    new = cli.sql("SELECT seq FROM posts WHERE id = 'x:5000'")[0][0]
     assert new > top  # never the deleted row's id
     out = " ".join(cli("index").output.split())  # ingest already caught the index up; nothing left to add
     assert "the index: 3 posts (+0 -0)" in out
@@ -70,25 +71,27 @@ def test_v1_store_migrates_keeping_ids(tmp_path: Path) -> None:
         assert s.db.execute("SELECT count(*) FROM posts").fetchone()[0] == 3
 
 
-def test_forget_author_is_case_insensitive_everywhere(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_forget_author_is_case_insensitive_everywhere(tmp_path: Path, store_cli: Cli) -> None:
+    cli = store_cli
     cli("ingest", str(_archive(tmp_path, "TidePool", TEXTS, 1000)))
     cli("index")
     out = cli("forget", "--author", "tidepool").output  # X handles are case-insensitive
     assert "forgot 3 post(s)" in out
-    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+    assert cli.sql("SELECT count(*) FROM posts") == [(0,)]
     again = cli(
         "ingest", str(_archive(tmp_path, "TIDEPOOL", ["A brand new post from the same person, other case"], 7000))
     )
     assert "forgotten (not resurrected)" in again.output
-    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+    assert cli.sql("SELECT count(*) FROM posts") == [(0,)]
 
 
-def test_forget_non_ascii_author_any_case(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_forget_non_ascii_author_any_case(tmp_path: Path, store_cli: Cli) -> None:
+    cli = store_cli
     """One author rule in SQL and Python (str.casefold), not SQLite's ASCII-only NOCASE."""
     for i, who in enumerate(("Élodie", "ÉLODIE", "Straße")):
         cli("ingest", str(_archive(tmp_path, who, [f"{TEXTS[i]} ({who})"], 1000 + 10 * i)))
     assert "forgot 2 post(s)" in cli("forget", "--author", "élodie").output
     assert "forgot 1 post(s)" in cli("forget", "--author", "STRASSE").output  # casefold: ß == ss
-    assert sqlite3.connect(cli.home / "corpus.db").execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+    assert cli.sql("SELECT count(*) FROM posts") == [(0,)]
     bad = cli("forget", "--author", " ", ok=False)
     assert bad.exit_code == 2 and "names nothing" in bad.output

@@ -104,3 +104,25 @@ def build_index(home: Path, cfg: SearchConfig, on_batch: Any = None, rebuild: bo
         index.close()
     return {"posts": posts, "added": added, "removed": removed, "seconds": time.perf_counter() - t0,
             "vectors": "pgvector", "where": "the store's PostgreSQL database"}  # fmt: skip
+
+
+def keep_current(home: Path, cfg: SearchConfig) -> dict[str, Any] | None:
+    """After an ingest: catch the configured index up with the new posts when it has been built (so `roost search`
+    is current at once). None when there is no index yet; {"busy": True} when a running `roost serve` holds the
+    embedded index (its live indexer adds them within a second); else `build_index`'s summary."""
+    from roost.workspace import Workspace
+
+    if cfg.backend == "postgres":
+        from roost.search.pgsearch import search_tables_exist
+
+        if not search_tables_exist(Workspace(home).store):
+            return None
+        return build_index(home, cfg)
+    if not (Workspace(home).index_dir / "meta.json").is_file():
+        return None
+    from roost.search.keyword import IndexBusy
+
+    try:
+        return build_index(home, cfg)
+    except IndexBusy:
+        return {"busy": True}

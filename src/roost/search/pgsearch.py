@@ -78,6 +78,17 @@ CREATE INDEX IF NOT EXISTS search_docs_created ON search_docs (created);
 """
 
 
+def search_tables_exist(url: Any) -> bool:
+    """Whether the store at `url` (a PostgreSQL URL) has the search tables (`roost index` or a server made them)."""
+    from roost.corpus.backend import is_server
+
+    if not is_server(url):
+        return False
+    with connect(str(url)) as con:
+        row = con.execute("SELECT to_regclass('search_state') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 class PgSearch:
     exact_limit = 20_000  # the vector query is exact when ≤ this many posts (or ≤ 5 %) pass the operators
 
