@@ -102,6 +102,60 @@ def test_the_same_exports_read_back_the_same_from_both_backends(tmp_path: Path, 
         assert r1.post_by_seq(3) == r2.post_by_seq(3)
 
 
+def test_copy_decisions_from_the_database_equal_the_in_memory_ones(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL decides copies from the database (exact keys, LSH bands: dedup.StoreCopies), SQLite from memory
+    (dedup.MemoryCopies): the same exports in the same order get the same original for every copy, post by post,
+    including a later ingest with another threshold (a new band scheme, filled from the stored signatures)."""
+    a, b = _exports(tmp_path / "exports")
+    extra = _drafts(900, seed=5, start_id=1_800_000_000_000_000_000)
+    c = write_x_archive(tmp_path / "exports" / "carol", "carol", "3", extra)
+    lite = tmp_path / "corpus.db"
+    for loc in (lite, pg_url):
+        ingest([a, b], loc, CorpusConfig(workers=1), show_progress=False)
+        ingest([c], loc, CorpusConfig(workers=1, near_dup_threshold=0.6), show_progress=False)
+
+    def decisions(loc: Location) -> dict[str, tuple]:
+        with open_store(loc, readonly=True) as st:
+            assert st.stats()["near_duplicates"] > 10
+        if loc == lite:
+            import sqlite3
+
+            rows = sqlite3.connect(lite).execute("SELECT id, dup_of, near_dup_of FROM posts").fetchall()
+        else:
+            with psycopg.connect(pg_url) as con:
+                rows = con.execute("SELECT id, dup_of, near_dup_of FROM posts").fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    assert decisions(lite) == decisions(pg_url)
+    with psycopg.connect(pg_url) as con:  # the second scheme was filled from the first ingest's signatures
+        schemes = con.execute("SELECT scheme, count(*) FROM signature_bands GROUP BY scheme").fetchall()
+        n_sigs = con.execute("SELECT count(*) FROM signatures").fetchone()[0]  # type: ignore[index]
+        bands = {
+            s: con.execute("SELECT bands FROM band_schemes WHERE scheme = %s", (s,)).fetchone()[0] for s, _ in schemes
+        }  # type: ignore[index]
+    assert len(schemes) == 2 and all(n == n_sigs * bands[s] for s, n in schemes), (schemes, n_sigs)
+    # the database's candidates are exactly datasketch's LSH candidates (signatures with some values changed)
+    with open_store(pg_url) as st:
+        cfg = CorpusConfig()
+        full = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm)
+        stored = list(st.signatures())
+        for pid, sig in stored:
+            full.add(pid, sig)
+        scheme = f"{cfg.num_perm}:{full.lsh.b}x{full.lsh.r}"
+        rng = np.random.default_rng(0)
+        for _, sig in stored[:: max(1, len(stored) // 60)]:
+            q = sig.copy()
+            q[rng.choice(len(q), int(rng.integers(1, 40)), replace=False)] = rng.integers(0, 2**32, 1, dtype=np.uint32)
+            want = set(full.lsh.query(full._lean(q)))
+            got = {pid for pid, _ in st.lookup_copies([], [q.tobytes()], scheme)[1]}  # type: ignore[attr-defined]
+            assert got == want
+        gone = st.forget(["carol"], [])["ids"]
+    with psycopg.connect(pg_url) as con:
+        assert gone and con.execute(
+            "SELECT count(*) FROM signature_bands WHERE post_id = ANY(%s)", (gone,)
+        ).fetchone() == (0,)
+
+
 def test_forget_is_the_same_on_both_backends(tmp_path: Path, pg_url: str) -> None:
     paths = _exports(tmp_path / "exports")
     lite = tmp_path / "corpus.db"

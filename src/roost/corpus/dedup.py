@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from typing import Any
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -90,3 +91,75 @@ class NearDupIndex:
     def remove(self, post_id: str) -> None:
         if self.sigs.pop(post_id, None) is not None:
             self.lsh.remove(post_id)
+
+
+class MemoryCopies:
+    """Copy decisions from memory (the SQLite store, one writer at a time): every original's exact key and MinHash
+    signature is loaded at start; before each batch the originals other writers stored since are taken in."""
+
+    def __init__(self, store: Any, threshold: float, num_perm: int, run_id: int):
+        self.store, self.num_perm, self.run_id = store, num_perm, run_id
+        # the cursor first: rows another writer commits while the state below is read are read again by follow()
+        self.seq = store.max_seq()
+        self.originals: dict[bytes, str] = dict(store.original_hashes())
+        self.near_index = NearDupIndex(threshold, num_perm)
+        for pid, sig in store.signatures():
+            if len(sig) == num_perm:
+                self.near_index.add(pid, sig)
+
+    def follow(self) -> None:
+        """Take in the originals other writers (a server, another ingest) stored since: a copy of one of them is
+        then a duplicate here too, whichever process stored the original."""
+        top = self.store.max_seq()
+        if top == self.seq:
+            return
+        hashes, sigs = self.store.dedup_state_since(self.seq, self.run_id)
+        for key, pid in hashes:
+            self.originals.setdefault(key, pid)
+        for pid, sig in sigs:
+            if len(sig) == self.num_perm:
+                self.near_index.add(pid, sig)
+        self.seq = top
+
+    def prepare(self, keys: list[bytes], sigs: list[bytes]) -> None:
+        """Before deciding a batch (under the store's write lock)."""
+        self.follow()
+
+    def exact(self, key: bytes) -> str | None:
+        return self.originals.get(key)
+
+    def near(self, sig: np.ndarray) -> str | None:
+        return self.near_index.match(sig)
+
+    def add(self, key: bytes, post_id: str, sig: np.ndarray | None) -> None:
+        """A new original (sig: when it is also a near-copy original)."""
+        self.originals[key] = post_id
+        if sig is not None:
+            self.near_index.add(post_id, sig)
+
+
+class StoreCopies(MemoryCopies):
+    """Copy decisions from the database (PostgreSQL, many writers at once): nothing is loaded at start; before
+    each batch, under the write lock, the store returns the stored originals of the batch's exact keys and every
+    stored signature sharing an LSH band with one of its signatures (`lookup_copies`, LSH bands in the database),
+    and the batch is decided against those plus its own earlier posts. The candidates are the ones a full
+    in-memory index would return, so the decisions are the same."""
+
+    def __init__(self, store: Any, threshold: float, num_perm: int, run_id: int):  # noqa: D107 — nothing loaded
+        self.store, self.num_perm, self.run_id, self.threshold = store, num_perm, run_id, threshold
+        lsh = NearDupIndex(threshold, num_perm).lsh
+        self.bands, self.rows = lsh.b, lsh.r
+        self.scheme = ""
+        self.originals, self.near_index = {}, NearDupIndex(threshold, num_perm)
+
+    def follow(self) -> None:
+        """Nothing to follow: every batch asks the database."""
+
+    def prepare(self, keys: list[bytes], sigs: list[bytes]) -> None:
+        if not self.scheme:
+            self.scheme = self.store.ensure_bands(self.num_perm, self.bands, self.rows)
+        self.originals, cands = self.store.lookup_copies(keys, sigs, self.scheme)
+        self.near_index = NearDupIndex(self.threshold, self.num_perm)
+        for pid, sig in cands:
+            if len(sig) == self.num_perm:
+                self.near_index.add(pid, sig)

@@ -27,7 +27,7 @@ from roost.config import CorpusConfig
 from roost.corpus import lang as langid
 from roost.corpus.backend import Location, PostStore, is_server, open_store
 from roost.corpus.clean import check_keys, clean_post
-from roost.corpus.dedup import NearDupIndex, signature, text_key
+from roost.corpus.dedup import MemoryCopies, StoreCopies, signature, text_key
 from roost.corpus.importers import ImportOptions, expand_paths, read_export
 from roost.corpus.pii import scrub
 from roost.corpus.post import BadRecord, Post, RecordError, author_key, iso
@@ -111,29 +111,14 @@ class Ingester:
     def __init__(self, store: PostStore, cfg: CorpusConfig, run_id: int):
         self.store, self.cfg, self.run_id = store, cfg, run_id
         self.report = Report()
-        # the cursor first: rows another writer commits while the state below is read are read again by follow()
-        self.seq = store.max_seq()
         self.dead_posts, self.dead_authors = store.tombstones()
-        self.originals: dict[bytes, str] = dict(store.original_hashes())
-        self.near = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm)
-        for pid, sig in store.signatures():
-            if len(sig) == cfg.num_perm:
-                self.near.add(pid, sig)
+        kind = StoreCopies if getattr(store, "copies_in_store", False) else MemoryCopies
+        self.copies = kind(store, cfg.near_dup_threshold, cfg.num_perm, run_id)
         self.seen: set[str] = set()
 
     def follow(self) -> None:
-        """Take in the originals other writers (a server, another ingest) stored since: a copy of one of them is
-        then a duplicate here too, whichever process stored the original."""
-        top = self.store.max_seq()
-        if top == self.seq:
-            return
-        hashes, sigs = self.store.dedup_state_since(self.seq, self.run_id)
-        for key, pid in hashes:
-            self.originals.setdefault(key, pid)
-        for pid, sig in sigs:
-            if len(sig) == self.cfg.num_perm:
-                self.near.add(pid, sig)
-        self.seq = top
+        """Take in the originals other writers stored since the last batch (see `MemoryCopies.follow`)."""
+        self.copies.follow()
 
     def admit(self, batch: list[Post]) -> list[Post]:
         """Drop what must not or need not be processed: hidden, forgotten, already stored, repeated in input."""
@@ -157,12 +142,13 @@ class Ingester:
         """Decide copies and store one prepared batch, under the store's write lock after taking in what other
         writers stored meanwhile (so a copy racing its original in another process is still a copy)."""
         with self.store.write_lock():
-            self.follow()
+            items = [x for x in prepared if isinstance(x, Prepared) and x.post.repost_of is None]
+            self.copies.prepare([x.key for x in items if x.key], [x.sig for x in items if x.sig is not None])
             self._commit(prepared)
 
     def _commit(self, prepared: list[Prepared | BadRecord]) -> None:
         rows, sigs = [], []
-        r = self.report
+        r, copies = self.report, self.copies
         for item in prepared:
             if isinstance(item, BadRecord):
                 r.read -= 1  # counted once in admit(), once more by bad()
@@ -174,17 +160,15 @@ class Ingester:
             dup_of = near_of = None
             if p.repost_of is not None:
                 r.reposts += 1
-            elif item.key in self.originals:
-                dup_of = self.originals[item.key]
+            elif (orig := copies.exact(item.key)) is not None:  # type: ignore[arg-type]
+                dup_of = orig
                 r.duplicates += 1
             else:
-                self.originals[item.key] = p.id  # type: ignore[index]
-                if item.sig is not None:
-                    sig = np.frombuffer(item.sig, dtype=np.uint32)
-                    near_of = self.near.match(sig)
-                    if near_of is None:
-                        self.near.add(p.id, sig)
-                        sigs.append((p.id, item.sig))
+                sig = None if item.sig is None else np.frombuffer(item.sig, dtype=np.uint32)
+                near_of = None if sig is None else copies.near(sig)
+                copies.add(item.key, p.id, sig if near_of is None else None)  # type: ignore[arg-type]
+                if item.sig is not None and near_of is None:
+                    sigs.append((p.id, item.sig))
                 if near_of is not None:
                     r.near_duplicates += 1
                 else:

@@ -133,6 +133,7 @@ class PgStore:
         self._partitions: set[str] = set()
         self._vacuum: set[str] = set()  # partitions with rows deleted since the last checkpoint()
         self._deleted_by = 0  # the transaction that deleted them
+        self._schemes: set[str] = set()  # band schemes known to exist
 
     def close(self) -> None:
         self.con.close()
@@ -232,11 +233,69 @@ class PgStore:
                     for row in fresh:
                         cp.write_row(row)
             if sigs:
+                params = ([s[0] for s in sigs], [s[1] for s in sigs])
                 self.con.execute(
                     "INSERT INTO signatures SELECT * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING",
-                    ([s[0] for s in sigs], [s[1] for s in sigs]),
+                    params,
+                )
+                self.con.execute(
+                    "INSERT INTO signature_bands SELECT bs.scheme, g, substring(u.sig FROM g * bs.band_bytes + 1 "
+                    "FOR bs.band_bytes), u.id FROM unnest(%s::text[], %s::bytea[]) AS u(id, sig) CROSS JOIN "
+                    "band_schemes bs CROSS JOIN LATERAL generate_series(0, bs.bands - 1) AS g "
+                    "WHERE octet_length(u.sig) = bs.num_perm * 4 ON CONFLICT DO NOTHING",
+                    params,
                 )
         return len(fresh)
+
+    copies_in_store = True  # the dedup state lives in the database (roost.corpus.dedup.StoreCopies)
+
+    def ensure_bands(self, num_perm: int, bands: int, rows: int) -> str:
+        """The band scheme for this split, filled from the stored signatures the first time any writer uses it
+        (call under the write lock); returns its name."""
+        scheme = f"{num_perm}:{bands}x{rows}"
+        if scheme in self._schemes:
+            return scheme
+        with self.con.transaction():
+            made = self.con.execute(
+                "INSERT INTO band_schemes VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (scheme, num_perm, bands, rows * 4),
+            ).rowcount
+            if made:
+                self.con.execute(
+                    "INSERT INTO signature_bands SELECT %s, g, substring(sig FROM g * %s + 1 FOR %s), post_id "
+                    "FROM signatures CROSS JOIN generate_series(0, %s - 1) AS g WHERE octet_length(sig) = %s",
+                    (scheme, rows * 4, rows * 4, bands, num_perm * 4),
+                )
+        self._schemes.add(scheme)
+        return scheme
+
+    def lookup_copies(
+        self, keys: list[bytes], sigs: list[bytes], scheme: str
+    ) -> tuple[dict[bytes, str], list[tuple[str, np.ndarray]]]:
+        """For one batch: the stored original of each exact-copy key, and every stored signature that shares an
+        LSH band with one of `sigs` (the candidates a full in-memory LSH index would return)."""
+        exact: dict[bytes, str] = {}
+        if keys:
+            sql = "SELECT text_hash, id FROM posts WHERE text_hash = ANY(%s::bytea[]) AND dup_of IS NULL ORDER BY seq"
+            for h, pid in self._all(sql, (keys,)):
+                exact.setdefault(bytes(h), pid)
+        cands: list[tuple[str, np.ndarray]] = []
+        row = self._all("SELECT num_perm, bands, band_bytes FROM band_schemes WHERE scheme = %s", (scheme,))
+        if sigs and row:
+            num_perm, nb, rb = row[0]
+            qb, qk = [], []
+            for sig in sigs:
+                if len(sig) == num_perm * 4:
+                    for g in range(nb):
+                        qb.append(g)
+                        qk.append(sig[g * rb : (g + 1) * rb])
+            sql = (
+                "SELECT DISTINCT s.post_id, s.sig FROM unnest(%s::smallint[], %s::bytea[]) AS q(band, key) "
+                "JOIN signature_bands b ON b.scheme = %s AND b.band = q.band AND b.key = q.key "
+                "JOIN signatures s ON s.post_id = b.post_id ORDER BY s.post_id"
+            )
+            cands = [(pid, np.frombuffer(sig, dtype=np.uint32)) for pid, sig in self._all(sql, (qb, qk, scheme))]
+        return exact, cands
 
     def start_run(self, paths: Iterable[str]) -> int:
         self.reap_runs()
@@ -313,7 +372,12 @@ class PgStore:
                     heirs.setdefault(old, pid)
                 for new, pid in moves:
                     self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
-            for table, col in (("signatures", "post_id"), ("posts", "id"), ("post_ids", "id")):
+            for table, col in (
+                ("signature_bands", "post_id"),
+                ("signatures", "post_id"),
+                ("posts", "id"),
+                ("post_ids", "id"),
+            ):
                 self.con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
         return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone}
 
@@ -325,7 +389,7 @@ class PgStore:
         if not self._vacuum:
             return True
         try:
-            clean = erase_rows(self.con, self._vacuum | {"signatures", "post_ids"}, self._deleted_by)
+            clean = erase_rows(self.con, self._vacuum | {"signatures", "signature_bands", "post_ids"}, self._deleted_by)
         except psycopg.Error:
             return False
         self._vacuum.clear()
