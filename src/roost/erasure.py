@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.corpus.backend import Location, PostStore, open_store
+from roost.corpus.backend import Location, PostStore, describe, open_store
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -57,6 +57,9 @@ def erase(
         for v in values:
             if not v.strip() or "\x00" in v:
                 raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
+            if any("\ud800" <= c <= "\udfff" for c in v):
+                raise UsageError(f"forget: the {what} {v.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                                 "Unicode (an invalid byte or lone surrogate); no post or author can have it")  # fmt: skip
     own = store is None
     st = store or open_store(ws.store if location is None else location, readonly=True)
     try:
@@ -109,7 +112,7 @@ def _trained_on(ws: Workspace, rep: ErasureReport) -> None:
     if ws.models.is_dir():
         for d in sorted(ws.models.iterdir()):
             meta = _json(d / "roost.json")
-            if meta.get("shards") in stale or meta.get("corpus") == str(ws.store):
+            if meta.get("shards") in stale or meta.get("corpus") in (str(ws.store), describe(ws.store)):
                 rep.models.append(d.name)
 
 

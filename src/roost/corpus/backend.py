@@ -106,6 +106,15 @@ def store_location(ws_corpus_db: Path, url: str | None) -> Location:
     return ws_corpus_db
 
 
+def describe(location: Location) -> str:
+    """The store as it may be written into files and messages: a path, or a URL without its password."""
+    if is_server(location):
+        from roost.corpus.pgstore import redact
+
+        return redact(str(location))
+    return str(location)
+
+
 def store_exists(location: Location) -> bool:
     """Whether there is a store to read: the SQLite file exists, or a server URL is configured (the server
     answers for itself when opened)."""

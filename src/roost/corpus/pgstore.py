@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import numpy as np
 import psycopg
@@ -35,26 +35,44 @@ from roost.errors import RoostError
 MIGRATIONS = Path(__file__).with_name("pg_migrations")
 # advisory lock keys (one database = one store): writers, schema migrations, partition creation
 WRITE_LOCK, MIGRATE_LOCK, PARTITION_LOCK = 0x726F6F7374_01, 0x726F6F7374_02, 0x726F6F7374_03
+# columns whose values are people's words or names: never sampled into pg_statistic, where an erasure cannot reach
+PRIVATE_COLUMNS = ("id", "author", "author_key", "text", "text_scrubbed", "reply_to", "quote_of", "repost_of",
+                   "hashtags", "mentions", "urls", "dup_of", "near_dup_of")  # fmt: skip
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 PAGE = 10_000
+CONNECT_TIMEOUT = 10  # seconds
+LOCK_TIMEOUT = "5s"  # the erasure rewrite waits this long for a table's lock, then reports and retries later
 
 
-def redact(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
-    return urlunsplit(parts)
+_USERINFO = re.compile(r"(://[^:/@?#\s]*:)([^@\s]*)@")
+_PASSWORD_PARAM = re.compile(r"(password=)([^&\s]*)", re.IGNORECASE)
+
+
+def _secrets(url: str) -> list[str]:
+    """The password(s) a URL carries (in its user info or a password= parameter), raw and percent-decoded."""
+    found = [m.group(2) for m in _USERINFO.finditer(url)] + [m.group(2) for m in _PASSWORD_PARAM.finditer(url)]
+    return [x for v in found if v for x in {v, unquote(v)} if x]
+
+
+def redact(url: str, text: str | None = None) -> str:
+    """`text` (default: the URL itself) with the URL's password replaced by ***, wherever it appears: in the user
+    info, in a password= parameter, or quoted alone in a driver's message. Never raises."""
+    out = url if text is None else text
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        out = out.replace(secret, "***")
+    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", out))
 
 
 def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
-    """An autocommit connection (transactions are explicit), or a RoostError that names the server."""
+    """An autocommit connection (transactions are explicit), or a RoostError that names the server (password
+    redacted). A server that accepts but never answers is given up after 10 s unless the URL sets
+    connect_timeout."""
+    extra = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT}
     try:
-        con = psycopg.connect(url, autocommit=True, application_name="roost")
-    except psycopg.Error as e:
+        con = psycopg.connect(url, autocommit=True, application_name="roost", **extra)  # type: ignore[arg-type]
+    except (psycopg.Error, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RoostError(f"{redact(url)}: cannot connect to the PostgreSQL store ({msg})") from None
+        raise RoostError(f"{redact(url)}: cannot connect to the PostgreSQL store ({redact(url, msg)})") from None
     if read_only:
         con.execute("SET default_transaction_read_only = on")
     return con
@@ -68,8 +86,9 @@ def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: 
     """Rewrite `tables` (VACUUM FULL) so rows deleted by transaction `deleted_by` leave their files: a plain VACUUM
     frees a dead row's space but PostgreSQL never overwrites it in place, so its bytes would stay in the page.
     First waits (up to `wait_s`) for every session whose snapshot predates the deletion, which would otherwise keep
-    the rows as "recently dead" through the rewrite. False when such a session outlasted the wait (the rows go at
-    the next rewrite); the server's WAL, backups and replicas keep their own copies until their own retention."""
+    the rows as "recently dead" through the rewrite; each rewrite waits at most LOCK_TIMEOUT for its table. False
+    when a snapshot outlasted the wait or a table stayed locked (the caller keeps the tables for the next rewrite);
+    the server's WAL, backups and replicas keep their own copies until their own retention."""
     xid = deleted_by % 2**32
     older = (
         "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_xmin IS NOT NULL "
@@ -78,10 +97,18 @@ def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: 
     deadline = time.monotonic() + wait_s
     while (busy := con.execute(older, (str(xid),)).fetchone()[0]) and time.monotonic() < deadline:  # type: ignore[index]
         time.sleep(0.05)
-    for t in sorted(set(tables)):
-        if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
-            con.execute(f"VACUUM (FULL) {t}".encode())
-    return not busy
+    done = True
+    con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # a reader holding a table must not stall every writer
+    try:
+        for t in sorted(set(tables)):
+            if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
+                try:
+                    con.execute(f"VACUUM (FULL) {t}".encode())
+                except psycopg.errors.LockNotAvailable:
+                    done = False
+    finally:
+        con.execute("RESET lock_timeout")
+    return done and not busy
 
 
 def migrate(con: psycopg.Connection[Any]) -> list[int]:
@@ -110,10 +137,11 @@ def migrate(con: psycopg.Connection[Any]) -> list[int]:
 
 
 def partition_for(month: str) -> tuple[str, str, str]:
-    """(name, from, to) of the partition holding created_at values that start with `month` ('2024-03')."""
+    """(name, from, to) of the partition holding created_at values that start with `month` ('2024-03'), the
+    bounds as SQL literals (the last month, 9999-12, runs to MAXVALUE)."""
     y, m = int(month[:4]), int(month[5:7])
-    nxt = f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
-    return f"posts_{y:04d}_{m:02d}", month, nxt
+    nxt = "MAXVALUE" if (y, m) == (9999, 12) else f"'{y + (m == 12):04d}-{m % 12 + 1:02d}'"
+    return f"posts_{y:04d}_{m:02d}", f"'{month}'", nxt
 
 
 class PgStore:
@@ -207,8 +235,10 @@ class PgStore:
             if not self._one("SELECT to_regclass(%s) IS NOT NULL", (name,)):
                 self.con.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
                 self.con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF posts FOR VALUES FROM ('{lo}') TO ('{hi}')"
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF posts FOR VALUES FROM ({lo}) TO ({hi})"
                 )
+                for col in PRIVATE_COLUMNS:  # no statistics of the posts' content (see 0003_no_content_stats.sql)
+                    self.con.execute(f"ALTER TABLE {name} ALTER COLUMN {col} SET STATISTICS 0")
             self._partitions.add(month)
 
     def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int:
@@ -360,6 +390,8 @@ class PgStore:
             )
             gone = [r[0] for r in found]
             self._vacuum.update(r[1] for r in found)
+            if gone:  # the rewrite in checkpoint() waits for every snapshot older than this transaction
+                self._deleted_by = int(self._one("SELECT pg_current_xact_id()::text"))
             for col in ("dup_of", "near_dup_of"):
                 orphans = self._all(
                     f"SELECT {col}, id FROM posts WHERE {col} = ANY(%s::text[]) AND NOT id = ANY(%s::text[]) ORDER BY created_at, id",
@@ -392,7 +424,8 @@ class PgStore:
             clean = erase_rows(self.con, self._vacuum | {"signatures", "signature_bands", "post_ids"}, self._deleted_by)
         except psycopg.Error:
             return False
-        self._vacuum.clear()
+        if clean:
+            self._vacuum.clear()
         with contextlib.suppress(psycopg.Error):
             self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the rewrite above is what matters
         return clean

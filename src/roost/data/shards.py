@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from roost.config import ShardConfig
-from roost.corpus.backend import open_reader
+from roost.corpus.backend import describe, open_reader
 from roost.data import tokenizer as toklib
 from roost.errors import RoostError
 
@@ -203,7 +203,7 @@ def build(
             "separator_id": sep,
         },
         "dtype": dtype.name,
-        "corpus": {"db": str(db), **meta},
+        "corpus": {"db": describe(db), **meta},
         "config": asdict(cfg),
         "splits": splits,
         "stale": None,

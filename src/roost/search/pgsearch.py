@@ -75,7 +75,9 @@ CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING gin (tsv);
 CREATE INDEX IF NOT EXISTS search_docs_hnsw ON search_docs USING hnsw (embedding {vtype}_cosine_ops);
 CREATE INDEX IF NOT EXISTS search_docs_author_key ON search_docs (author_key);
 CREATE INDEX IF NOT EXISTS search_docs_created ON search_docs (created);
-"""
+ALTER TABLE search_docs ALTER COLUMN id SET STATISTICS 0, ALTER COLUMN author_key SET STATISTICS 0,
+    ALTER COLUMN author_lc SET STATISTICS 0, ALTER COLUMN mentions SET STATISTICS 0, ALTER COLUMN tsv SET STATISTICS 0;
+"""  # no statistics of people's words and names: pg_statistic is out of an erasure's reach (0003_no_content_stats)
 
 
 def search_tables_exist(url: Any) -> bool:

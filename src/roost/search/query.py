@@ -96,6 +96,10 @@ def _date(value: str, op: str) -> datetime:
 def parse(q: str) -> Query:
     if len(q) > MAX_QUERY_CHARS:
         raise UsageError(f"query of {len(q)} characters; the limit is {MAX_QUERY_CHARS}")
+    bad = next((i for i, c in enumerate(q) if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:  # a lone surrogate: an invalid byte from a shell, or a broken client
+        raise UsageError(f"the query is not valid Unicode (an invalid byte or lone surrogate at character {bad})")
+    q = q.replace("\x00", " ")  # a NUL separates words; no post or store value can hold one
     if not q.strip():
         raise UsageError("empty query")
     if q.count('"') % 2:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from roost.corpus.backend import describe
 from roost.data import tokenizer as toklib
 from roost.data.loader import TokenLoader
 from roost.data.shards import read_manifest
@@ -186,7 +187,7 @@ class Trainer:
             from roost.train.sft import SFTLoader
 
             self.loader = SFTLoader(p.corpus_db, self.tokenizer_path, cfg.seq_len, cfg.batch_size, seed=cfg.seed)
-            self.provenance |= {"sft_pairs": self.loader.n_train, "corpus": str(p.corpus_db)}
+            self.provenance |= {"sft_pairs": self.loader.n_train, "corpus": describe(p.corpus_db)}
         if cfg.activation_checkpointing:
             self.model.gradient_checkpointing = True
         self.fsdp_bf16 = False
