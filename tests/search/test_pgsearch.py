@@ -346,3 +346,27 @@ def test_literals_survive_any_token(pg_url: str) -> None:
             assert con.execute("SELECT %s::tsvector @@ %s::tsquery", (pgtext.tsvector(text), tsq)).fetchone() == (
                 True,
             ), q
+
+
+def test_tuned_fusion_is_kept_with_the_index_for_every_replica(world: World) -> None:
+    """`roost eval search --tune` keeps the weights with the index (store_fusion): the embedded meta.json, or
+    search_state, which every replica reads; [search] weights still win; None goes back to 1 : 1."""
+    from roost.config import SearchConfig
+
+    for index in (world.pg, world.emb):
+        assert index.weights == (1.0, 1.0)
+        index.store_fusion({"keyword": 2.0, "semantic": 0.5})
+        try:
+            other = (
+                PgSearch(world.url, embedder=world.pg.embedder)
+                if index is world.pg
+                else SearchIndex(world.emb.dir.parent, embedder=world.emb.embedder)
+            )
+            assert other.weights == (2.0, 0.5)
+            other.cfg = SearchConfig(keyword_weight=1.5)
+            assert other.weights == (1.5, 0.5)
+            index.store_fusion(None)
+            assert index.weights == (1.0, 1.0)
+            other.close()
+        finally:
+            index.store_fusion(None)

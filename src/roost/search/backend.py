@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class SearchBackend(Protocol):
+    cfg: SearchConfig  # the [search] settings it runs with (fusion weights set here override the tuned ones)
+
     def search(
         self,
         query: str | Query,
@@ -44,6 +46,11 @@ class SearchBackend(Protocol):
 
     def size(self) -> int:
         """Posts in the index."""
+        ...
+
+    def store_fusion(self, weights: dict[str, float] | None) -> None:
+        """Keep tuned RRF weights ({"keyword": w, "semantic": w}; None: back to 1 : 1) with the index, where every
+        later search (every replica's) uses them unless `[search]` sets its own."""
         ...
 
     def close(self) -> None:

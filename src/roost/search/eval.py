@@ -24,6 +24,7 @@ from typing import Any
 
 from roost.corpus.backend import open_reader
 from roost.errors import UsageError
+from roost.search.backend import SearchBackend, current_search
 from roost.search.hybrid import SearchIndex, or_terms
 from roost.search.query import MAX_QUERY_CHARS, Query, parse
 from roost.workspace import Workspace
@@ -155,7 +156,7 @@ def as_query(text: str) -> Query:
 
 
 def run_mode(
-    index: SearchIndex,
+    index: SearchBackend,
     es: EvalSet,
     qids: list[str],
     mode: str,
@@ -181,7 +182,7 @@ def score(es: EvalSet, run: dict[str, dict[str, float]], qids: list[str]) -> dic
     return {name: sum(v[m] for v in per_q.values()) / max(len(per_q), 1) for m, name in MEASURES.items()}
 
 
-def tune_weights(index: SearchIndex, es: EvalSet, id_prefix: str = "", min_gain: float = 0.02) -> dict[str, Any]:
+def tune_weights(index: SearchBackend, es: EvalSet, id_prefix: str = "", min_gain: float = 0.02) -> dict[str, Any]:
     """Fusion weights with the best nDCG@10 on the tune half (never on the queries that are scored). `keep` is
     true only when they beat the default 1 : 1 there by `min_gain` (relative): small tune sets are noisy."""
     qids = sorted(q for q in es.tune if q in es.qrels)
@@ -237,17 +238,14 @@ def evaluate(
     expander: Callable[[str], list[str]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
     """Score every mode on the held-out queries (plus tuned fusion and LLM expansion when asked). With `tune`,
-    fusion weights are tuned on the tune half and, when `store`, kept in index/meta.json only for a real gain."""
-    from roost.search.hybrid import write_json
+    fusion weights are tuned on the tune half and, when `store`, kept with the index (`store_fusion`: the embedded
+    index's meta.json, or the PostgreSQL search_state every replica reads) only for a real gain."""
 
     tuned = None
     if tune:
         tuned = tune_weights(index, es, prefix)
         if store:  # stored only where the tune half shows a real gain; else the default 1 : 1
-            index.meta.pop("fusion", None)
-            if tuned["keep"]:
-                index.meta["fusion"] = {"keyword": tuned["keyword"], "semantic": tuned["semantic"]}
-            write_json(index.dir / "meta.json", index.meta)
+            index.store_fusion(tuned if tuned["keep"] else None)
     qids = es.test
     if not qids:
         raise UsageError("no held-out queries with relevance judgements")
@@ -308,7 +306,9 @@ def run_eval(
         else:
             say(f"building {queries} known-item queries (cached under index/eval/)…")
             es = known_item_set(home, lambda posts: synthetic_queries(engine, template, posts), queries)
-        index = SearchIndex(home, cfg=dataclasses.replace(search_cfg))
+        cfg = dataclasses.replace(search_cfg)
+        # BEIR builds its own embedded index in a temp workspace; a real home is scored on its configured backend
+        index = SearchIndex(home, cfg=cfg) if beir is not None else current_search(home, cfg)
         expander = None
         if expand and engine is not None:
             cache: dict[str, list[str]] = {}

@@ -157,6 +157,13 @@ class SearchIndex:
         """Let go of the keyword index's writer (another process may then write it)."""
         self.keyword.commit(release=True)
 
+    def store_fusion(self, weights: dict[str, float] | None) -> None:
+        """Tuned fusion weights into meta.json (None: back to 1 : 1)."""
+        self.meta.pop("fusion", None)
+        if weights:
+            self.meta["fusion"] = {"keyword": weights["keyword"], "semantic": weights["semantic"]}
+        write_json(self.dir / "meta.json", self.meta)
+
     def save(self) -> None:
         """Persist the vectors and meta.json (the keyword index is durable at each commit)."""
         with self.write_lock:

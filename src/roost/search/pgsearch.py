@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING gin (tsv);
 CREATE INDEX IF NOT EXISTS search_docs_hnsw ON search_docs USING hnsw (embedding {vtype}_cosine_ops);
 CREATE INDEX IF NOT EXISTS search_docs_author_key ON search_docs (author_key);
 CREATE INDEX IF NOT EXISTS search_docs_created ON search_docs (created);
+ALTER TABLE search_state ADD COLUMN IF NOT EXISTS fusion text;  -- tuned RRF weights (JSON), shared by replicas
 ALTER TABLE search_docs ALTER COLUMN id SET STATISTICS 0, ALTER COLUMN author_key SET STATISTICS 0,
     ALTER COLUMN author_lc SET STATISTICS 0, ALTER COLUMN mentions SET STATISTICS 0, ALTER COLUMN tsv SET STATISTICS 0;
 """  # no statistics of people's words and names: pg_statistic is out of an erasure's reach (0003_no_content_stats)
@@ -175,8 +176,23 @@ class PgSearch:
 
     @property
     def weights(self) -> tuple[float, float]:
+        """RRF weights: `[search]`'s, else the tuned ones kept in search_state (`roost eval search --tune`), else 1:1."""
         kw, sem = self.cfg.keyword_weight, self.cfg.semantic_weight
-        return float(1.0 if kw is None else kw), float(1.0 if sem is None else sem)
+        if kw is None or sem is None:
+            import json
+
+            row = self.con.execute("SELECT fusion FROM search_state WHERE id = 1").fetchone()
+            tuned = json.loads(row[0]) if row and row[0] else {}
+            kw = tuned.get("keyword", 1.0) if kw is None else kw
+            sem = tuned.get("semantic", 1.0) if sem is None else sem
+        return float(kw), float(sem)
+
+    def store_fusion(self, weights: dict[str, float] | None) -> None:
+        """Tuned fusion weights into search_state, for every replica (None: back to 1 : 1)."""
+        import json
+
+        value = json.dumps({"keyword": weights["keyword"], "semantic": weights["semantic"]}) if weights else None
+        self.con.execute("UPDATE search_state SET fusion = %s WHERE id = 1", (value,))
 
     def _vec(self, v: np.ndarray) -> str:
         return "[" + ",".join(f"{x:.7g}" for x in np.asarray(v, dtype=np.float32)) + "]"
