@@ -188,3 +188,22 @@ def test_nul_and_invalid_bytes_in_queries_and_names(store: str, tmp_path: Path) 
                  ("forget", "--author", "bad\udcff")):  # fmt: skip
         out = cli(*args, ok=False)
         assert out.exit_code == 2 and "not valid Unicode" in out.output and "Traceback" not in out.output, out.output
+
+
+def test_a_search_rewrite_that_could_not_run_is_retried(store: str) -> None:
+    """A replica's reader holding search_docs past the lock timeout: the rewrite is skipped, and the next
+    catch_up (the live indexer's next round) does it."""
+    with PgSearch(store, embedder=RememberingEmbedder()) as s:
+        s.catch_up()
+        reader = psycopg.connect(store)
+        reader.execute("SELECT count(*) FROM search_docs").fetchone()  # idle in transaction: holds the table
+        try:
+            with open_store(store) as st:
+                st.forget([], ["generic:sec1"])
+            assert s.catch_up()[1] == 1  # removed, but not yet rewritten
+            assert not s.search("Glorbnak7731", "keyword")
+            reader.close()
+            assert s.catch_up() == (0, 0)
+        finally:
+            reader.close()
+    assert b"glorbnak7731" not in _files(store)

@@ -123,6 +123,7 @@ class PgSearch:
                     con.execute(stmt.encode())
             con.execute("INSERT INTO search_state VALUES (1, 0, 0, 0, %s) ON CONFLICT (id) DO NOTHING", (vectors,))
         self.vectors = vectors
+        self._rewrite = 0  # a deletion whose rewrite of search_docs has not completed yet (its transaction id)
 
     @property
     def con(self) -> psycopg.Connection[Any]:
@@ -208,7 +209,8 @@ class PgSearch:
         con = self.con
         store = self.store  # the post store is read through its API only (its schema belongs to roost.corpus)
         state = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()
-        if state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]:
+        caught_up = state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]
+        if caught_up and not self._rewrite:
             return 0, 0
         added = removed = deleted_by = 0
         while True:
@@ -240,8 +242,10 @@ class PgSearch:
             removed += gone
             if len(rows) < batch:
                 break
-        if removed:  # the deleted rows' bytes leave the table and its indexes (GIN keys, HNSW), not only the results
-            erase_rows(con, ["search_docs"], deleted_by)
+        if removed or self._rewrite:  # the deleted rows' bytes leave the table and its indexes (GIN, HNSW)
+            self._rewrite = max(self._rewrite, deleted_by)
+            if erase_rows(con, ["search_docs"], self._rewrite):
+                self._rewrite = 0  # else (an old snapshot, a table lock held past the timeout): next round again
         return added, removed
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
