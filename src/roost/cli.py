@@ -215,7 +215,12 @@ def forget(
         console.print(f"removed {rep.posts} post(s) from the search index (keyword index rewritten, vectors compacted)")
     elif rep.index == "server":
         console.print("a running `roost serve` holds the search index: it erases them from it within a second")
-    if not rep.wal_truncated:
+    if rep.pending:
+        console.print(
+            "[yellow]the posts are deleted and never returned, but an older transaction or a table lock kept their "
+            f"bytes in {', '.join(rep.pending)}: the next erasure (or a running server, every 30 s) rewrites them[/]"
+        )
+    elif not rep.wal_truncated:
         console.print("[yellow]a reader kept the WAL from being truncated; the next erasure retries[/]")
     for name in rep.stale_shards:
         console.print(

@@ -32,7 +32,8 @@ class ErasureReport:
     authors: int = 0
     post_ids: int = 0
     wal_truncated: bool = False
-    index: str = "none"  # "removed" | "server" (a running server drops them) | "none" (no index)
+    pending: list[str] = field(default_factory=list)  # PostgreSQL tables whose rewrite is still owed (retried later)
+    index: str = "none"  # "removed" | "server" (a running server drops them) | "pending" (hidden; bytes later) | "none"
     stale_shards: list[str] = field(default_factory=list)
     tokenizers: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -65,15 +66,18 @@ def erase(
     try:
         n = st.forget(authors, post_ids)
         truncated = st.checkpoint()
+        pending: list[str] = getattr(st, "erase_pending", list)()
     finally:
         if own:
             st.close()
-    rep = ErasureReport(n["posts"], n["ids"], n["authors"], n["post_ids"], truncated)
+    rep = ErasureReport(n["posts"], n["ids"], n["authors"], n["post_ids"], truncated, pending)
     if ws.shards.is_dir() and rep.ids:
         from roost.data.shards import mark_stale
 
         rep.stale_shards = mark_stale(ws.shards, rep.ids)
     rep.index = _erase_from_index(ws, index)
+    if rep.index == "pending":
+        rep.pending = sorted({*rep.pending, "search_docs"})
     _trained_on(ws, rep)
     return rep
 
@@ -81,7 +85,7 @@ def erase(
 def _erase_from_index(ws: Workspace, index: Any | None) -> str:
     if index is not None:  # a server's own index (or the PostgreSQL one): applies the tombstones (and compacts) now
         index.catch_up()
-        return "removed"
+        return "pending" if getattr(index, "rewrite_pending", False) else "removed"
     if not (ws.index_dir / "meta.json").is_file():
         return "none"
     from roost.search.hybrid import SearchIndex

@@ -337,3 +337,35 @@ def test_cli_store_option_and_db_verbs(tmp_path: Path, pg_url: str) -> None:
     assert bad.returncode != 0 and "postgresql://" in bad.stderr
     status = run_roost("--home", str(home), "db", "status", check=False)
     assert status.returncode == 1 and "not running" in status.stdout
+
+
+def test_a_post_forgotten_while_an_ingest_runs_is_not_stored_nor_an_original(
+    tmp_path: Path, location: Location
+) -> None:
+    """Another process forgets between a batch's admission and its commit: the batch drops the forgotten posts
+    (the tombstones are read again under the write lock), and a copy of a forgotten original is not reported as
+    its copy (the in-memory state is read again after any erasure), on both backends."""
+    from roost.corpus.ingest import Ingester, prepare
+    from roost.corpus.post import Post
+
+    cfg = CorpusConfig(workers=1)
+    t = datetime(2024, 2, 1, tzinfo=UTC)
+    first = Post("x:1", "alice", t, "The lighthouse keeper painted the railings blue this spring", "x")
+    ingest([write_x_archive(tmp_path / "a", "alice", "1", [Draft("1", first.text, t)])], location, cfg,
+           show_progress=False)  # fmt: skip
+    with open_store(location) as store:
+        ing = Ingester(store, cfg, store.start_run(["test"]))
+        batch = [
+            Post("x:2", "mallory", t, "mallory writes something new about trains and timetables", "x"),
+            Post("x:3", "bob", t, first.text, "x"),  # an exact copy of alice's post
+        ]
+        prepared = prepare(ing.admit(batch), cfg)
+        with open_store(location) as other:  # "another process"
+            other.forget(["mallory"], ["x:1"])
+        ing.commit(prepared)
+        assert ing.report.forgotten == 1
+    with open_reader(location) as r:
+        assert r.post_text("x:2") is None and r.post_text("x:1") is None and r.post_text("x:3") == first.text
+    with open_store(location, readonly=True) as s:
+        st = s.stats()
+    assert st["duplicates"] == 0 and st["kept"] == 1  # bob's post is the original now

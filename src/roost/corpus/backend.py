@@ -99,9 +99,10 @@ def store_location(ws_corpus_db: Path, url: str | None) -> Location:
     """The store to use: `url` (from `--store` or `[store] url`) when given, else the workspace's SQLite file."""
     if url:
         if not is_server(url):
+            from roost.corpus.pgstore import redact
             from roost.errors import UsageError
 
-            raise UsageError(f"--store {url!r}: give a postgresql:// URL (the default store is {ws_corpus_db})")
+            raise UsageError(f"--store {redact(url)!r}: give a postgresql:// URL (the default store is {ws_corpus_db})")
         return url
     return ws_corpus_db
 

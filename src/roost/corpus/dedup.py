@@ -98,8 +98,9 @@ class MemoryCopies:
     signature is loaded at start; before each batch the originals other writers stored since are taken in."""
 
     def __init__(self, store: Any, threshold: float, num_perm: int, run_id: int):
-        self.store, self.num_perm, self.run_id = store, num_perm, run_id
-        # the cursor first: rows another writer commits while the state below is read are read again by follow()
+        self.store, self.num_perm, self.run_id, self.threshold = store, num_perm, run_id, threshold
+        # the cursors first: rows another writer commits while the state below is read are read again by follow()
+        self.tomb = store.tombstone_cursor()
         self.seq = store.max_seq()
         self.originals: dict[bytes, str] = dict(store.original_hashes())
         self.near_index = NearDupIndex(threshold, num_perm)
@@ -122,7 +123,10 @@ class MemoryCopies:
         self.seq = top
 
     def prepare(self, keys: list[bytes], sigs: list[bytes]) -> None:
-        """Before deciding a batch (under the store's write lock)."""
+        """Before deciding a batch (under the store's write lock). After an erasure by anyone, the state is read
+        again: a forgotten original must not be anyone's original, and its copies have a new one (an heir)."""
+        if self.store.tombstone_cursor() != self.tomb:
+            MemoryCopies.__init__(self, self.store, self.threshold, self.num_perm, self.run_id)
         self.follow()
 
     def exact(self, key: bytes) -> str | None:

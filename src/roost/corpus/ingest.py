@@ -142,6 +142,14 @@ class Ingester:
         """Decide copies and store one prepared batch, under the store's write lock after taking in what other
         writers stored meanwhile (so a copy racing its original in another process is still a copy)."""
         with self.store.write_lock():
+            posts = [x.post for x in prepared if isinstance(x, Prepared)]
+            dead_ids, dead_authors = self.store.dead([p.id for p in posts], [p.author for p in posts])
+            if dead_ids or dead_authors:  # forgotten (by another process) since this batch was admitted
+                gone = {p.id for p in posts if p.id in dead_ids or author_key(p.author) in dead_authors}
+                prepared = [x for x in prepared if not (isinstance(x, Prepared) and x.post.id in gone)]
+                self.report.forgotten += len(gone)
+                self.dead_posts |= dead_ids
+                self.dead_authors |= dead_authors
             items = [x for x in prepared if isinstance(x, Prepared) and x.post.repost_of is None]
             self.copies.prepare([x.key for x in items if x.key], [x.sig for x in items if x.sig is not None])
             self._commit(prepared)

@@ -44,23 +44,44 @@ CONNECT_TIMEOUT = 10  # seconds
 LOCK_TIMEOUT = "5s"  # the erasure rewrite waits this long for a table's lock, then reports and retries later
 
 
-_USERINFO = re.compile(r"(://[^:/@?#\s]*:)([^@\s]*)@")
-_PASSWORD_PARAM = re.compile(r"(password=)([^&\s]*)", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)([^&\s]*)", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
+
+
+def _userinfo(url: str) -> tuple[int, int] | None:
+    """Where a URL's user info (user[:password]) is: from after '://' to its last '@' (a raw '@' or '/' in a
+    password makes the URL ambiguous, so the widest reading is taken), or None."""
+    start = url.find("://")
+    at = url.rfind("@")
+    return (start + 3, at) if start >= 0 and at > start else None
 
 
 def _secrets(url: str) -> list[str]:
     """The password(s) a URL carries (in its user info or a password= parameter), raw and percent-decoded."""
-    found = [m.group(2) for m in _USERINFO.finditer(url)] + [m.group(2) for m in _PASSWORD_PARAM.finditer(url)]
-    return [x for v in found if v for x in {v, unquote(v)} if x]
+    found = [m.group(2) for m in _PASSWORD_PARAM.finditer(url)]
+    span = _userinfo(url)
+    if span and ":" in url[span[0] : span[1]]:
+        found.append(url[span[0] : span[1]].split(":", 1)[1])
+    return [x for v in found if v for x in {v, unquote(v)} if len(x) >= 3]
 
 
 def redact(url: str, text: str | None = None) -> str:
-    """`text` (default: the URL itself) with the URL's password replaced by ***, wherever it appears: in the user
-    info, in a password= parameter, or quoted alone in a driver's message. Never raises."""
-    out = url if text is None else text
-    for secret in sorted(_secrets(url), key=len, reverse=True):
+    """`text` (default: the URL itself) without the URL's credentials: the user info becomes ***, a password=
+    parameter's value ***, the password itself *** wherever it appears; and when the URL carries a password, every
+    double-quoted value in a driver's message (libpq quotes the fragment it could not parse) is dropped too.
+    Never raises."""
+    span = _userinfo(url)
+    shown = url if span is None else url[: span[0]] + "***" + url[span[1] :]
+    shown = _PASSWORD_PARAM.sub(r"\1***", shown)
+    if text is None:
+        return shown
+    secrets = _secrets(url)
+    out = text.replace(url, shown)
+    if secrets:
+        out = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[0], out)
+    for secret in sorted(secrets, key=len, reverse=True):
         out = out.replace(secret, "***")
-    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", out))
+    return _PASSWORD_PARAM.sub(r"\1***", out)
 
 
 def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
@@ -82,33 +103,54 @@ def has_schema(con: psycopg.Connection[Any]) -> bool:
     return con.execute("SELECT to_regclass('posts') IS NOT NULL").fetchone()[0]  # type: ignore[index,no-any-return]
 
 
-def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: int, wait_s: float = 10.0) -> bool:
+def older_than(con: psycopg.Connection[Any], deleted_by: int) -> int:
+    """Sessions, prepared transactions and replication slots that may still see rows deleted by `deleted_by`:
+    a snapshot (xmin) or a transaction of their own (xid) at or before it. VACUUM keeps such rows."""
+    x = str(deleted_by % 2**32)
+    sql = (
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database() AND ("
+        "  (backend_xmin IS NOT NULL AND age(backend_xmin) >= age(%(x)s::text::xid)) OR"
+        "  (backend_xid IS NOT NULL AND age(backend_xid) >= age(%(x)s::text::xid))))"
+        " + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"
+        "    AND age(transaction) >= age(%(x)s::text::xid))"
+        " + (SELECT count(*) FROM pg_replication_slots WHERE xmin IS NOT NULL AND age(xmin) >= age(%(x)s::text::xid))"
+    )
+    return int(con.execute(sql, {"x": x}).fetchone()[0])  # type: ignore[index]
+
+
+def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: int, wait_s: float = 10.0) -> set[str]:
     """Rewrite `tables` (VACUUM FULL) so rows deleted by transaction `deleted_by` leave their files: a plain VACUUM
     frees a dead row's space but PostgreSQL never overwrites it in place, so its bytes would stay in the page.
-    First waits (up to `wait_s`) for every session whose snapshot predates the deletion, which would otherwise keep
-    the rows as "recently dead" through the rewrite; each rewrite waits at most LOCK_TIMEOUT for its table. False
-    when a snapshot outlasted the wait or a table stayed locked (the caller keeps the tables for the next rewrite);
-    the server's WAL, backups and replicas keep their own copies until their own retention."""
-    xid = deleted_by % 2**32
-    older = (
-        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_xmin IS NOT NULL "
-        "AND age(backend_xmin) >= age(%s::text::xid)"
-    )
+    First waits (up to `wait_s`) until nothing older can still see the rows (`older_than`); then each table is
+    rewritten, waiting at most LOCK_TIMEOUT for its lock, and checked (its file must change: a role that may not
+    rewrite a table gets only a warning from PostgreSQL). Returns the tables NOT rewritten (all of them when the
+    wait ran out: a rewrite then could not drop the rows). The server's WAL, backups and replicas keep their own
+    copies until their own retention."""
     deadline = time.monotonic() + wait_s
-    while (busy := con.execute(older, (str(xid),)).fetchone()[0]) and time.monotonic() < deadline:  # type: ignore[index]
+    while older_than(con, deleted_by):
+        if time.monotonic() >= deadline:
+            return set(tables)
         time.sleep(0.05)
-    done = True
+    left = set()
     con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # a reader holding a table must not stall every writer
     try:
         for t in sorted(set(tables)):
-            if re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
-                try:
-                    con.execute(f"VACUUM (FULL) {t}".encode())
-                except psycopg.errors.LockNotAvailable:
-                    done = False
+            if not re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
+                continue
+            before = con.execute("SELECT pg_relation_filenode(to_regclass(%s))", (t,)).fetchone()
+            if before is None or before[0] is None:
+                continue  # gone (a dropped partition): nothing left to rewrite
+            try:
+                con.execute(f"VACUUM (FULL) {t}".encode())
+            except psycopg.errors.LockNotAvailable:
+                left.add(t)
+                continue
+            after = con.execute("SELECT pg_relation_filenode(to_regclass(%s))", (t,)).fetchone()
+            if after is None or after[0] == before[0]:
+                left.add(t)  # not rewritten (not the owner, no MAINTAIN privilege)
     finally:
         con.execute("RESET lock_timeout")
-    return done and not busy
+    return left
 
 
 def migrate(con: psycopg.Connection[Any]) -> list[int]:
@@ -116,9 +158,9 @@ def migrate(con: psycopg.Connection[Any]) -> list[int]:
     files = sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("[0-9]*_*.sql"))
     con.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
     try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at text NOT NULL)"
-        )
+        if not con.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+            # only when missing: a least-privilege role (DML only, no CREATE) opens a migrated store fine
+            con.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at text NOT NULL)")
         done = {r[0] for r in con.execute("SELECT version FROM schema_migrations")}
         newest = max((v for v, _ in files), default=0)
         if done and max(done) > newest:
@@ -159,8 +201,6 @@ class PgStore:
             self.con.close()
             raise
         self._partitions: set[str] = set()
-        self._vacuum: set[str] = set()  # partitions with rows deleted since the last checkpoint()
-        self._deleted_by = 0  # the transaction that deleted them
         self._schemes: set[str] = set()  # band schemes known to exist
 
     def close(self) -> None:
@@ -389,9 +429,14 @@ class PgStore:
                 (keys, list(post_ids)),
             )
             gone = [r[0] for r in found]
-            self._vacuum.update(r[1] for r in found)
-            if gone:  # the rewrite in checkpoint() waits for every snapshot older than this transaction
-                self._deleted_by = int(self._one("SELECT pg_current_xact_id()::text"))
+            if gone:  # owed rewrites, kept in the database until done (by this process or any later one)
+                xid = int(self._one("SELECT pg_current_xact_id()::text"))
+                tables = sorted({r[1] for r in found} | {"signatures", "signature_bands", "post_ids"})
+                self.con.execute(
+                    "INSERT INTO erase_pending SELECT unnest(%s::text[]), %s ON CONFLICT (relname) DO UPDATE "
+                    "SET deleted_by = greatest(erase_pending.deleted_by, excluded.deleted_by)",
+                    (tables, xid),
+                )
             for col in ("dup_of", "near_dup_of"):
                 orphans = self._all(
                     f"SELECT {col}, id FROM posts WHERE {col} = ANY(%s::text[]) AND NOT id = ANY(%s::text[]) ORDER BY created_at, id",
@@ -413,22 +458,30 @@ class PgStore:
                 self.con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
         return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone}
 
-    def checkpoint(self) -> bool:
-        """Rewrite the partitions (and the id/signature tables) that lost rows in forget() so the deleted rows'
+    def checkpoint(self, wait_s: float = 10.0) -> bool:
+        """Do every rewrite an erasure still owes (`erase_pending`, whoever's erasure it was) so the deleted rows'
         bytes leave the table files (`erase_rows`: one month's partition per month touched, not the whole store),
-        then CHECKPOINT where allowed. False when a rewrite could not run or an older snapshot outlasted the wait
-        (the report says so; the next erasure rewrites again)."""
-        if not self._vacuum:
+        then CHECKPOINT where allowed. False when some rewrite is still owed (an older snapshot or writer, a lock
+        held past the timeout, a role that may not rewrite the table): it stays recorded for the next try."""
+        owed = self._all("SELECT relname, deleted_by FROM erase_pending ORDER BY relname")
+        if not owed:
             return True
         try:
-            clean = erase_rows(self.con, self._vacuum | {"signatures", "signature_bands", "post_ids"}, self._deleted_by)
+            left = erase_rows(self.con, [r[0] for r in owed], max(int(r[1]) for r in owed), wait_s)
         except psycopg.Error:
             return False
-        if clean:
-            self._vacuum.clear()
+        done = [r[0] for r in owed if r[0] not in left]
+        self.con.execute(
+            "DELETE FROM erase_pending WHERE relname = ANY(%s::text[]) AND deleted_by <= %s",
+            (done, max(int(r[1]) for r in owed)),
+        )
         with contextlib.suppress(psycopg.Error):
             self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the rewrite above is what matters
-        return clean
+        return not left
+
+    def erase_pending(self) -> list[str]:
+        """Tables whose rewrite an erasure still owes."""
+        return [r[0] for r in self._all("SELECT relname FROM erase_pending ORDER BY relname")]
 
     def tombstone_cursor(self) -> int:
         """The newest tombstone's seq: a follower that saw a smaller one has erasures to apply."""

@@ -40,6 +40,27 @@ Keyword = Callable[[Query, int, Query | None], list[tuple[int, float]]]
 Semantic = Callable[[Query, int], list[tuple[int, float]]]
 
 
+def tuned_weights(raw: Any, kw: float | None, sem: float | None) -> tuple[float, float]:
+    """RRF weights: `[search]`'s (kw/sem, when set), else the tuned ones kept with the index (`raw`: a dict or its
+    JSON), else 1 : 1. A kept value that is not a finite number in (0, 100] is ignored: a damaged meta.json or
+    search_state row must not break searching."""
+    import json
+    import math
+
+    tuned: dict[str, float] = {}
+    try:
+        got = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        if isinstance(got, dict):
+            for name in ("keyword", "semantic"):
+                v = got.get(name)
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 100:
+                    tuned[name] = float(v)
+    except ValueError:
+        pass
+    return (float(kw) if kw is not None else tuned.get("keyword", 1.0),
+            float(sem) if sem is not None else tuned.get("semantic", 1.0))  # fmt: skip
+
+
 def or_terms(terms: list[str]) -> list[str]:
     """Expansion words as one OR group (any of them may match)."""
     out: list[str] = []

@@ -30,7 +30,7 @@ from roost.config import SearchConfig
 from roost.corpus.backend import PostReader, open_reader, store_exists
 from roost.corpus.post import author_key
 from roost.errors import RoostError
-from roost.search.fusion import Hit, fuse, hits, or_terms  # noqa: F401 — Hit, or_terms re-exported
+from roost.search.fusion import Hit, fuse, hits, or_terms, tuned_weights  # noqa: F401 — Hit, or_terms re-exported
 from roost.search.keyword import KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
@@ -62,10 +62,7 @@ class SearchIndex:
 
     @property
     def weights(self) -> tuple[float, float]:
-        tuned = self.meta.get("fusion", {})
-        kw = self.cfg.keyword_weight if self.cfg.keyword_weight is not None else tuned.get("keyword", 1.0)
-        sem = self.cfg.semantic_weight if self.cfg.semantic_weight is not None else tuned.get("semantic", 1.0)
-        return float(kw), float(sem)
+        return tuned_weights(self.meta.get("fusion"), self.cfg.keyword_weight, self.cfg.semantic_weight)
 
     # -- building and keeping up -------------------------------------------------------------------------------------
     @staticmethod

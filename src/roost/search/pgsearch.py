@@ -35,6 +35,7 @@ and exact over the allowed posts if that still comes back short.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -42,11 +43,11 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgstore import connect, erase_rows, has_schema, redact
+from roost.corpus.pgstore import connect, erase_rows, has_schema, migrate, redact
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
-from roost.search.fusion import Hit, fuse, hits
+from roost.search.fusion import Hit, fuse, hits, tuned_weights
 from roost.search.query import Query, parse
 
 INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
@@ -92,6 +93,9 @@ def search_tables_exist(url: Any) -> bool:
     return bool(row and row[0])
 
 
+RETRY_S = 30.0  # how often a replica retries a search_docs rewrite an erasure still owes
+
+
 class PgSearch:
     exact_limit = 20_000  # the vector query is exact when ≤ this many posts (or ≤ 5 %) pass the operators
 
@@ -110,6 +114,7 @@ class PgSearch:
         con = self.con
         if not has_schema(con):
             raise RoostError(f"{redact(url)}: no post store here; run `roost ingest EXPORTS` first")
+        migrate(con)  # a store written by an older roost gains the tables this one uses (erase_pending)
         with con.transaction():
             con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # replicas opening at once
             con.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -123,7 +128,8 @@ class PgSearch:
                     con.execute(stmt.encode())
             con.execute("INSERT INTO search_state VALUES (1, 0, 0, 0, %s) ON CONFLICT (id) DO NOTHING", (vectors,))
         self.vectors = vectors
-        self._rewrite = 0  # a deletion whose rewrite of search_docs has not completed yet (its transaction id)
+        self.rewrite_pending = False  # an erasure's rewrite of search_docs is still owed (erase_pending)
+        self._next_rewrite = 0.0  # when to look at erase_pending again
 
     @property
     def con(self) -> psycopg.Connection[Any]:
@@ -179,14 +185,12 @@ class PgSearch:
     def weights(self) -> tuple[float, float]:
         """RRF weights: `[search]`'s, else the tuned ones kept in search_state (`roost eval search --tune`), else 1:1."""
         kw, sem = self.cfg.keyword_weight, self.cfg.semantic_weight
-        if kw is None or sem is None:
-            import json
-
-            row = self.con.execute("SELECT fusion FROM search_state WHERE id = 1").fetchone()
-            tuned = json.loads(row[0]) if row and row[0] else {}
-            kw = tuned.get("keyword", 1.0) if kw is None else kw
-            sem = tuned.get("semantic", 1.0) if sem is None else sem
-        return float(kw), float(sem)
+        row = (
+            None
+            if kw is not None and sem is not None
+            else self.con.execute("SELECT fusion FROM search_state").fetchone()
+        )
+        return tuned_weights(row[0] if row else None, kw, sem)
 
     def store_fusion(self, weights: dict[str, float] | None) -> None:
         """Tuned fusion weights into search_state, for every replica (None: back to 1 : 1)."""
@@ -210,9 +214,9 @@ class PgSearch:
         store = self.store  # the post store is read through its API only (its schema belongs to roost.corpus)
         state = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()
         caught_up = state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]
-        if caught_up and not self._rewrite:
+        if caught_up and time.monotonic() < self._next_rewrite:
             return 0, 0
-        added = removed = deleted_by = 0
+        added = removed = 0
         while True:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # other replicas wait here
@@ -232,8 +236,11 @@ class PgSearch:
                         "DELETE FROM search_docs WHERE id = ANY(%s::text[]) OR author_key = ANY(%s::text[])",
                         (posts, authors),
                     ).rowcount
-                    if gone:
-                        deleted_by = int(con.execute("SELECT pg_current_xact_id()::text").fetchone()[0])  # type: ignore[index]
+                    if gone:  # the rewrite is owed until done, by this replica or any other (erase_pending)
+                        con.execute(
+                            "INSERT INTO erase_pending VALUES ('search_docs', pg_current_xact_id()::text::bigint) "
+                            "ON CONFLICT (relname) DO UPDATE SET deleted_by = excluded.deleted_by"
+                        )
                 con.execute(
                     "UPDATE search_state SET seq = %s, tomb_seq = %s, docs = docs + %s - %s WHERE id = 1",
                     (rows[-1][0] if len(rows) == batch else top, tombs[-1][0] if tombs else tomb, n, gone),
@@ -242,11 +249,25 @@ class PgSearch:
             removed += gone
             if len(rows) < batch:
                 break
-        if removed or self._rewrite:  # the deleted rows' bytes leave the table and its indexes (GIN, HNSW)
-            self._rewrite = max(self._rewrite, deleted_by)
-            if erase_rows(con, ["search_docs"], self._rewrite):
-                self._rewrite = 0  # else (an old snapshot, a table lock held past the timeout): next round again
+        if removed or time.monotonic() >= self._next_rewrite:
+            self._rewrite_owed(now=removed > 0)
         return added, removed
+
+    def _rewrite_owed(self, now: bool) -> None:
+        """Rewrite search_docs if an erasure owes it (the deleted rows' bytes leave the table and its GIN and HNSW
+        indexes). `now`: this call deleted rows (wait up to 10 s for older transactions); otherwise a retry that
+        gives up at once and comes back in RETRY_S, so an old snapshot never makes every round stall searches."""
+        con = self.con
+        row = con.execute("SELECT deleted_by FROM erase_pending WHERE relname = 'search_docs'").fetchone()
+        if row is None:
+            self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
+            return
+        left = erase_rows(con, ["search_docs"], int(row[0]), wait_s=10.0 if now else 0.0)
+        if left:
+            self.rewrite_pending, self._next_rewrite = True, time.monotonic() + RETRY_S
+            return
+        con.execute("DELETE FROM erase_pending WHERE relname = 'search_docs' AND deleted_by <= %s", (int(row[0]),))
+        self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         import json
