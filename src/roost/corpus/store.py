@@ -299,10 +299,15 @@ class Store:
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
         return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids}
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self, wait_s: float = 10.0) -> bool:
         """Move the WAL into the database file and truncate it (after an erasure the deleted text must not linger
-        in corpus.db-wal); False when a reader kept it from finishing (it is retried at the next erasure)."""
-        busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        in corpus.db-wal), waiting up to `wait_s` for readers; False when a reader kept it from finishing (it is
+        retried at the next erasure)."""
+        self.db.execute(f"PRAGMA busy_timeout = {max(0, int(wait_s * 1000))}")
+        try:
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 60000")  # the connection's own (timeout=60)
         return busy == 0
 
     def tombstone_cursor(self) -> int:
