@@ -153,6 +153,26 @@ def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: 
     return left
 
 
+def owe_rewrite(con: psycopg.Connection[Any], relname: str) -> None:
+    """Inside the deleting transaction: `relname` owes an erasure rewrite (erase_pending) until `rewrite_paid`."""
+    con.execute(
+        "INSERT INTO erase_pending VALUES (%s, pg_current_xact_id()::text::bigint) "
+        "ON CONFLICT (relname) DO UPDATE SET deleted_by = excluded.deleted_by",
+        (relname,),
+    )
+
+
+def rewrite_owed(con: psycopg.Connection[Any], relname: str) -> int | None:
+    """The newest deleting transaction `relname` still owes a rewrite for, or None."""
+    row = con.execute("SELECT deleted_by FROM erase_pending WHERE relname = %s", (relname,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def rewrite_paid(con: psycopg.Connection[Any], relname: str, deleted_by: int) -> None:
+    """`relname` was rewritten after every deletion up to `deleted_by`."""
+    con.execute("DELETE FROM erase_pending WHERE relname = %s AND deleted_by <= %s", (relname, deleted_by))
+
+
 def migrate(con: psycopg.Connection[Any]) -> list[int]:
     """Apply the numbered SQL files not yet applied, in order, one transaction each; returns those applied."""
     files = sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("[0-9]*_*.sql"))

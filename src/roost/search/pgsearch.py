@@ -43,7 +43,16 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgstore import connect, erase_rows, has_schema, migrate, redact
+from roost.corpus.pgstore import (
+    connect,
+    erase_rows,
+    has_schema,
+    migrate,
+    owe_rewrite,
+    redact,
+    rewrite_owed,
+    rewrite_paid,
+)
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
@@ -237,10 +246,7 @@ class PgSearch:
                         (posts, authors),
                     ).rowcount
                     if gone:  # the rewrite is owed until done, by this replica or any other (erase_pending)
-                        con.execute(
-                            "INSERT INTO erase_pending VALUES ('search_docs', pg_current_xact_id()::text::bigint) "
-                            "ON CONFLICT (relname) DO UPDATE SET deleted_by = excluded.deleted_by"
-                        )
+                        owe_rewrite(con, "search_docs")
                 con.execute(
                     "UPDATE search_state SET seq = %s, tomb_seq = %s, docs = docs + %s - %s WHERE id = 1",
                     (rows[-1][0] if len(rows) == batch else top, tombs[-1][0] if tombs else tomb, n, gone),
@@ -258,15 +264,15 @@ class PgSearch:
         indexes). `now`: this call deleted rows (wait up to 10 s for older transactions); otherwise a retry that
         gives up at once and comes back in RETRY_S, so an old snapshot never makes every round stall searches."""
         con = self.con
-        row = con.execute("SELECT deleted_by FROM erase_pending WHERE relname = 'search_docs'").fetchone()
-        if row is None:
+        owed = rewrite_owed(con, "search_docs")
+        if owed is None:
             self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
             return
-        left = erase_rows(con, ["search_docs"], int(row[0]), wait_s=10.0 if now else 0.0)
+        left = erase_rows(con, ["search_docs"], owed, wait_s=10.0 if now else 0.0)
         if left:
             self.rewrite_pending, self._next_rewrite = True, time.monotonic() + RETRY_S
             return
-        con.execute("DELETE FROM erase_pending WHERE relname = 'search_docs' AND deleted_by <= %s", (int(row[0]),))
+        rewrite_paid(con, "search_docs", owed)
         self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
