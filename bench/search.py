@@ -125,7 +125,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
     import json
 
     (root / "index" / "meta.json").write_text(
-        json.dumps({"posts": len(vec), "max_rowid": max_rowid, "tomb_rowid": 0, "vectors": "f32"})
+        json.dumps({"posts": len(vec), "max_rowid": max_rowid, "erased": 0, "keys": 2, "vectors": "f32"})
     )
 
     # -- queries ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -64,7 +65,8 @@ def main() -> None:
         try:
             own, own_url = start(home, ["--max-batch", "32", "--max-queue", "64", "--dtype", dtype])
             procs.append(own)
-            over, over_url = start(home, ["--upstream", fleet.urls[0], "--max-queue", "64"])
+            sha = json.loads((home / "models/smollm2/roost.json").read_text())["model_sha256"]
+            over, over_url = start(home, ["--upstream", fleet.urls[0], "--upstream-sha256", sha, "--max-queue", "64"])
             procs.append(over)
             targets = {"roost engine": own_url, "vLLM direct": fleet.urls[0], "roost over vLLM": over_url}
             for name, url in targets.items():

@@ -93,16 +93,18 @@ def test_cli_forget_erases_everywhere_and_reports_what_was_trained(home: Path) -
               "--batch-size", "2", "--dtype", "fp32", "-q")  # fmt: skip
     out = " ".join(run_roost("--home", str(home), "forget", "--post", pid).stdout.split())
     assert "forgot 1 post(s)" in out and "removed 1 post(s) from the search index" in out
-    assert "shard set default held forgotten posts: marked stale" in out
+    assert "shard set default held forgotten posts: their tokens overwritten in place, set marked stale" in out
     assert (
         "tokenizers built from these posts" in out
         and "runs built from these posts (retrain to be rid of them): r" in out
     )
     assert "models built from these posts (retrain to be rid of them): r" in out
     manifest = json.loads((home / "shards/default/manifest.json").read_text())
-    assert manifest["stale"]["posts"] == 1
+    assert manifest["stale"]["posts"] == 1 and manifest["stale"]["redacted"] is True
     shard_ids = (home / "shards/default/train.ids").read_text() + (home / "shards/default/val.ids").read_text()
-    assert pid in shard_ids  # the stale set still holds it until `roost tokenize --rebuild-stale`
+    assert pid not in shard_ids  # overwritten in place at once: no need to wait for a rebuild
+    _assert_gone(home, text, vec)
+    assert "ok" in run_roost("--home", str(home), "shards", "verify", "default").stdout.lower()
     run_roost("--home", str(home), "tokenize", "--rebuild-stale", "-q")
     _assert_gone(home, text, vec)
     hits = run_roost("--home", str(home), "search", text, "--json").stdout

@@ -211,8 +211,12 @@ def forget(
         index = open_search(st.ws.root, st.config.search, embedder=False)
     rep = erase(st.ws, author or [], post or [], location=st.store, index=index)
     console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
-    if rep.index == "removed" and rep.posts:
-        console.print(f"removed {rep.posts} post(s) from the search index (keyword index rewritten, vectors compacted)")
+    if rep.reposts:
+        console.print(f"  of them, {rep.reposts:,} repost(s) by other users that carried a forgotten post")
+    if rep.index == "removed" and rep.index_removed:
+        console.print(
+            f"removed {rep.index_removed} post(s) from the search index (keyword index rewritten, vectors compacted)"
+        )
     elif rep.index == "server":
         console.print("a running `roost serve` holds the search index: it erases them from it within a second")
     if rep.pending:
@@ -224,7 +228,7 @@ def forget(
         console.print("[yellow]a reader kept the WAL from being truncated; the next erasure retries[/]")
     for name in rep.stale_shards:
         console.print(
-            f"[yellow]shard set {name} held forgotten posts: marked stale[/]; "
+            f"[yellow]shard set {name} held forgotten posts: their tokens overwritten in place, set marked stale[/]; "
             "rebuild with [bold]roost tokenize --rebuild-stale[/]"
         )
     for kind, names in (("tokenizers", rep.tokenizers), ("runs", rep.runs), ("models", rep.models)):

@@ -5,7 +5,6 @@ Registered on the main typer app by `roost.cli`; each verb is a thin call into `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +83,7 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.infer.simple import SampleConfig
         from roost.infer.simple import generate as run_generate
         from roost.model.convert import load_model_dir
+        from roost.model.shapes import read_json
         from roost.probe import choose
 
         if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
@@ -98,7 +98,8 @@ def register(app: typer.Typer, state: Any) -> None:
                 m.to(torch.bfloat16)
             tok = toklib.load(path / "tokenizer.json")
             tc_file = path / "tokenizer_config.json"
-            tc = json.loads(tc_file.read_text()) if tc_file.is_file() else {}
+            tc = read_json(tc_file) if tc_file.is_file() else {}
+            tc = tc if isinstance(tc, dict) else {}
             # a from-scratch base model continues text; imported and fine-tuned models get the chat template
             base_only = meta.get("source") == "trained" and not meta.get("init")
             use_chat = (

@@ -76,7 +76,10 @@ def register(app: typer.Typer, state: Any) -> None:
         ] = None,
         upstream_sha256: Annotated[
             str | None,
-            typer.Option("--upstream-sha256", help="Vouch that the upstreams serve weights with this sha256."),
+            typer.Option(
+                "--upstream-sha256",
+                help="Vouch that the upstreams serve MODEL's weights (its sha256; needed for --upstream).",
+            ),
         ] = None,
         vllm: Annotated[
             int, typer.Option("--vllm", help="Start N vLLM replicas on MODEL (make vllm) and serve through them.")

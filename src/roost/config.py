@@ -123,7 +123,7 @@ class ServeSettings:
     """`[serve]` in roost.toml: where generation runs when not in process (flags override)."""
 
     upstreams: list[str] = field(default_factory=list)  # OpenAI-compatible servers (vLLM) serving the model
-    upstream_sha256: str | None = None  # the operator's word for what they serve, when roost cannot hash it
+    upstream_sha256: str | None = None  # the operator's word for what upstreams roost did not start serve
 
     def __post_init__(self) -> None:
         if not isinstance(self.upstreams, list) or not all(

@@ -4,12 +4,15 @@
     from roost.erasure import erase
     report = erase(Workspace.resolve("roost-home"), authors=["alice"], post_ids=["x:123"])
 
-In order: the store deletes and tombstones (SQLite `secure_delete` overwrites the freed pages; the WAL is
-checkpointed and truncated so the text is not left in `corpus.db-wal`); shard sets holding the posts are marked
-stale; the keyword index is rewritten without them and the vector index compacted (the bytes are gone from the
-files, not only hidden) — by this process, or, while a `roost serve` holds the index, by that server's live
-indexer within a second (it follows the tombstones and also drops the posts from its dedup state and leak guard);
-finally the report names the tokenizers, runs and models whose provenance includes the erased posts.
+In order: the store deletes the posts — and every repost by another user that carries one of them (`RT @them: …`,
+an Announce of their status) — and tombstones the ids and authors as keyed hashes (SQLite `secure_delete`
+overwrites the freed pages; the WAL is checkpointed and truncated so the text is not left in `corpus.db-wal`);
+in shard sets holding the posts their tokens are overwritten in place and the sets marked stale
+(roost.data.erase); the keyword index is rewritten without them and the vector index compacted (the bytes are gone
+from the files, not only hidden) — by this process, or, while a `roost serve` holds the index, by that server's
+live indexer within a second (it follows the store's `erased` log and also drops the posts from its dedup state
+and leak guard); finally the report names the tokenizers, runs and models whose provenance includes the erased
+posts.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ class ErasureReport:
 
     posts: int = 0
     ids: list[str] = field(default_factory=list)
+    reposts: int = 0  # of those, reposts by other users that carried an erased post
     authors: int = 0
     post_ids: int = 0
     wal_truncated: bool = False
     pending: list[str] = field(default_factory=list)  # PostgreSQL tables whose rewrite is still owed (retried later)
     index: str = "none"  # "removed" | "server" (a running server drops them) | "pending" (hidden; bytes later) | "none"
+    index_removed: int = 0  # posts the search index held and dropped (counted by the index, not assumed)
     stale_shards: list[str] = field(default_factory=list)
     tokenizers: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -70,34 +75,35 @@ def erase(
     finally:
         if own:
             st.close()
-    rep = ErasureReport(n["posts"], n["ids"], n["authors"], n["post_ids"], truncated, pending)
-    if ws.shards.is_dir() and rep.ids:
-        from roost.data.shards import mark_stale
+    rep = ErasureReport(n["posts"], n["ids"], n.get("reposts", 0), n["authors"], n["post_ids"], truncated, pending)
+    if ws.shards.is_dir():
+        from roost.data.erase import redact
 
-        rep.stale_shards = mark_stale(ws.shards, rep.ids)
-    rep.index = _erase_from_index(ws, index)
+        rep.stale_shards = redact(ws.shards, rep.ids)
+    rep.index, rep.index_removed = _erase_from_index(ws, index)
     if rep.index == "pending":
         rep.pending = sorted({*rep.pending, "search_docs"})
     _trained_on(ws, rep)
     return rep
 
 
-def _erase_from_index(ws: Workspace, index: Any | None) -> str:
-    if index is not None:  # a server's own index (or the PostgreSQL one): applies the tombstones (and compacts) now
-        index.catch_up()
-        return "pending" if getattr(index, "rewrite_pending", False) else "removed"
+def _erase_from_index(ws: Workspace, index: Any | None) -> tuple[str, int]:
+    """How the search index took the erasure, and how many of the posts it held and dropped."""
+    if index is not None:  # a server's own index (or the PostgreSQL one): applies the erasures (and compacts) now
+        _, removed = index.catch_up()
+        return ("pending" if getattr(index, "rewrite_pending", False) else "removed"), removed
     if not (ws.index_dir / "meta.json").is_file():
-        return "none"
+        return "none", 0
     from roost.search.hybrid import SearchIndex
     from roost.search.keyword import IndexBusy
 
     try:
         idx = SearchIndex(ws.root, embedder=False)
-        idx.catch_up()  # applies the new tombstones: keyword rewrite + vector compaction, saved
+        _, removed = idx.catch_up()  # applies the new erasures: keyword rewrite + vector compaction, saved
         idx.save()
-        return "removed"
+        return "removed", removed
     except IndexBusy:
-        return "server"
+        return "server", 0
 
 
 def _trained_on(ws: Workspace, rep: ErasureReport) -> None:

@@ -5,8 +5,9 @@ Why: a sharded (DCP) checkpoint's `.metadata` is a pickle, and torch's planner u
 reading a checkpoint written elsewhere can run its author's code. Bookkeeping inside the folder (sizes, hashes in
 `meta.json`) travels with a foreign folder and can be forged along with the payload, so the seal rests on what
 such a folder cannot bring: an HMAC-SHA256 keyed with a secret kept in the home (`<home>/.roost/secret`, 32
-random bytes, mode 0600, created on first use), over the sha256 of every file in the folder. A folder copied in
-from elsewhere, or changed after roost wrote it, fails the check and nothing in it is deserialised.
+random bytes, mode 0600, created on first use; one that group or others may read or write is refused, never
+re-moded), over the sha256 of every file in the folder. A folder copied in from elsewhere, or changed after roost
+wrote it, fails the check and nothing in it is deserialised.
 
     seal(home, folder)                 # after roost has written every file
     verify(home, folder, "checkpoint") # before anything in it is read; raises RoostError naming the folder
@@ -19,6 +20,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from roost.errors import RoostError
@@ -44,9 +46,21 @@ def _key(home: Path) -> bytes:
             fh.write(secrets.token_bytes(32))
             fh.flush()
             os.fsync(fh.fileno())
-    if path.is_symlink() or not path.is_file():
-        raise RoostError(f"{path}: the home's secret must be a regular file")
-    key = path.read_bytes()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        raise RoostError(f"{path}: the home's secret must be a regular file readable by you") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RoostError(f"{path}: the home's secret must be a regular file")
+        if st.st_mode & 0o077:  # others could forge seals (read) or swap the key (write): refused, never fixed here
+            raise RoostError(
+                f"{path}: the home's secret is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); anyone who "
+                f"can read it can forge this home's seals. Run `chmod 600 {path}` if only you could have changed it, "
+                "else delete it (roost makes a new one; checkpoints sealed with the old one are then refused)"
+            )
+        key = fh.read(33)
     if len(key) != 32:
         raise RoostError(f"{path}: not a roost secret (expected 32 bytes, found {len(key)})")
     return key
@@ -111,3 +125,9 @@ def verify(home: Path, folder: Path, what: str = "checkpoint") -> None:
             f"{folder}: this {what} was not written by roost in this home, or its files changed since; {FOREIGN_HINT}"
         )
     _verified.add(stamp)
+
+
+def home_key(home: Path) -> bytes:
+    """The home's 32-byte secret (created on first use, mode 0600): the root of every key roost derives in this
+    home (checkpoint seals here; the SQLite store's tombstone key, roost.corpus.tombkeys)."""
+    return _key(home)

@@ -72,7 +72,7 @@ def _read_all(loc: Location) -> dict[str, Any]:
             "snapshot_posts": meta["posts"],
             "post_text": [r.post_text(i) for i in ids[:50]] + [r.post_text("x:nope")],
             "posts_in": r.posts_in("en", 40),
-            "tombstones": [t[1:] for t in r.tombstones_since(0)],
+            "erased": len(r.erased_since(0)),
         }
 
 
@@ -171,7 +171,7 @@ def test_forget_is_the_same_on_both_backends(tmp_path: Path, pg_url: str) -> Non
         results.append((first, second, again.forgotten, again.stored, _stats(loc), _read_all(loc)))
     (f1, s1, *rest1), (f2, s2, *rest2) = results
     assert sorted(f1.pop("ids")) == sorted(f2.pop("ids")) and f1 == f2 and f1["posts"] == 1200
-    assert s1 == s2 == {"posts": 1, "authors": 0, "post_ids": 2, "ids": ["x:1600000000000000007"]}
+    assert s1 == s2 == {"posts": 1, "authors": 0, "post_ids": 2, "ids": ["x:1600000000000000007"], "reposts": 0}
     assert rest1[0] == rest2[0] == 1201  # nothing forgotten comes back
     assert rest1[1] == rest2[1] == 0
     assert rest1[2] == rest2[2]
@@ -180,7 +180,7 @@ def test_forget_is_the_same_on_both_backends(tmp_path: Path, pg_url: str) -> Non
     assert rest1[2]["tombstones"] == {"author": 1, "post": 2}
 
 
-def test_seq_is_never_reused_and_tombstones_are_followed_by_cursor(tmp_path: Path, location: Location) -> None:
+def test_seq_is_never_reused_and_erasures_are_followed_by_cursor(tmp_path: Path, location: Location) -> None:
     d = _drafts(30, seed=9)
     ingest(
         [write_x_archive(tmp_path / "one", "carol", "3", d[:20])],
@@ -189,7 +189,7 @@ def test_seq_is_never_reused_and_tombstones_are_followed_by_cursor(tmp_path: Pat
         show_progress=False,
     )
     with open_reader(location) as r:
-        top, cursor = r.max_seq(), r.tombstone_cursor()
+        top, cursor = r.max_seq(), r.erasure_cursor()
         newest = r.post_by_seq(top)
     assert newest is not None and cursor == 0
     with open_store(location) as s:
@@ -205,16 +205,18 @@ def test_seq_is_never_reused_and_tombstones_are_followed_by_cursor(tmp_path: Pat
         assert r.post_by_seq(top) is None  # the forgotten post's seq is not handed out again
         new = [row for b in r.searchable_rows(after=top - 1) for row in b]
         assert new and min(row[0] for row in new) > top
-        since = r.tombstones_since(cursor)
-        assert [t[1:] for t in since] == [("post", newest[0])]
-        assert r.tombstones_since(since[-1][0]) == []
-        assert r.tombstone_cursor() == since[-1][0]
+        since = r.erased_since(cursor)
+        assert [t[1] for t in since] == [top]  # the erased post's seq, which followers drop
+        assert r.erased_since(since[-1][0]) == []
+        assert r.erasure_cursor() == since[-1][0]
+        live = sorted(row[0] for b in r.searchable_rows() for row in b)
     with open_store(location) as s:
         s.forget(["CAROL"], [])
-        assert s.tombstone_cursor() > since[-1][0]
-        assert s.dead([], ["Carol"]) == (set(), {"carol"})
+        assert s.erasure_cursor() > since[-1][0]
+        assert s.dead([], ["Carol", "carol", "CAROL", "bob"]) == (set(), {"Carol", "carol", "CAROL"})
     with open_reader(location) as r:
-        assert [t[1:] for t in r.tombstones_since(since[-1][0])] == [("author", "carol")]
+        assert [t[1] for t in r.erased_since(since[-1][0])] == live
+        assert r.dead([], ["cArOl"]) == (set(), {"cArOl"})
         assert r.max_seq() == 0 and r.count_training() == 0
 
 

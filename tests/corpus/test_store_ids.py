@@ -7,7 +7,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from roost.corpus.store import Store
+from roost.corpus.store import SCHEMA_VERSION, Store
 from roost.corpus.writers import Draft, write_x_archive
 from tests.conftest import Cli
 
@@ -62,7 +62,7 @@ def test_v1_store_migrates_keeping_ids(tmp_path: Path) -> None:
     con.close()
     with Store(old) as s:
         assert s.db.execute("SELECT seq, id FROM posts ORDER BY seq").fetchall() == before
-        assert s.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert s.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         s.db.execute(
             f"INSERT INTO posts ({cols}) VALUES ('x:9', 'a', 't', 'y', 'y', 'en', '[]', '[]', '[]', 'public', 'x')"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -139,3 +140,26 @@ def test_foreign_meta_json_cannot_name_a_path_or_crash(home: Path, tmp_path: Pat
         "--home", str(home), "train", "--name", "evil", *COMMON, "--steps", "4", "--resume-from", step.name, check=False
     )
     assert p.returncode != 0 and "train_config" in p.stderr and "Traceback" not in p.stderr, p.stderr[-500:]
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o644, 0o620])
+def test_a_home_secret_others_can_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """A secret that group or others can read could forge seals; one they can write could be swapped: refused,
+    naming the file and the fix, before any seal is made or checked."""
+    from roost.errors import RoostError
+    from roost.seal import seal, verify
+    from roost.workspace import Workspace
+
+    own, folder = tmp_path / "home", tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "w.safetensors").write_bytes(b"weights")
+    seal(own, folder)  # creates the secret, mode 0600
+    secret = Workspace(own).secret_file
+    assert secret.stat().st_mode & 0o777 == 0o600
+    os.chmod(secret, mode)
+    for call in (lambda: seal(own, folder), lambda: verify(own, folder)):
+        with pytest.raises(RoostError, match=re.escape(f"chmod 600 {secret}")):
+            call()
+    os.chmod(secret, 0o600)
+    seal(own, folder)
+    verify(own, folder)

@@ -1,6 +1,8 @@
 """HTTP limits on a real server (uvicorn on 127.0.0.1 with roost's protocol and Guard): chunked bodies cannot pass
-the body limit, slow headers and slow bodies are cut off, connections are capped, a loopback server answers only
-loopback Host values unless it has a key, and invalid Unicode in any field of any route is a 400 in OpenAI's shape."""
+the body limit, slow headers and slow bodies are cut off, connections are capped, clients that stop reading lose
+their connection after the write timeout (so they cannot hold every slot), a loopback server answers only loopback
+Host values (parsed strictly: `[::1]evil.com` and `localhost:evil.com` are not loopback) unless it has a key, and
+invalid Unicode in any field of any route is a 400 in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -137,6 +139,66 @@ def test_loopback_server_answers_only_loopback_hosts(srv: Any, model_dir: Path) 
     finally:
         keyed.stop()
         engine.shutdown()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["[::1]evil.com", "localhost:evil.com", "[::1]:80evil", "127.0.0.1:80:80", "localhost:", "[::1", "::1",
+     "localhost:123456", "localhost.evil.com", "127.0.0.1.evil.com:80", "localhost@evil.com", "127.0.0.1:+80"],
+)  # fmt: skip
+def test_host_is_parsed_strictly(srv: Any, host: str) -> None:
+    s, _ = srv
+    r = httpx.get(f"{s.url}/v1/models", headers={"Host": host}, timeout=10)
+    assert r.status_code in (400, 421), (host, r.status_code)
+
+
+def test_clients_that_stop_reading_lose_their_slot(model_dir: Path) -> None:  # noqa: F811
+    """Four clients with a tiny receive buffer ask for long answers (two streamed, two whole; 6 MB each, more than
+    the kernel's socket buffers take, about 2 MB on loopback) and never read: once their writes make no progress
+    for the write timeout, their connections are closed, and a new client of a server capped at four connections
+    is served."""
+    from roost.data import tokenizer as toklib
+    from roost.infer.upstream import UpstreamEngine
+    from roost.serve.app import ServeConfig, build_app
+    from tests.security.fake_upstream import Hostile
+    from tests.serve.conftest import Server
+
+    tok = toklib.load(model_dir / "tokenizer.json")
+    eos = tok.token_to_id(toklib.EOS)
+    up = Hostile(eos, per_chunk=10)
+    up.modes["completions"] = "firehose"
+    engine = UpstreamEngine([up.url], tok, {eos}, 4096, "tiny")
+    app = build_app(engine, "tiny", "0" * 64, ServeConfig(max_connections=4))
+    srv = Server(app, header_timeout=2.0, max_connections=4, write_timeout=2.0)
+    stuck = []
+    try:
+        for stream in (True, False, True, False):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            c.connect(("127.0.0.1", srv.port))
+            body = json.dumps(
+                {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 3000, "n": 8, "stream": stream}
+            ).encode()
+            c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            stuck.append(c)
+        busy, deadline = False, time.monotonic() + 30
+        while up.calls < 4 or engine.active() or engine.queue_depth():  # until generation is over
+            busy = busy or httpx.get(f"{srv.url}/health", timeout=5).status_code == 503
+            assert time.monotonic() < deadline, "generation did not end"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        while (code := httpx.get(f"{srv.url}/health", timeout=5).status_code) == 503:
+            busy = True
+            assert time.monotonic() - t0 < 10, "the stuck clients still hold every slot 10 s after generation ended"
+            time.sleep(0.2)
+        assert busy and code == 200  # the four held every slot, then lost them
+    finally:
+        for c in stuck:
+            c.close()
+        srv.stop()
+        engine.shutdown()
+        up.stop()
 
 
 def _properties(spec: dict[str, Any], schema: dict[str, Any]) -> list[str]:

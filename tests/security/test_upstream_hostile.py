@@ -191,3 +191,25 @@ def test_supervisor_ends_the_replicas_process_group_when_roost_dies(tmp_path: Pa
     else:
         pytest.fail(f"the stand-in's child {grandchild} outlived roost")
     assert vllm.SUPERVISOR
+
+
+def test_a_card_naming_the_served_folder_vouches_for_nothing(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """An upstream roost did not start can name any folder as its card's `root`, the served one included: its
+    text is labelled with the folder's sha256 only when the operator pins that sha256; a replica roost started on
+    the folder itself (`--vllm`) is vouched for by its card."""
+    from roost.errors import UsageError
+    from roost.infer.loading import load_upstream
+    from tests.security.fake_upstream import Hostile
+
+    tok = toklib.load(model_dir / "tokenizer.json")
+    up = Hostile(tok.token_to_id(toklib.EOS), root=str(model_dir))
+    sha = json.loads((model_dir / "roost.json").read_text())["model_sha256"]
+    try:
+        with pytest.raises(UsageError, match="--upstream-sha256"):
+            load_upstream(tmp_path, str(model_dir), [up.url], wait_s=5)
+        for kw in ({"pin": sha}, {"own": [up.url]}):
+            engine, _, label, _ = load_upstream(tmp_path, str(model_dir), [up.url], wait_s=5, **kw)
+            engine.shutdown()
+            assert label == sha
+    finally:
+        up.stop()

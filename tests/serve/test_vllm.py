@@ -84,13 +84,17 @@ def _prompts(home: Path, model: str) -> tuple[list[list[int]], set[int], Any, An
     return [tok.encode(tpl.render(c), add_special_tokens=False).ids for c in CONVERSATIONS], eos, tok, tpl
 
 
+def _sha(home: Path, model: str) -> str:
+    return str(json.loads((home / "models" / model / "roost.json").read_text())["model_sha256"])
+
+
 def _check_parity(home: Path, model: str, url: str) -> None:
     prompts, eos, _, tpl = _prompts(home, model)
     ours = _ours(home, model, prompts)
     theirs = _theirs(url, model, prompts, eos)
     assert all(len(x) > 0 for x in ours)
     assert ours == theirs  # token ids, not just text
-    up, *_ = load_upstream(home, model, [url])
+    up, *_ = load_upstream(home, model, [url], pin=_sha(home, model))  # a replica roost did not start: pinned
     try:
         via = []
         for ids in prompts:
@@ -133,7 +137,7 @@ def test_roost_over_two_replicas_then_one_is_killed_under_load(home: Path, fleet
     port = free_port()
     exe = Path(sys.executable).with_name("roost")
     argv = [str(exe), "--home", str(home), "serve", "smollm2", "--port", str(port), "--max-seq", "1024",
-            "--upstream", fleet.urls[0], "--upstream", fleet.urls[1]]  # fmt: skip
+            "--upstream", fleet.urls[0], "--upstream", fleet.urls[1], "--upstream-sha256", _sha(home, "smollm2")]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -100,7 +100,7 @@ class MemoryCopies:
     def __init__(self, store: Any, threshold: float, num_perm: int, run_id: int):
         self.store, self.num_perm, self.run_id, self.threshold = store, num_perm, run_id, threshold
         # the cursors first: rows another writer commits while the state below is read are read again by follow()
-        self.tomb = store.tombstone_cursor()
+        self.tomb = store.erasure_cursor()
         self.seq = store.max_seq()
         self.originals: dict[bytes, str] = dict(store.original_hashes())
         self.near_index = NearDupIndex(threshold, num_perm)
@@ -125,7 +125,7 @@ class MemoryCopies:
     def prepare(self, keys: list[bytes], sigs: list[bytes]) -> None:
         """Before deciding a batch (under the store's write lock). After an erasure by anyone, the state is read
         again: a forgotten original must not be anyone's original, and its copies have a new one (an heir)."""
-        if self.store.tombstone_cursor() != self.tomb:
+        if self.store.erasure_cursor() != self.tomb:
             MemoryCopies.__init__(self, self.store, self.threshold, self.num_perm, self.run_id)
         self.follow()
 

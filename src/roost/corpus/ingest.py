@@ -28,9 +28,9 @@ from roost.corpus import lang as langid
 from roost.corpus.backend import Location, PostStore, is_server, open_store
 from roost.corpus.clean import check_keys, clean_post
 from roost.corpus.dedup import MemoryCopies, StoreCopies, signature, text_key
-from roost.corpus.importers import ImportOptions, expand_paths, read_export
+from roost.corpus.importers import ImportOptions, find_exports, read_export
 from roost.corpus.pii import scrub
-from roost.corpus.post import BadRecord, Post, RecordError, author_key, iso
+from roost.corpus.post import BadRecord, Post, RecordError, iso, reposted_author
 from roost.errors import RoostError, StrictModeError
 
 MAX_EXAMPLES = 20
@@ -53,6 +53,7 @@ class Report:
     by_source: Counter[str] = field(default_factory=Counter)
     rejected_reasons: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)  # the first bad records, in full
+    skipped: list[str] = field(default_factory=list)  # files in searched folders not read, each with why
 
     def bad(self, rec: BadRecord) -> None:
         self.read += 1
@@ -111,7 +112,6 @@ class Ingester:
     def __init__(self, store: PostStore, cfg: CorpusConfig, run_id: int):
         self.store, self.cfg, self.run_id = store, cfg, run_id
         self.report = Report()
-        self.dead_posts, self.dead_authors = store.tombstones()
         kind = StoreCopies if getattr(store, "copies_in_store", False) else MemoryCopies
         self.copies = kind(store, cfg.near_dup_threshold, cfg.num_perm, run_id)
         self.seen: set[str] = set()
@@ -124,12 +124,13 @@ class Ingester:
         """Drop what must not or need not be processed: hidden, forgotten, already stored, repeated in input."""
         self.follow()
         known = self.store.existing([p.id for p in batch])
+        forgotten = self.forgotten(batch)
         out = []
         for p in batch:
             self.report.read += 1
             if p.visibility not in self.cfg.keep_visibility:
                 self.report.hidden += 1
-            elif p.id in self.dead_posts or author_key(p.author) in self.dead_authors:
+            elif p.id in forgotten:
                 self.report.forgotten += 1
             elif p.id in known or p.id in self.seen:
                 self.report.already += 1
@@ -138,18 +139,28 @@ class Ingester:
                 out.append(p)
         return out
 
+    def forgotten(self, posts: list[Post]) -> set[str]:
+        """Ids of those posts that are tombstoned, by a tombstoned author, or reposts of either (one query)."""
+        if not posts:
+            return set()
+        by = {p.id: reposted_author(p.repost_of, p.text) for p in posts}
+        ids = [p.id for p in posts] + [p.repost_of for p in posts if p.repost_of]
+        authors = [p.author for p in posts] + [a for a in by.values() if a is not None]
+        dead_ids, dead_authors = self.store.dead(ids, authors)
+        return {
+            p.id
+            for p in posts
+            if p.id in dead_ids or p.author in dead_authors or p.repost_of in dead_ids or by[p.id] in dead_authors
+        }
+
     def commit(self, prepared: list[Prepared | BadRecord]) -> None:
         """Decide copies and store one prepared batch, under the store's write lock after taking in what other
         writers stored meanwhile (so a copy racing its original in another process is still a copy)."""
         with self.store.write_lock():
-            posts = [x.post for x in prepared if isinstance(x, Prepared)]
-            dead_ids, dead_authors = self.store.dead([p.id for p in posts], [p.author for p in posts])
-            if dead_ids or dead_authors:  # forgotten (by another process) since this batch was admitted
-                gone = {p.id for p in posts if p.id in dead_ids or author_key(p.author) in dead_authors}
+            gone = self.forgotten([x.post for x in prepared if isinstance(x, Prepared)])
+            if gone:  # forgotten (by another process) since this batch was admitted
                 prepared = [x for x in prepared if not (isinstance(x, Prepared) and x.post.id in gone)]
                 self.report.forgotten += len(gone)
-                self.dead_posts |= dead_ids
-                self.dead_authors |= dead_authors
             items = [x for x in prepared if isinstance(x, Prepared) and x.post.repost_of is None]
             self.copies.prepare([x.key for x in items if x.key], [x.sig for x in items if x.sig is not None])
             self._commit(prepared)
@@ -227,7 +238,7 @@ class LiveIngest:
         self.cfg = cfg = dataclasses.replace(cfg, strict=False)  # good posts of a request are kept
         self.lock = threading.Lock()
         self.ing = Ingester(self.store, cfg, self.store.start_run(["api"]))
-        self.tomb_seen = self.store.tombstone_cursor()
+        self.tomb_seen = self.store.erasure_cursor()
         from datetime import UTC, datetime
 
         # load the language model and scrubbers now, not on the first request
@@ -239,7 +250,6 @@ class LiveIngest:
             self._follow_erasures()
             ing = self.ing
             ing.report, ing.seen = Report(), set()
-            ing.dead_posts, ing.dead_authors = self.store.dead([p.id for p in posts], [p.author for p in posts])
             prepared = prepare(ing.admit(posts), self.cfg)
             bad = [BadRecord(label, x.record, x.field, x.message) for x in prepared if isinstance(x, BadRecord)]
             ing.commit(prepared)
@@ -249,7 +259,7 @@ class LiveIngest:
         """After any erasure (this server's or another process's), rebuild the dedup state from the store: it
         must not hold a forgotten post's hash or signature (a copy would be reported as "duplicate of <forgotten
         id>") and copies whose original was erased now have a new original among themselves."""
-        cursor = self.store.tombstone_cursor()
+        cursor = self.store.erasure_cursor()
         if cursor != self.tomb_seen:
             self.ing = Ingester(self.store, self.cfg, self.ing.run_id)
             self.tomb_seen = cursor
@@ -371,12 +381,15 @@ def ingest(
 ) -> Report:
     opts = opts or ImportOptions()
     opts.include_deleted = opts.include_deleted or cfg.include_deleted
-    exports = expand_paths(paths, opts.format)
+    exports, skipped = find_exports(paths, opts.format)
     if cfg.strict:
+        if skipped:
+            raise StrictModeError(f"--strict: skipped {skipped[0]} (nothing was written)")
         validate(exports, cfg, opts)
     with ingest_lock(db_path, on_wait), open_store(db_path) as store:
         run_id = store.start_run(str(p) for p, _ in exports)
         ing = Ingester(store, cfg, run_id)
+        ing.report.skipped = skipped
         workers = cfg.workers or (os.cpu_count() or 1)
         pool = mp.get_context("fork").Pool(workers, initializer=_worker_init) if workers > 1 else None
         status = "failed"

@@ -18,8 +18,7 @@ from typing import Any
 
 import psycopg
 
-from roost.corpus.pgstore import connect, has_schema, redact
-from roost.corpus.post import author_key
+from roost.corpus.pgstore import connect, dead_in, has_schema, redact, store_keys
 from roost.corpus.reader import SEARCH_COLUMNS, SEARCHABLE
 from roost.corpus.store import TRAINING_WHERE
 from roost.errors import RoostError
@@ -36,6 +35,15 @@ class PgReader:
         if not has_schema(self.con):
             self.con.close()
             raise RoostError(f"{redact(url)}: no post store here; run `roost ingest EXPORTS` first")
+        if self.con.execute("SELECT to_regclass('store_secret') IS NULL").fetchone()[0]:  # type: ignore[index]
+            from roost.corpus.pgstore import PgStore  # an older store: migrate it once, then read
+
+            PgStore(url).close()
+        try:
+            self.keys = store_keys(self.con)
+        except BaseException:
+            self.con.close()
+            raise
         self.con.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # for snapshot()
 
     def close(self) -> None:
@@ -70,12 +78,12 @@ class PgReader:
     def max_seq(self) -> int:
         return int(self._one("SELECT coalesce(max(seq), 0) FROM posts"))
 
-    def tombstone_cursor(self) -> int:
-        return int(self._one("SELECT coalesce(max(seq), 0) FROM tombstones"))
+    def erasure_cursor(self) -> int:
+        return int(self._one("SELECT coalesce(max(n), 0) FROM erased"))
 
-    def tombstones_since(self, cursor: int) -> list[tuple[int, str, str]]:
-        """(cursor, kind, key) of every tombstone after `cursor`; kind is 'post' or 'author'."""
-        return self._all("SELECT seq, kind, key FROM tombstones WHERE seq > %s ORDER BY seq", (cursor,))  # type: ignore[return-value]
+    def erased_since(self, cursor: int) -> list[tuple[int, int]]:
+        """(cursor, seq) of every post erased after `cursor`, in erasure order."""
+        return self._all("SELECT n, seq FROM erased WHERE n > %s ORDER BY n", (cursor,))  # type: ignore[return-value]
 
     def count_searchable_since(self, seq: int) -> int:
         return int(self._one(f"SELECT count(*) FROM posts WHERE seq > %s AND {SEARCHABLE}", (seq,)))
@@ -92,9 +100,9 @@ class PgReader:
         sql = "SELECT seq, id, author, created_at, text FROM posts WHERE seq = ANY(%s::bigint[])"
         return {r[0]: r[1:] for r in self._all(sql, (list(seqs),))}  # type: ignore[misc]
 
-    def tombstoned(self, keys: list[str]) -> set[tuple[str, str]]:
-        """(kind, key) of the tombstones among these post ids and author keys."""
-        return {(k, v) for k, v in self._all("SELECT kind, key FROM tombstones WHERE key = ANY(%s::text[])", (keys,))}
+    def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
+        """The tombstoned ones among these post ids and authors (keyed hashes, roost.corpus.tombkeys)."""
+        return dead_in(self.con, self.keys, ids, authors)
 
     def texts_since(self, seq: int) -> list[tuple[int, str, str]]:
         """(seq, text, scrubbed text) of every post after `seq` (the leak guard's follow)."""
@@ -146,16 +154,13 @@ class PgReader:
                 one = lambda q: con.execute(q).fetchone()[0]  # type: ignore[index]  # noqa: E731
                 meta["posts"] = one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}")
                 meta["max_rowid"] = one("SELECT coalesce(max(seq), 0) FROM posts")
-                gone_posts = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'post'")}
-                gone_authors = {
-                    author_key(r[0]) for r in con.execute("SELECT key FROM tombstones WHERE kind = 'author'")
-                }
-                meta["tombstones"] = len(gone_posts) + len(gone_authors)
+                gone = {(k, v) for k, v in con.execute("SELECT kind, key FROM tombstones")}
+                meta["tombstones"] = len(gone)
                 meta["snapshot_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 with con.cursor(name="roost_training_snapshot") as cur:
                     cur.execute(f"SELECT id, author, text_scrubbed FROM posts WHERE {TRAINING_WHERE} ORDER BY seq")
                     while not (stop and stop.is_set()) and (rows := cur.fetchmany(batch)):
-                        yield [r for r in rows if r[0] not in gone_posts and author_key(r[1]) not in gone_authors]
+                        yield self.keys.live(rows, gone)
         finally:
             con.close()
 

@@ -18,8 +18,8 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,10 @@ from urllib.parse import unquote
 import numpy as np
 import psycopg
 
+from roost.corpus.pgerase import erase_rows, owe_rewrite
 from roost.corpus.post import author_key
-from roost.corpus.store import COLUMNS, now, summarize
+from roost.corpus.store import COLUMNS, now, reposts_of, summarize
+from roost.corpus.tombkeys import TombKeys
 from roost.errors import RoostError
 
 MIGRATIONS = Path(__file__).with_name("pg_migrations")
@@ -41,7 +43,6 @@ PRIVATE_COLUMNS = ("id", "author", "author_key", "text", "text_scrubbed", "reply
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 PAGE = 10_000
 CONNECT_TIMEOUT = 10  # seconds
-LOCK_TIMEOUT = "5s"  # the erasure rewrite waits this long for a table's lock, then reports and retries later
 
 
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)([^&\s]*)", re.IGNORECASE)
@@ -103,76 +104,6 @@ def has_schema(con: psycopg.Connection[Any]) -> bool:
     return con.execute("SELECT to_regclass('posts') IS NOT NULL").fetchone()[0]  # type: ignore[index,no-any-return]
 
 
-def older_than(con: psycopg.Connection[Any], deleted_by: int) -> int:
-    """Sessions, prepared transactions and replication slots that may still see rows deleted by `deleted_by`:
-    a snapshot (xmin) or a transaction of their own (xid) at or before it. VACUUM keeps such rows."""
-    x = str(deleted_by % 2**32)
-    sql = (
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database() AND ("
-        "  (backend_xmin IS NOT NULL AND age(backend_xmin) >= age(%(x)s::text::xid)) OR"
-        "  (backend_xid IS NOT NULL AND age(backend_xid) >= age(%(x)s::text::xid))))"
-        " + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"
-        "    AND age(transaction) >= age(%(x)s::text::xid))"
-        " + (SELECT count(*) FROM pg_replication_slots WHERE xmin IS NOT NULL AND age(xmin) >= age(%(x)s::text::xid))"
-    )
-    return int(con.execute(sql, {"x": x}).fetchone()[0])  # type: ignore[index]
-
-
-def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: int, wait_s: float = 10.0) -> set[str]:
-    """Rewrite `tables` (VACUUM FULL) so rows deleted by transaction `deleted_by` leave their files: a plain VACUUM
-    frees a dead row's space but PostgreSQL never overwrites it in place, so its bytes would stay in the page.
-    First waits (up to `wait_s`) until nothing older can still see the rows (`older_than`); then each table is
-    rewritten, waiting at most LOCK_TIMEOUT for its lock, and checked (its file must change: a role that may not
-    rewrite a table gets only a warning from PostgreSQL). Returns the tables NOT rewritten (all of them when the
-    wait ran out: a rewrite then could not drop the rows). The server's WAL, backups and replicas keep their own
-    copies until their own retention."""
-    deadline = time.monotonic() + wait_s
-    while older_than(con, deleted_by):
-        if time.monotonic() >= deadline:
-            return set(tables)
-        time.sleep(0.05)
-    left = set()
-    con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # a reader holding a table must not stall every writer
-    try:
-        for t in sorted(set(tables)):
-            if not re.fullmatch(r"[a-z0-9_.]+", t):  # our own table names (the regclass text of a partition)
-                continue
-            before = con.execute("SELECT pg_relation_filenode(to_regclass(%s))", (t,)).fetchone()
-            if before is None or before[0] is None:
-                continue  # gone (a dropped partition): nothing left to rewrite
-            try:
-                con.execute(f"VACUUM (FULL) {t}".encode())
-            except psycopg.errors.LockNotAvailable:
-                left.add(t)
-                continue
-            after = con.execute("SELECT pg_relation_filenode(to_regclass(%s))", (t,)).fetchone()
-            if after is None or after[0] == before[0]:
-                left.add(t)  # not rewritten (not the owner, no MAINTAIN privilege)
-    finally:
-        con.execute("RESET lock_timeout")
-    return left
-
-
-def owe_rewrite(con: psycopg.Connection[Any], relname: str) -> None:
-    """Inside the deleting transaction: `relname` owes an erasure rewrite (erase_pending) until `rewrite_paid`."""
-    con.execute(
-        "INSERT INTO erase_pending VALUES (%s, pg_current_xact_id()::text::bigint) "
-        "ON CONFLICT (relname) DO UPDATE SET deleted_by = excluded.deleted_by",
-        (relname,),
-    )
-
-
-def rewrite_owed(con: psycopg.Connection[Any], relname: str) -> int | None:
-    """The newest deleting transaction `relname` still owes a rewrite for, or None."""
-    row = con.execute("SELECT deleted_by FROM erase_pending WHERE relname = %s", (relname,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def rewrite_paid(con: psycopg.Connection[Any], relname: str, deleted_by: int) -> None:
-    """`relname` was rewritten after every deletion up to `deleted_by`."""
-    con.execute("DELETE FROM erase_pending WHERE relname = %s AND deleted_by <= %s", (relname, deleted_by))
-
-
 def migrate(con: psycopg.Connection[Any]) -> list[int]:
     """Apply the numbered SQL files not yet applied, in order, one transaction each; returns those applied."""
     files = sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("[0-9]*_*.sql"))
@@ -191,11 +122,52 @@ def migrate(con: psycopg.Connection[Any]) -> list[int]:
                 continue
             with con.transaction():
                 con.execute(path.read_text(encoding="utf-8").encode())
+                if version in PY_STEPS:
+                    PY_STEPS[version](con)
                 con.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, now()))
             applied.append(version)
         return applied
     finally:
         con.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+
+
+def _tombstone_keys_step(con: psycopg.Connection[Any]) -> None:
+    """Migration 0005's Python step (see the SQL file): the key, hashed tombstones, today's author keys."""
+    con.execute("INSERT INTO store_secret VALUES (1, %s)", (secrets.token_bytes(32),))
+    keys = store_keys(con)
+    rows = con.execute("SELECT seq, kind, key FROM tombstones").fetchall()
+    if rows:  # a clash (two v4 keys that normalise alike) keeps the older tombstone
+        con.execute("DELETE FROM tombstones")
+        done: set[tuple[str, str]] = set()
+        for seq, kind, key in sorted(rows):
+            if (kind, h := keys.of(kind, key)) not in done:
+                done.add((kind, h))
+                con.execute("INSERT INTO tombstones (seq, kind, key, forgotten_at) OVERRIDING SYSTEM VALUE "
+                            "VALUES (%s, %s, %s, %s)", (seq, kind, h, now()))  # fmt: skip
+        owe_rewrite(con, "tombstones")
+    for author, old in con.execute("SELECT DISTINCT author, author_key FROM posts").fetchall():
+        if author_key(author) != old:
+            con.execute("UPDATE posts SET author_key = %s WHERE author = %s", (author_key(author), author))
+
+
+PY_STEPS = {5: _tombstone_keys_step}
+
+
+def store_keys(con: psycopg.Connection[Any]) -> TombKeys:
+    """The store's tombstone key (`store_secret`, shared by every writer of this database)."""
+    row = con.execute("SELECT key FROM store_secret WHERE id = 1").fetchone()
+    if row is None:
+        raise RoostError("the store has no tombstone key (store_secret is empty); it was not migrated by roost")
+    return TombKeys(bytes(row[0]))
+
+
+def dead_in(
+    con: psycopg.Connection[Any], keys: TombKeys, ids: list[str], authors: list[str]
+) -> tuple[set[str], set[str]]:
+    """The tombstoned ones among these post ids and authors, by keyed hash."""
+    sql = "SELECT kind, key FROM tombstones WHERE key = ANY(%s::text[])"
+    found = {(k, v) for k, v in con.execute(sql, (keys.hashes(ids, authors),)).fetchall()}
+    return keys.matches(ids, authors, found)
 
 
 def partition_for(month: str) -> tuple[str, str, str]:
@@ -217,6 +189,7 @@ class PgStore:
             if readonly and not has_schema(self.con):
                 raise RoostError(f"{redact(url)}: no corpus here yet; run `roost ingest PATH` first")
             migrate(self.con)
+            self.keys = store_keys(self.con)
         except BaseException:
             self.con.close()
             raise
@@ -239,18 +212,9 @@ class PgStore:
         return self.con.execute(sql, params).fetchone()[0]  # type: ignore[index]
 
     # -- reading state for an ingest ---------------------------------------------------------------------------
-    def tombstones(self) -> tuple[set[str], set[str]]:
-        posts: set[str] = set()
-        authors: set[str] = set()
-        for kind, key in self._all("SELECT kind, key FROM tombstones"):
-            (posts.add(key) if kind == "post" else authors.add(author_key(key)))
-        return posts, authors
-
     def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
-        """The tombstoned ones among these post ids and authors (without reading the whole table)."""
-        q = "SELECT key FROM tombstones WHERE kind = %s AND key = ANY(%s::text[])"
-        keys = list({author_key(a) for a in authors})
-        return {r[0] for r in self._all(q, ("post", list(set(ids))))}, {r[0] for r in self._all(q, ("author", keys))}
+        """The tombstoned ones among these post ids and authors (keyed hashes, roost.corpus.tombkeys)."""
+        return dead_in(self.con, self.keys, ids, authors)
 
     def existing(self, ids: list[str]) -> set[str]:
         return {r[0] for r in self._all("SELECT id FROM post_ids WHERE id = ANY(%s::text[])", (list(ids),))}
@@ -432,51 +396,68 @@ class PgStore:
 
     # -- erasure -----------------------------------------------------------------------------------------------
     def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, Any]:
-        """Delete and tombstone; copies that pointed at a deleted original get a new original among themselves
-        (the earliest by created_at, id). Under the writers' lock, so tombstone order is commit order."""
-        with self.con.transaction():
-            self.con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            keys = [author_key(a) for a in authors]
+        """Delete and tombstone (keyed hashes) these authors' posts, these posts and every repost carrying one of
+        them (`store.reposts_of`); copies that pointed at a deleted original get a new original among themselves
+        (the earliest by created_at, id); the erased seqs go to the `erased` log. Under the writers' lock, so
+        tombstone order is commit order."""
+        con = self.con
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             ts = now()
-            for k in keys:
-                self.con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('author', %s, %s) "
-                                 "ON CONFLICT DO NOTHING", (k, ts))  # fmt: skip
-            for p in post_ids:
-                self.con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('post', %s, %s) "
-                                 "ON CONFLICT DO NOTHING", (p, ts))  # fmt: skip
+            for h in sorted({self.keys.author(a) for a in authors}):
+                con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('author', %s, %s) "
+                            "ON CONFLICT DO NOTHING", (h, ts))  # fmt: skip
+            for h in sorted({self.keys.post(p) for p in post_ids}):
+                con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('post', %s, %s) "
+                            "ON CONFLICT DO NOTHING", (h, ts))  # fmt: skip
             found = self._all(
-                "SELECT id, tableoid::regclass::text FROM posts WHERE author_key = ANY(%s::text[]) OR id = ANY(%s::text[])",
-                (keys, list(post_ids)),
+                "SELECT id, tableoid::regclass::text, seq FROM posts WHERE author_key = ANY(%s::text[]) "
+                "OR id = ANY(%s::text[])",
+                ([author_key(a) for a in authors], list(post_ids)),
             )
+            named = {r[0] for r in found}
+            cands = self._all("SELECT id, repost_of, left(text, 48), tableoid::regclass::text, seq FROM posts "
+                              "WHERE repost_of IS NOT NULL")  # fmt: skip
+            reposts = [
+                (r[0], r[3], r[4]) for r in reposts_of(cands, named | set(post_ids), authors) if r[0] not in named
+            ]
+            found += reposts
             gone = [r[0] for r in found]
             if gone:  # owed rewrites, kept in the database until done (by this process or any later one)
                 xid = int(self._one("SELECT pg_current_xact_id()::text"))
                 tables = sorted({r[1] for r in found} | {"signatures", "signature_bands", "post_ids"})
-                self.con.execute(
+                con.execute(
                     "INSERT INTO erase_pending SELECT unnest(%s::text[]), %s ON CONFLICT (relname) DO UPDATE "
                     "SET deleted_by = greatest(erase_pending.deleted_by, excluded.deleted_by)",
                     (tables, xid),
                 )
-            for col in ("dup_of", "near_dup_of"):
-                orphans = self._all(
-                    f"SELECT {col}, id FROM posts WHERE {col} = ANY(%s::text[]) AND NOT id = ANY(%s::text[]) ORDER BY created_at, id",
-                    (gone, gone),
-                )
-                heirs: dict[str, str] = {}
-                moves: list[tuple[str | None, str]] = []
-                for old, pid in orphans:
-                    moves.append((heirs.get(old), pid))
-                    heirs.setdefault(old, pid)
-                for new, pid in moves:
-                    self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
+                con.execute("INSERT INTO erased (seq) SELECT unnest(%s::bigint[])", (sorted(r[2] for r in found),))
+            self._reassign_copies(gone)
             for table, col in (
                 ("signature_bands", "post_id"),
                 ("signatures", "post_id"),
                 ("posts", "id"),
                 ("post_ids", "id"),
             ):
-                self.con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
-        return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone}
+                con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
+        return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone,
+                "reposts": len(reposts)}  # fmt: skip
+
+    def _reassign_copies(self, gone: list[str]) -> None:
+        """Copies whose original is being erased: the earliest (created_at, id) becomes the new original."""
+        for col in ("dup_of", "near_dup_of"):
+            orphans = self._all(
+                f"SELECT {col}, id FROM posts WHERE {col} = ANY(%s::text[]) AND NOT id = ANY(%s::text[]) "
+                "ORDER BY created_at, id",
+                (gone, gone),
+            )
+            heirs: dict[str, str] = {}
+            moves: list[tuple[str | None, str]] = []
+            for old, pid in orphans:
+                moves.append((heirs.get(old), pid))
+                heirs.setdefault(old, pid)
+            for new, pid in moves:
+                self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
 
     def checkpoint(self, wait_s: float = 10.0) -> bool:
         """Do every rewrite an erasure still owes (`erase_pending`, whoever's erasure it was) so the deleted rows'
@@ -503,9 +484,9 @@ class PgStore:
         """Tables whose rewrite an erasure still owes."""
         return [r[0] for r in self._all("SELECT relname FROM erase_pending ORDER BY relname")]
 
-    def tombstone_cursor(self) -> int:
-        """The newest tombstone's seq: a follower that saw a smaller one has erasures to apply."""
-        return int(self._one("SELECT coalesce(max(seq), 0) FROM tombstones"))
+    def erasure_cursor(self) -> int:
+        """The newest entry of the `erased` log: a follower that saw a smaller one has rows to drop."""
+        return int(self._one("SELECT coalesce(max(n), 0) FROM erased"))
 
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

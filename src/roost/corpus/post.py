@@ -6,6 +6,7 @@ Used by `roost ingest`; importers never write to the store directly (ARCHITECTUR
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -14,9 +15,37 @@ VISIBILITIES = ("public", "unlisted", "followers", "direct")
 
 
 def author_key(author: str) -> str:
-    """The one rule for matching authors everywhere (forget, tombstones, search filters): case-insensitive, as X
-    handles and Mastodon accounts are."""
-    return author.casefold()
+    """The one rule for matching authors everywhere (forget, tombstones, both search backends, re-ingest):
+    Unicode's NFKC_Casefold closure, `NFKC(casefold(NFKC(s)))`. Case-insensitive as X handles and Mastodon
+    accounts are, with full case folding (`Groß` = `GROSS` = `gross`, final `ς` = `σ`), and one spelling per
+    name: canonical and compatibility variants are one (`Jürgen` composed or decomposed, the ligature `ﬁ` = `fi`,
+    fullwidth `ａ` = `a`). Idempotent (tests/corpus/test_author_key.py). Turkish dotless `ı` stays its own letter
+    (casefold keeps it; `İ` folds to `i̇`), as in every locale-independent fold."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", author).casefold())
+
+
+_RT = re.compile(r"RT @(\w{1,30}):")  # a manual retweet's text
+_AT_URI = re.compile(r"bsky:at://(did:[a-z]{1,16}:[A-Za-z0-9._:%-]{1,256})/")
+_AP_URL = re.compile(
+    r"mastodon:https?://([A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?)/(?:users/|u/|accounts/|@)([A-Za-z0-9_.-]{1,64})(?:/|$)"
+)
+
+
+def reposted_author(repost_of: str | None, text: str = "") -> str | None:
+    """Whose post a repost carries, when its fields say so: `@handle` (X archives), an `RT @handle:` text, the
+    author part of a Mastodon status URL (`handle@host`) or of a Bluesky `at://` URI (the DID). Erasure removes
+    reposts of a forgotten author by this, and re-ingest drops them (linear-time, bounded patterns)."""
+    if not repost_of:
+        return None
+    if repost_of.startswith("@"):
+        return repost_of[1:] or None
+    if (m := _AP_URL.match(repost_of)) is not None:
+        return f"{m.group(2)}@{m.group(1)}"
+    if (m := _AT_URI.match(repost_of)) is not None:
+        return m.group(1)
+    if (m := _RT.match(text)) is not None:
+        return m.group(1)
+    return None
 
 
 _MONTHS = {

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from roost.corpus.post import author_key
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.store import SCHEMA_VERSION, TRAINING_WHERE, check_keys, dead_in, erasure_cursor, sqlite_keys
 from roost.errors import RoostError
 
 SEARCHABLE = "repost_of IS NULL"
@@ -32,6 +31,17 @@ class StoreReader:
         self.db = db
         # autocommit; `snapshot()` opens a read transaction so that several calls see one state of the store
         self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            self.con.close()
+            raise RoostError(f"{db}: not a usable roost corpus database ({e})") from None
+        if version is None or int(version[0]) < SCHEMA_VERSION:  # an older store: migrate it once, then read
+            from roost.corpus.store import Store
+
+            Store(db).close()
+        self.keys = sqlite_keys(db)
+        check_keys(self.con, self.keys, db, write=False)
 
     def close(self) -> None:
         self.con.close()
@@ -55,14 +65,12 @@ class StoreReader:
     def max_seq(self) -> int:
         return int(self.con.execute("SELECT coalesce(max(seq), 0) FROM posts").fetchone()[0])
 
-    def tombstone_cursor(self) -> int:
-        return int(self.con.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0])
+    def erasure_cursor(self) -> int:
+        return erasure_cursor(self.con)
 
-    def tombstones_since(self, cursor: int) -> list[tuple[int, str, str]]:
-        """(cursor, kind, key) of every tombstone after `cursor`; kind is 'post' or 'author'."""
-        return self.con.execute(
-            "SELECT rowid, kind, key FROM tombstones WHERE rowid > ? ORDER BY rowid", (cursor,)
-        ).fetchall()
+    def erased_since(self, cursor: int) -> list[tuple[int, int]]:
+        """(cursor, seq) of every post erased after `cursor`, in erasure order."""
+        return self.con.execute("SELECT n, seq FROM erased WHERE n > ? ORDER BY n", (cursor,)).fetchall()
 
     def count_searchable_since(self, seq: int) -> int:
         return int(self.con.execute(f"SELECT count(*) FROM posts WHERE seq > ? AND {SEARCHABLE}", (seq,)).fetchone()[0])
@@ -86,14 +94,9 @@ class StoreReader:
             out.update({r[0]: r[1:] for r in self.con.execute(sql, part)})
         return out
 
-    def tombstoned(self, keys: list[str]) -> set[tuple[str, str]]:
-        """(kind, key) of the tombstones among these post ids and author keys."""
-        gone: set[tuple[str, str]] = set()
-        for s in range(0, len(keys), 500):
-            names = keys[s : s + 500]
-            sql = f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(names))})"
-            gone.update(self.con.execute(sql, names).fetchall())
-        return gone
+    def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
+        """The tombstoned ones among these post ids and authors (keyed hashes, roost.corpus.tombkeys)."""
+        return dead_in(self.con, self.keys, ids, authors)
 
     def texts_since(self, seq: int) -> list[tuple[int, str, str]]:
         """(seq, text, scrubbed text) of every post after `seq` (the leak guard's follow)."""
@@ -144,13 +147,12 @@ class StoreReader:
             con.execute("BEGIN")  # one snapshot for the count, the tombstones and every row
             meta["posts"] = con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0]
             meta["max_rowid"] = con.execute("SELECT coalesce(max(seq), 0) FROM posts").fetchone()[0]
-            gone_posts = {r[0] for r in con.execute("SELECT key FROM tombstones WHERE kind = 'post'")}
-            gone_authors = {author_key(r[0]) for r in con.execute("SELECT key FROM tombstones WHERE kind = 'author'")}
-            meta["tombstones"] = len(gone_posts) + len(gone_authors)
+            gone = set(con.execute("SELECT kind, key FROM tombstones"))
+            meta["tombstones"] = len(gone)
             meta["snapshot_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             cur = con.execute(f"SELECT id, author, text_scrubbed FROM posts WHERE {TRAINING_WHERE} ORDER BY seq")
             while not (stop and stop.is_set()) and (rows := cur.fetchmany(batch)):
-                yield [r for r in rows if r[0] not in gone_posts and author_key(r[1]) not in gone_authors]
+                yield self.keys.live(rows, gone)
             con.execute("COMMIT")
         finally:
             con.close()

@@ -48,6 +48,8 @@ def print_ingest_report(r: dict[str, Any], console: Console) -> None:
         console.print(_counts_table("new posts by language", r["by_lang"], r["stored"]))
         console.print(_counts_table("new posts by source", r["by_source"], r["stored"]))
     _print_rejected(r["rejected_reasons"], r["rejected"], r.get("examples", []), console)
+    for line in r.get("skipped", []):
+        console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _print_rejected(reasons: dict[str, int], total: int, examples: list[str], console: Console) -> None:

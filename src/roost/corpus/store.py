@@ -2,7 +2,9 @@
 
 Written by `roost ingest` in batched transactions (a killed ingest leaves whole batches only; re-running it
 skips what is there); read by `roost corpus stats` and every later stage; erased by `roost forget`.
-Tombstoned ids and authors are never inserted again.
+Tombstoned ids and authors are never inserted again. A tombstone keeps a keyed hash, never the name or id
+(roost.corpus.tombkeys; the key is derived from the home's secret); every erased row's seq goes to the `erased`
+log, the cursor followers (search indexes, dedup state, leak guard) read to drop exactly those rows.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from roost.corpus.post import author_key
+from roost.corpus.post import author_key, reposted_author
+from roost.corpus.tombkeys import TombKeys, derive
 from roost.errors import RoostError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v2: `seq` (the rowid) is AUTOINCREMENT, so a row id is never reused after a delete: followers (the live indexer,
 # the leak guard) read "rows since a cursor" and must never see a new post under an id they have passed.
+# v3: tombstones keep keyed hashes (NFKC-casefolded authors), the clear-text keys of v2 are hashed and their bytes
+# overwritten; the `erased` log (one row per erased post's seq) is the erasure cursor.
 POSTS_TABLE = """
 CREATE TABLE IF NOT EXISTS posts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,6 +65,7 @@ CREATE TABLE IF NOT EXISTS tombstones (
 CREATE TABLE IF NOT EXISTS ingest_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
     paths TEXT NOT NULL, report TEXT, pid INTEGER);
+CREATE TABLE IF NOT EXISTS erased (n INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL);
 """
 )
 COLUMNS = (
@@ -106,7 +112,9 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.create_function("author_key", 1, author_key, deterministic=True)
             self.db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
+            self.keys = sqlite_keys(path)
             self._migrate()
+            check_keys(self.db, self.keys, path, write=True)
         except sqlite3.DatabaseError as e:
             raise RoostError(f"{path}: not a usable roost corpus database ({e})") from None
 
@@ -134,7 +142,8 @@ class Store:
                 db.execute("DROP TABLE posts_v1")
                 db.execute("DELETE FROM sqlite_sequence WHERE name = 'posts'")
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('posts', ?)", (top + 1_000_000,))
-                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+            version = 2
         runs_cols = [r[1] for r in db.execute("PRAGMA table_info(ingest_runs)")]
         if runs_cols and "pid" not in runs_cols:
             db.execute("ALTER TABLE ingest_runs ADD COLUMN pid INTEGER")
@@ -142,6 +151,25 @@ class Store:
             db.execute("DROP INDEX IF EXISTS posts_author")  # the case-sensitive one of schema 1
         db.executescript(SCHEMA)
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if version == 2:
+            self._hash_tombstones()
+
+    def _hash_tombstones(self) -> None:
+        """v2 → v3: every clear-text tombstone key becomes its keyed hash (authors normalised by today's
+        `author_key`; v2 kept `casefold()`), in place, then the WAL is truncated: with `secure_delete` the old
+        cells are overwritten, so no forgotten name or id stays in corpus.db or its WAL (tests/security)."""
+        db = self.db
+        with self.transaction():
+            rows = db.execute("SELECT rowid, kind, key, forgotten_at FROM tombstones").fetchall()
+            db.execute("DELETE FROM tombstones")
+            db.executemany(
+                "INSERT OR IGNORE INTO tombstones (rowid, kind, key, forgotten_at) VALUES (?, ?, ?, ?)",
+                [(r, kind, self.keys.of(kind, key), at) for r, kind, key, at in rows],
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS erased (n INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL)")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('tomb_key', ?)", (self.keys.check(),))
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _index_sql(self, name: str) -> str:
         row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone()
@@ -157,27 +185,9 @@ class Store:
         self.close()
 
     # -- reading state for an ingest ---------------------------------------------------------------------------
-    def tombstones(self) -> tuple[set[str], set[str]]:
-        posts: set[str] = set()
-        authors: set[str] = set()
-        for kind, key in self.db.execute("SELECT kind, key FROM tombstones"):
-            if kind == "post":
-                posts.add(key)
-            else:
-                authors.add(author_key(key))
-        return posts, authors
-
     def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
-        """The tombstoned ones among these post ids and authors (without reading the whole table)."""
-        out: tuple[set[str], set[str]] = (set(), set())
-        authors = [author_key(a) for a in authors]  # author tombstones are kept as author_key()
-        for kind, keys, into in (("post", ids, out[0]), ("author", authors, out[1])):
-            keys = list(set(keys))
-            for i in range(0, len(keys), 900):
-                chunk = keys[i : i + 900]
-                q = f"SELECT key FROM tombstones WHERE kind = ? AND key IN ({','.join('?' * len(chunk))})"
-                into.update(r[0] for r in self.db.execute(q, [kind, *chunk]))
-        return out
+        """The tombstoned ones among these post ids and authors (matched by keyed hash, see tombkeys)."""
+        return dead_in(self.db, self.keys, ids, authors)
 
     def existing(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
@@ -269,8 +279,11 @@ class Store:
 
     # -- erasure -----------------------------------------------------------------------------------------------
     def forget(self, authors: list[str], post_ids: list[str]) -> dict[str, Any]:
-        """Delete and tombstone; copies that pointed at a deleted original get a new original among themselves."""
-        with self.transaction():
+        """Delete and tombstone these authors' posts and these posts, and every repost that carries one of them
+        (another user's `RT @them: …`, an Announce of their status: `reposts_of`); copies that pointed at a
+        deleted original get a new original among themselves. Under the writers' lock, so an ingest racing it
+        stores nothing forgotten; each erased row's seq goes to the `erased` log."""
+        with self.write_lock(), self.transaction():
             db = self.db
             db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY)")
             db.execute("DELETE FROM gone")
@@ -278,10 +291,14 @@ class Store:
                 db.execute(
                     "INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author_key(author) = ?", (author_key(a),)
                 )
-                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (author_key(a), now()))
+                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (self.keys.author(a), now()))
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
-                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (p, now()))
+                db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (self.keys.post(p), now()))
+            named = {r[0] for r in db.execute("SELECT id FROM gone")}
+            cands = db.execute("SELECT id, repost_of, substr(text, 1, 48) FROM posts WHERE repost_of IS NOT NULL")
+            reposts = [r[0] for r in reposts_of(cands, named | set(post_ids), authors) if r[0] not in named]
+            db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(r,) for r in reposts])
             ids = [r[0] for r in db.execute("SELECT posts.id FROM gone JOIN posts ON posts.id = gone.id")]
             for col in ("dup_of", "near_dup_of"):
                 orphans = db.execute(
@@ -295,9 +312,11 @@ class Store:
                         db.execute(f"UPDATE posts SET {col} = NULL WHERE id = ?", (pid,))
                     else:
                         db.execute(f"UPDATE posts SET {col} = ? WHERE id = ?", (heirs[old], pid))
+            db.execute("INSERT INTO erased (seq) SELECT seq FROM posts WHERE id IN (SELECT id FROM gone) ORDER BY seq")
             db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
-        return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids}
+        return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids,
+                "reposts": len(reposts)}  # fmt: skip
 
     def checkpoint(self, wait_s: float = 10.0) -> bool:
         """Move the WAL into the database file and truncate it (after an erasure the deleted text must not linger
@@ -310,14 +329,65 @@ class Store:
             self.db.execute("PRAGMA busy_timeout = 60000")  # the connection's own (timeout=60)
         return busy == 0
 
-    def tombstone_cursor(self) -> int:
-        """The newest tombstone's row id: a follower that saw a smaller one has erasures to apply."""
-        return int(self.db.execute("SELECT coalesce(max(rowid), 0) FROM tombstones").fetchone()[0])
+    def erasure_cursor(self) -> int:
+        """The newest entry of the `erased` log: a follower that saw a smaller one has rows to drop."""
+        return erasure_cursor(self.db)
 
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         self.reap_runs()
         return summarize(lambda q: self.db.execute(q).fetchone()[0], lambda q: self.db.execute(q).fetchall())
+
+
+def sqlite_keys(path: Path) -> TombKeys:
+    """The tombstone key of the SQLite store at `path` (`<home>/corpus.db`): derived from the home's secret."""
+    from roost.seal import home_key
+
+    return TombKeys(derive(home_key(path.parent)))
+
+
+def check_keys(db: sqlite3.Connection, keys: TombKeys, path: Path, write: bool) -> None:
+    """Refuse a store whose tombstones were hashed with another key (a corpus.db copied from another home, a
+    replaced secret): its forgotten posts and authors could no longer be recognised, and re-ingest would bring
+    them back. A store without tombstones simply takes this home's key."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'tomb_key'").fetchone()
+    if row is not None and row[0] == keys.check():
+        return
+    if row is not None and db.execute("SELECT count(*) FROM tombstones").fetchone()[0]:
+        secret = path.parent / ".roost" / "secret"
+        raise RoostError(
+            f"{path}: its tombstones were written with another home's key, not {secret}; forgotten posts and authors "
+            "could not be recognised (re-ingest would bring them back). Restore the secret of the home this store "
+            "came from."
+        )
+    if write:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('tomb_key', ?)", (keys.check(),))
+
+
+def dead_in(db: sqlite3.Connection, keys: TombKeys, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
+    """The tombstoned ones among these post ids and authors, by keyed hash, without reading the whole table."""
+    hashes = keys.hashes(ids, authors)
+    found: set[tuple[str, str]] = set()
+    for i in range(0, len(hashes), 900):
+        chunk = hashes[i : i + 900]
+        found.update(db.execute(f"SELECT kind, key FROM tombstones WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+    return keys.matches(ids, authors, found)
+
+
+def erasure_cursor(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT coalesce(max(n), 0) FROM erased").fetchone()[0])
+
+
+def reposts_of(rows: Iterable[tuple[Any, ...]], ids: set[str], authors: list[str]) -> list[tuple[Any, ...]]:
+    """Those of (id, repost_of, text head, …) rows that repost one of `ids` or a post by one of `authors`
+    (`reposted_author`): an erasure removes them with what they carry, on every backend."""
+    keys = {author_key(a) for a in authors}
+    out = []
+    for r in rows:
+        who = reposted_author(r[1], r[2] or "")
+        if r[1] in ids or (who is not None and author_key(who) in keys):
+            out.append(r)
+    return out
 
 
 def summarize(one: Any, rows: Any) -> dict[str, Any]:

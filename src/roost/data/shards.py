@@ -276,6 +276,11 @@ def mark_stale(root: Path, forgotten_ids: Iterable[str]) -> list[str]:
 def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
     """Check every file of a set against its manifest (existence, size, and sha256 when `checksums`)."""
     m = read_manifest(directory)
+    if m.get("redacting"):
+        raise RoostError(
+            f"{directory}: an erasure was interrupted while overwriting forgotten posts' tokens; the next "
+            "`roost forget` (any target) finishes it, or rebuild with `roost tokenize --rebuild-stale`"
+        )
     size = np.dtype(m["dtype"]).itemsize
     for split, info in m["splits"].items():
         for f in info["files"]:
@@ -289,6 +294,13 @@ def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
                 )
             if checksums and toklib.sha256_file(p) != f["sha256"]:
                 raise RoostError(f"{p}: sha256 differs from manifest.json; the shard is corrupt — rebuild it")
+        ids = directory / info["ids_file"]
+        if (
+            checksums
+            and info.get("ids_sha256")
+            and (not ids.is_file() or toklib.sha256_file(ids) != info["ids_sha256"])
+        ):
+            raise RoostError(f"{ids}: missing or its sha256 differs from manifest.json; rebuild with `roost tokenize`")
         docs = directory / info["docs_file"]
         if not docs.is_file() or docs.stat().st_size != info["docs"] * 8:
             raise RoostError(f"{docs}: document index missing or of the wrong size; rebuild with `roost tokenize`")

@@ -6,6 +6,8 @@ a separate worker process with budgets: RENDER_SECONDS of time (the worker is ki
 RENDER_MEMORY bytes of address space, and RENDER_MAX_CHARS of output. A template that loops for ever, builds a huge
 string or raises is a ValueError naming the template (a 400 from the API); the server's event loop, `/health` and
 SIGTERM are never held by it (the API calls `render` from a worker thread). roost's own ChatML renders in process.
+A reply's length is checked before it is read, and the worker is killed and restarted after any failure that could
+leave its pipe out of step (see `_Worker`).
 
     t = ChatTemplate(tokenizer_config["chat_template"], tokenizer_config, origin="models/x/tokenizer_config.json")
     t.render([{"role": "user", "content": "hi"}])
@@ -15,7 +17,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import select
+import struct
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -33,7 +40,8 @@ RENDER_MEMORY = 1 << 30
 RENDER_MAX_CHARS = 4 << 20
 START_SECONDS = 60.0
 COMPILE_SECONDS = 10.0  # Jinja folds constant output while compiling: a template can make that slow, so it is bounded
-REPLY_MAX_BYTES = 4 * RENDER_MAX_CHARS + 4096  # what the parent reads back from the worker, at most
+REPLY_MAX_BYTES = 4 * RENDER_MAX_CHARS + 4096  # one reply frame from the worker, at most (checked before reading)
+_FRAME = struct.Struct("!Q")  # a reply frame's header: the length of the JSON that follows
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -92,12 +100,20 @@ def _worker(source: str, special: dict[str, str]) -> _Worker:
         return _workers[key]
 
 
-class _Worker:
-    """One process rendering one template, restarted after it breaks the time budget (or dies). Replies travel as
-    JSON bytes of bounded length (no pickle); a template that cannot compile is remembered as broken."""
+class _Desync(Exception):
+    """The worker's reply is not one well-formed frame within its budgets: the pipe may be out of step."""
 
-    def __init__(self, source: str, special: dict[str, str]):
+
+class _Worker:
+    """One process rendering one template. Replies travel as length-prefixed JSON frames (no pickle), each read with
+    its declared length checked against REPLY_MAX_BYTES before any of it is buffered and all of it within the
+    render's deadline. After anything that may leave the pipe out of step (a timeout, a reply over budget or not
+    one well-formed frame, the worker's death) the worker is killed; the next render starts a fresh one. A template
+    that cannot compile is remembered as broken. `serve` is the worker's code (`_serve`)."""
+
+    def __init__(self, source: str, special: dict[str, str], serve: Callable[..., None] | None = None):
         self.source, self.special = source, special
+        self.serve = serve or _serve
         self.lock = threading.Lock()
         self.proc: Any = None
         self.conn: Connection | None = None
@@ -109,7 +125,7 @@ class _Worker:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_serve, args=(child, self.source, self.special), daemon=True, name="roost-chat-template"
+            target=self.serve, args=(child, self.source, self.special), daemon=True, name="roost-chat-template"
         )
         self.proc.start()
         child.close()
@@ -117,25 +133,21 @@ class _Worker:
         # the interpreter's start-up and the template's compile each have a deadline (Jinja folds constant output
         # while compiling, so a template can make its compile slow)
         for stage, seconds in (("start", START_SECONDS), ("compile", COMPILE_SECONDS)):
-            ok, msg = self._reply(parent, seconds, origin)
+            try:
+                ok, msg = _reply(parent, seconds)
+            except _Desync as e:
+                self._stop()
+                raise ValueError(f"{origin}: {str(e).replace('rendering took', f'{stage} took')}") from None
             if not ok:
                 self._stop()
-                if stage == "compile" and not msg.startswith("rendering took"):
+                if stage == "compile":
                     self.broken = msg
-                raise ValueError(f"{origin}: {msg.replace('rendering took', f'{stage} took')}")
+                raise ValueError(f"{origin}: {msg}")
         return parent
 
-    def _reply(self, conn: Connection, seconds: float, origin: str) -> tuple[bool, str]:
-        try:
-            if not conn.poll(seconds):
-                return False, f"rendering took longer than {seconds:g} s and was stopped (the template loops too much)"
-            raw = conn.recv_bytes(maxlength=REPLY_MAX_BYTES)
-        except (EOFError, OSError, BrokenPipeError) as e:  # died (memory budget), or a reply over the cap
-            return False, f"the template worker failed ({type(e).__name__}: over its memory or output budget?)"
-        ok, msg = json.loads(raw)
-        return bool(ok), str(msg)
-
     def _stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
         if self.proc is not None:
             self.proc.kill()
             self.proc.join(timeout=5)
@@ -145,22 +157,71 @@ class _Worker:
         with self.lock:
             conn = self.conn
             if conn is None or self.proc is None or not self.proc.is_alive():
+                self._stop()
                 conn = self._start(origin)
             try:
                 conn.send_bytes(json.dumps([messages, add_generation_prompt]).encode("utf-8", "surrogatepass"))
-            except (OSError, BrokenPipeError):
+                ok, out = _reply(conn, RENDER_SECONDS)
+            except (OSError, _Desync) as e:  # the pipe may hold the rest of a reply: never read from it again
                 self._stop()
-                raise ValueError(f"{origin}: the template worker is gone; try again") from None
-            ok, out = self._reply(conn, RENDER_SECONDS, origin)
+                raise ValueError(
+                    f"{origin}: {e if isinstance(e, _Desync) else 'the template worker is gone'}"
+                ) from None
             if not ok:
-                if self.proc is not None and (out.startswith("rendering took") or not self.proc.is_alive()):
-                    self._stop()
                 raise ValueError(f"{origin}: {out}")
             return out
 
 
+def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+    """Exactly n bytes from fd by `deadline` (TimeoutError), or EOFError when the other end closes first."""
+    buf = bytearray()
+    ready = select.poll()  # not select(): a server's descriptors can be past FD_SETSIZE
+    ready.register(fd, select.POLLIN)
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not ready.poll(left * 1000):
+            raise TimeoutError
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _reply(conn: Connection, seconds: float) -> tuple[bool, str]:
+    """One reply frame, whole within `seconds`: (ok, text). _Desync when it is late, over REPLY_MAX_BYTES (known
+    from its header, before any of it is read), cut short or not `[bool, str]` JSON."""
+    deadline = time.monotonic() + seconds
+    try:
+        (size,) = _FRAME.unpack(_read_exact(conn.fileno(), _FRAME.size, deadline))
+        if size > REPLY_MAX_BYTES:
+            raise _Desync(f"the template worker sent a reply of {size:,} bytes, over the {REPLY_MAX_BYTES:,} budget")
+        raw = _read_exact(conn.fileno(), size, deadline)
+    except TimeoutError:
+        raise _Desync(
+            f"rendering took longer than {seconds:g} s and was stopped (the template loops too much)"
+        ) from None
+    except (EOFError, OSError) as e:  # died (memory budget)
+        raise _Desync(f"the template worker failed ({type(e).__name__}: over its memory budget?)") from None
+    try:
+        ok, msg = json.loads(raw)
+    except (ValueError, TypeError):
+        raise _Desync("the template worker sent a reply that is not [ok, text] JSON") from None
+    if not isinstance(ok, bool) or not isinstance(msg, str):
+        raise _Desync("the template worker sent a reply that is not [ok, text] JSON")
+    return ok, msg
+
+
 def _send(conn: Connection, ok: bool, value: str) -> None:
-    conn.send_bytes(json.dumps([ok, value if ok else value[:500]]).encode("utf-8", "surrogatepass"))
+    """One reply frame: its length (_FRAME), then `[ok, value]` as JSON; a reply over REPLY_MAX_BYTES is replaced
+    by an error saying so (the parent would refuse it)."""
+    data = json.dumps([ok, value if ok else value[:500]], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if len(data) > REPLY_MAX_BYTES:
+        why = f"the rendered prompt is {len(data):,} bytes as JSON, over the {REPLY_MAX_BYTES:,}-byte budget"
+        data = json.dumps([False, why]).encode()
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(conn.fileno(), view) :]
 
 
 def _serve(conn: Connection, source: str, special: dict[str, str]) -> None:

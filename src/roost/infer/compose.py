@@ -7,8 +7,11 @@ every candidate labelled AI-generated with the model's name and sha256.
 
 from __future__ import annotations
 
+import functools
 import queue
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,14 +63,47 @@ def chat_prompt(system: str | None, user: str, template: ChatTemplate | None = N
     return (template or ChatTemplate(None)).render(msgs)
 
 
+STOP_EVERY = 0.5  # seconds between two looks at `stop` while waiting for tokens
+
+
+class Stopped(Exception):
+    """`suggest` was stopped (its HTTP client left); its generations were cancelled."""
+
+
+def _put(q: queue.Queue[tuple[int, Event]], i: int, ev: Event) -> None:
+    q.put((i, ev))
+
+
+def _next(q: queue.Queue[tuple[int, Event]], reqs: list[Any], stop: Callable[[], bool] | None) -> tuple[int, Event]:
+    """The next event (600 s at most of silence), unless `stop` says so first: then every request is cancelled."""
+    deadline = time.monotonic() + 600
+    while True:
+        if stop is not None and stop():
+            for r in reqs:
+                r.cancel()
+            raise Stopped("the client left")
+        try:
+            return q.get(timeout=STOP_EVERY if stop is not None else 600)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise
+
+
 COMPOSE_SYSTEM = "You write short social media posts. Answer with the post only."
 REPLY_SYSTEM = "You write short, friendly replies to social media posts. Answer with the reply only."
 
 
 def suggest(
-    engine: Engine, prompt: str, cfg: ComposeConfig, guard: LeakGuard | None, provenance: dict[str, Any]
+    engine: Engine,
+    prompt: str,
+    cfg: ComposeConfig,
+    guard: LeakGuard | None,
+    provenance: dict[str, Any],
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Generate cfg.n candidates for a chat prompt; returns {candidates, dropped: {near_duplicate, leak, empty}}."""
+    """Generate cfg.n candidates for a chat prompt; returns {candidates, dropped: {near_duplicate, leak, empty}}.
+    `stop` (the HTTP client left) is looked at every STOP_EVERY seconds at most: the running generations are
+    cancelled and `Stopped` is raised."""
     ids = engine.tok.encode(prompt, add_special_tokens=False).ids
     kept: list[str] = []
     dropped = {"near_duplicate": 0, "leak": 0, "empty": 0}
@@ -77,6 +113,7 @@ def suggest(
         want = cfg.n - len(kept)
         q: queue.Queue[tuple[int, Event]] = queue.Queue()
         texts = [""] * want
+        reqs: list[Any] = []
         for i in range(want):
             seed = None if cfg.seed is None else cfg.seed + round_ * 1000 + i
             params = SamplingParams(
@@ -86,10 +123,10 @@ def suggest(
                 seed=seed,
                 repetition_penalty=1.1,
             )
-            engine.submit(ids, params, lambda ev, i=i, q=q: q.put((i, ev)))
+            reqs.append(engine.submit(ids, params, functools.partial(_put, q, i)))
         done = 0
         while done < want:
-            i, ev = q.get(timeout=600)
+            i, ev = _next(q, reqs, stop)
             check_done(ev)
             texts[i] += ev.text
             done += ev.kind == "done"

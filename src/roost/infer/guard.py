@@ -41,7 +41,7 @@ class LeakGuard:
         """Index posts added since the last call, and drop posts erased since; returns how many were added."""
         before = self.max_rowid
         with self._lock:
-            tomb = self._store.tombstone_cursor()
+            tomb = self._store.erasure_cursor()
             if tomb != self.tomb_seen:  # an erasure: keep no hash of a forgotten post in memory
                 self._hashes = np.zeros(0, dtype=np.int64)
                 self._rowids = np.zeros(0, dtype=np.int64)

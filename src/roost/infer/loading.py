@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from roost.errors import UsageError
 from roost.model.imports import resolve_model
+from roost.model.shapes import read_json
 
 
 def load_engine(
@@ -67,7 +68,9 @@ def text_side(path: Path) -> tuple[Any, set[int], Any]:
 
     tok = toklib.load(path / "tokenizer.json")
     tc_path = path / "tokenizer_config.json"
-    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
+    tc = read_json(tc_path) if tc_path.is_file() else {}
+    if not isinstance(tc, dict):
+        raise UsageError(f"{tc_path}: expected a JSON object")
     eos = {
         i
         for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
@@ -77,42 +80,61 @@ def text_side(path: Path) -> tuple[Any, set[int], Any]:
     return tok, eos, template
 
 
-def vouch(path: Path, local_sha: str, url: str, card: dict[str, Any], pin: str | None) -> str:
-    """How roost knows `url` serves this folder's weights: its served folder hashes to them, or the operator pinned
-    that hash. Raises UsageError when neither holds (roost will not label text with a hash it cannot vouch for)."""
-    from roost.model.convert import weights_sha256
+def vouch(path: Path, local_sha: str, url: str, card: dict[str, Any], pin: str | None, own: bool = False) -> str:
+    """How roost knows `url` serves this folder's weights: the operator pinned their sha256, or roost started the
+    replica itself on this very folder (`--vllm`) and its card names it. A card's `root` from any other upstream
+    is only its claim (it can name any folder, the served one included), so roost never hashes a path an upstream
+    chose. Raises UsageError when neither holds (roost will not label text with a hash it cannot vouch for)."""
+    from roost.infer.upstream_io import redact_url
 
     if pin is not None and pin != local_sha:
         raise UsageError(f"--upstream-sha256 {pin} is not the sha256 of {path} ({local_sha})")
-    root = card.get("root")
-    if isinstance(root, str) and Path(root).is_dir() and weights_sha256(Path(root)) == local_sha:
-        return f"the folder its card names, {root}, hashes to the weights' sha256 (a path on this machine)"
     if pin is not None:
         return "pinned by the operator (--upstream-sha256)"
+    root = card.get("root")
+    if own and isinstance(root, str) and _same_folder(Path(root), path):
+        return f"a replica roost started on {path}"
     raise UsageError(
-        f"{url} serves {card.get('id')!r} from {root!r}: roost cannot check that those are the weights of {path} "
-        f"(sha256 {local_sha[:12]}…). Serve that same folder, or pass --upstream-sha256 {local_sha} to vouch "
-        "for the upstream yourself"
+        f"{redact_url(url)} serves {card.get('id')!r} from {str(root)[:200]!r}: roost cannot check that those are the "
+        f"weights of {path} (sha256 {local_sha[:12]}…). Pass --upstream-sha256 {local_sha} to vouch for the upstream "
+        "yourself, or let roost start the replicas (--vllm N)"
     )
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def served_card(url: str, name: str, wait_s: float) -> dict[str, Any]:
-    """The upstream's model card (`GET /v1/models`), waiting up to `wait_s` for it to come up."""
+    """The upstream's model card (`GET /v1/models`, read to at most MAX_CARD_BYTES), waiting up to `wait_s` for it
+    to come up. Messages name the URL without its credentials."""
     import time
 
     import httpx
 
+    from roost.infer.upstream_io import IDENTITY, MAX_CARD_BYTES, check_encoding, read_capped_sync, redact_url, scrub
+
+    shown = redact_url(url)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            cards = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=5).json().get("data") or []
+            with httpx.stream("GET", f"{url.rstrip('/')}/v1/models", headers=IDENTITY, timeout=5) as r:
+                check_encoding(r)
+                raw, over = read_capped_sync(r, MAX_CARD_BYTES)
+            if over:
+                raise UsageError(f"upstream {shown}: its model list is over {MAX_CARD_BYTES} bytes")
+            cards = json.loads(raw).get("data") or []
             break
-        except (httpx.HTTPError, ValueError) as e:
-            if time.monotonic() > deadline:
-                raise UsageError(f"upstream {url}: not reachable ({type(e).__name__}: {e})") from None
+        except Exception as e:  # unreachable, not JSON, not a list of cards: retried until the deadline
+            if isinstance(e, UsageError) or time.monotonic() > deadline:
+                why = scrub(f"{type(e).__name__}: {e}", [url])
+                raise UsageError(f"upstream {shown}: not reachable or not OpenAI-compatible ({why})") from None
             time.sleep(1)
-    if not cards:
-        raise UsageError(f"upstream {url}: serves no model")
+    if not isinstance(cards, list) or not cards or not all(isinstance(c, dict) for c in cards):
+        raise UsageError(f"upstream {shown}: serves no model")
     card = next((c for c in cards if c.get("id") == name), cards[0])
     return dict(card)
 
@@ -126,16 +148,20 @@ def load_upstream(
     pin: str | None = None,
     wait_s: float = 30.0,
     say: Callable[[str], None] | None = None,
+    own: Collection[str] = (),
 ) -> tuple[Any, str, str, Any]:
     """An `UpstreamEngine` over `urls` for `models/NAME`: the folder gives the tokenizer, chat template and the
-    sha256 the labels carry; every upstream must serve those weights (see `vouch`) under one served name."""
+    sha256 the labels carry; every upstream must serve those weights (see `vouch`) under one served name. `own`:
+    the URLs of replicas roost started itself on that folder."""
     from roost.infer.upstream import UpstreamEngine
+    from roost.infer.upstream_io import redact_url
 
     path = resolve_model(home, name)
     meta_path = path / "roost.json"
     from roost.model.convert import weights_sha256
 
-    local = json.loads(meta_path.read_text()).get("model_sha256") if meta_path.is_file() else None
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    local = meta.get("model_sha256") if isinstance(meta, dict) else None
     local = local or weights_sha256(path)
     if not local:
         raise UsageError(f"{path}: no safetensors weights to identify the model by")
@@ -145,7 +171,7 @@ def load_upstream(
     for url in urls:
         card = served_card(url, name, wait_s)
         cards.append(card)
-        how = vouch(path, local, url, card, pin)
+        how = vouch(path, local, url, card, pin, own=url in own)
         if served is not None and card.get("id") != served:
             raise UsageError(f"upstreams serve different names ({served!r}, {card.get('id')!r}): serve one model")
         served = str(card.get("id"))
@@ -154,10 +180,10 @@ def load_upstream(
         except (TypeError, ValueError):
             ctx = 0
         if ctx < 1:
-            raise UsageError(f"upstream {url}: its card gives no usable max_model_len ({card.get('max_model_len')!r})")
+            raise UsageError(f"upstream {redact_url(url)}: its card gives no usable max_model_len")
         limit = min(limit, ctx)
         if say:
-            say(f"upstream {url}: serves {served} ({how})")
+            say(f"upstream {redact_url(url)}: serves {served} ({how})")
     engine = UpstreamEngine(urls, tok, eos, limit, str(served), max_queue=max_queue)
     for u, card in zip(engine.router.upstreams, cards, strict=True):
         u.card = (card.get("id"), card.get("root"))

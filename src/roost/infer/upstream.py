@@ -12,6 +12,13 @@ middle of a stream — continues the request on another replica from the tokens 
 those tokens is a prefix the next replica's prefix cache serves cheaply), so a client sees one uninterrupted
 stream. With no healthy upstream, `submit` raises `Unavailable` (503 + Retry-After). Streams pass through chunk by
 chunk, without buffering.
+
+What an upstream can make roost hold is bounded (its answers are data; `roost.infer.upstream_io` reads them): an
+SSE line at most `MAX_LINE` bytes (checked while it grows), a whole stream `MAX_LINE` + `STREAM_BYTES_PER_TOKEN`
+per token asked for, an error body `MAX_ERROR_BODY` bytes, a model card `MAX_CARD_BYTES`, a health answer its
+status line only (within `HEALTH_TIMEOUT`); compressed answers are refused. `max_tokens` counts every chunk with
+text or ids (at least one token each) and allows at most `MAX_TOKEN_BYTES` of text per token. Text that is not
+valid Unicode is an upstream failure. Upstream URLs are shown (metrics, messages) without their credentials.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,17 +36,36 @@ import httpx
 
 from roost.infer.engine import Engine, EngineStopped, Event, QueueFull, Request, Unavailable, check_request
 from roost.infer.sampling import SamplingParams
+from roost.infer.upstream_io import (
+    IDENTITY,
+    MAX_CARD_BYTES,
+    MAX_ERROR_BODY,
+    MAX_LINE,
+    UpstreamError,
+    check_encoding,
+    read_capped,
+    redact_url,
+    scrub,
+    sse_lines,
+)
+
+__all__ = ["MAX_LINE", "MAX_TOKEN_BYTES", "Router", "UpstreamEngine", "UpstreamError", "fetch_cards"]
 
 CHUNK_TIMEOUT = 60.0  # seconds an upstream may stay silent (before its first token, or between two chunks)
-MAX_LINE = 1 << 20  # bytes in one SSE line from an upstream
+MAX_TOKEN_BYTES = 256  # bytes of text an upstream may send per token counted against max_tokens
+STREAM_BYTES_PER_TOKEN = 16 << 10  # bytes of SSE (JSON, logprobs, keep-alives) per token asked for, plus MAX_LINE
+HEALTH_TIMEOUT = 5.0  # seconds for one health check (its status line, and the card of a replica coming back)
 
 
-class UpstreamError(Exception):
-    """An upstream answered with an error status."""
-
-    def __init__(self, status: int, body: str):
-        super().__init__(f"HTTP {status}: {body[:300]}")
-        self.status = status
+async def fetch_cards(client: httpx.AsyncClient, url: str) -> list[Any]:
+    """The upstream's model cards (`GET /v1/models`), read to at most MAX_CARD_BYTES."""
+    async with client.stream("GET", f"{url}/v1/models", headers=IDENTITY, timeout=5.0) as r:
+        check_encoding(r)
+        raw = await read_capped(r, MAX_CARD_BYTES + 1)
+    if len(raw) > MAX_CARD_BYTES:
+        raise UpstreamError(502, f"a model list over {MAX_CARD_BYTES} bytes")
+    cards = json.loads(raw).get("data") or []
+    return cards if isinstance(cards, list) else []
 
 
 @dataclass
@@ -53,6 +79,10 @@ class Upstream:
     failures: int = 0
     last_error: str = ""
     card: tuple[Any, Any] | None = None  # (served id, root) vouched for at start-up
+    label: str = ""  # the URL as shown (metrics, messages): credentials redacted
+
+    def __post_init__(self) -> None:
+        self.label = redact_url(self.url)
 
 
 class Router:
@@ -76,8 +106,12 @@ class Router:
         return min(cands, key=lambda u: (u.outstanding, (self.upstreams.index(u) - self._turn) % n))
 
     def down(self, u: Upstream, why: str) -> None:
-        u.healthy, u.last_error = False, why
+        u.healthy, u.last_error = False, self.scrub(why)
         u.failures += 1
+
+    def scrub(self, text: str) -> str:
+        """`text` without any upstream's credentials."""
+        return scrub(text, [u.url for u in self.upstreams])
 
     def any_healthy(self) -> bool:
         return any(u.healthy for u in self.upstreams)
@@ -90,14 +124,15 @@ class Router:
 
     async def _check(self, client: httpx.AsyncClient, u: Upstream) -> None:
         try:
-            r = await client.get(f"{u.url}/health", timeout=2.0)
-            ok = r.status_code == 200
-            if ok and not u.healthy and u.card:  # coming back: it must still serve what was vouched for at start
-                cards = (await client.get(f"{u.url}/v1/models", timeout=5.0)).json().get("data") or []
-                ok = any(isinstance(c, dict) and (c.get("id"), c.get("root")) == u.card for c in cards)
-                if not ok:
-                    u.last_error = "came back serving another model than the one vouched for at start-up"
-        except (httpx.HTTPError, ValueError, AttributeError) as e:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                async with client.stream("GET", f"{u.url}/health", headers=IDENTITY, timeout=2.0) as r:
+                    ok = r.status_code == 200  # the body is never read
+                if ok and not u.healthy and u.card:  # coming back: it must still serve what was vouched for
+                    cards = await fetch_cards(client, u.url)
+                    ok = any(isinstance(c, dict) and (c.get("id"), c.get("root")) == u.card for c in cards)
+                    if not ok:
+                        u.last_error = "came back serving another model than the one vouched for at start-up"
+        except (httpx.HTTPError, ValueError, AttributeError, UpstreamError, TimeoutError) as e:
             ok, u.last_error = False, f"{type(e).__name__}"
         u.healthy = ok
 
@@ -130,6 +165,37 @@ def request_body(served: str, prompt: list[int], p: SamplingParams, eos: set[int
         body["logprobs"] = p.logprobs
         body["return_tokens_as_token_ids"] = True
     return body
+
+
+@dataclass
+class Tally:
+    """What a request has received, counted against its `max_tokens` across replicas: a chunk with text or token
+    ids counts max(ids, 1) tokens, and the text may total at most MAX_TOKEN_BYTES bytes per token allowed."""
+
+    max_tokens: int
+    tokens: int = 0
+    text_bytes: int = 0
+
+    def left(self) -> int:
+        return self.max_tokens - self.tokens
+
+    def take(self, text: str, ids: list[int], lps: list[Any]) -> tuple[str, list[int], list[Any], bool]:
+        """The part of a chunk that fits, and whether the request is now full (finish "length")."""
+        room = self.left()
+        ids = ids[: max(0, room)]
+        lps = lps[: len(ids)]
+        n = max(len(ids), 1 if text else 0)
+        if n > room:  # text without ids, and no token left for it
+            text, n = "", len(ids)
+        raw = text.encode("utf-8")
+        allowed = self.max_tokens * MAX_TOKEN_BYTES - self.text_bytes
+        cut = len(raw) > allowed
+        if cut:
+            text = raw[: max(0, allowed)].decode("utf-8", "ignore")
+            raw = text.encode("utf-8")
+        self.tokens += n
+        self.text_bytes += len(raw)
+        return text, ids, lps, cut or self.tokens >= self.max_tokens
 
 
 def _logprobs(lp: dict[str, Any] | None, ids: list[int]) -> list[dict[str, Any]]:
@@ -236,91 +302,98 @@ class UpstreamEngine:
     # -- one request ---------------------------------------------------------------------------------------------
     async def _serve(self, req: Request) -> None:
         tried: set[str] = set()
-        streaming = False
-        t0 = time.perf_counter()
+        tally = Tally(req.params.max_tokens)
+        state = {"streaming": False, "t0": time.perf_counter()}
         finish, error = "unavailable", ""
         try:
             while not req.cancelled:
                 u = self.router.pick(tried)
                 if u is None:
                     error = "no healthy upstream could serve the request"
-                    finish = "unavailable" if not req.out_ids else "error"
+                    finish = "unavailable" if not tally.tokens else "error"
                     break
                 tried.add(u.url)
                 u.outstanding += 1
-                first = None
+                first: list[float] = []
                 try:
-                    async for text, ids, lps, reason in self._stream(u, req):
-                        ids, lps = ids[: max(0, req.params.max_tokens - len(req.out_ids))], lps[: len(ids)]
-                        if first is None:
-                            first = time.perf_counter() - t0
-                            if not streaming:
-                                streaming = True
-                                self._move(waiting=-1, streaming=1)
-                        req.out_ids.extend(ids)
-                        if text or lps:
-                            req.emit(Event("delta", text, token_ids=ids, logprobs=lps))
-                        if reason is not None:
-                            finish = reason if reason in ("stop", "length") else "stop"
-                        if len(req.out_ids) >= req.params.max_tokens:
-                            finish = "length"  # roost enforces max_tokens whatever the upstream sends
-                            break
-                        if req.cancelled:
-                            break
+                    finish = await self._relay(u, req, tally, state, first)
                     u.served += 1
-                    self._report(u.url, "ok", first)
+                    self._report(u.label, "ok", first)
                     finish = "cancelled" if req.cancelled else finish
                     error = ""
                     break
                 except (httpx.HTTPError, UpstreamError, ValueError, TypeError, AttributeError, KeyError) as e:
                     if isinstance(e, UpstreamError) and 400 <= e.status < 500 and e.status not in (404, 408, 429):
-                        finish, error = "error", str(e)  # the request itself is refused: no retry
-                        self._report(u.url, "client_error", first)
+                        finish, error = "error", self.router.scrub(str(e))  # the request itself is refused: no retry
+                        self._report(u.label, "client_error", first)
                         break
                     self.router.down(u, f"{type(e).__name__}: {e}")
-                    self._report(u.url, "failed", first)
+                    self._report(u.label, "failed", first)
                 finally:
                     u.outstanding -= 1
         finally:
-            self._move(streaming=-1) if streaming else self._move(waiting=-1)
-            ev = Event("done", finish_reason=finish, usage=self._usage(req))
+            self._move(streaming=-1) if state["streaming"] else self._move(waiting=-1)
+            ev = Event("done", finish_reason=finish, usage=self._usage(req, tally))
             if error:
                 ev.logprobs = [{"error": error}]
             req.done = True
             req.emit(ev)
+
+    async def _relay(self, u: Upstream, req: Request, tally: Tally, state: dict[str, Any], first: list[float]) -> str:
+        """Pass one replica's chunks to the request, within its tally; the finish reason (raises on failure)."""
+        finish = "stop"
+        async with contextlib.aclosing(self._stream(u, req, tally)) as chunks:  # closed at once when left early
+            async for text, ids, lps, reason in chunks:
+                text, ids, lps, full = tally.take(text, ids, lps)
+                if not first:
+                    first.append(time.perf_counter() - state["t0"])
+                    if not state["streaming"]:
+                        state["streaming"] = True
+                        self._move(waiting=-1, streaming=1)
+                req.out_ids.extend(ids)
+                if text or lps:
+                    req.emit(Event("delta", text, token_ids=ids, logprobs=lps))
+                if reason is not None:
+                    finish = reason if reason in ("stop", "length") else "stop"
+                if full:
+                    return "length"  # roost enforces max_tokens whatever the upstream sends
+                if req.cancelled:
+                    break
+        return finish
 
     def _move(self, waiting: int = 0, streaming: int = 0) -> None:
         with self._count:
             self.waiting += waiting
             self.streaming += streaming
 
-    def _report(self, url: str, outcome: str, ttft: float | None) -> None:
+    def _report(self, url: str, outcome: str, ttft: list[float]) -> None:
         if self.on_upstream is not None:
-            self.on_upstream(url, outcome, ttft)
+            self.on_upstream(url, outcome, ttft[0] if ttft else None)
 
     @staticmethod
-    def _usage(req: Request) -> dict[str, int]:
-        n, m = len(req.prompt_ids), len(req.out_ids)
+    def _usage(req: Request, tally: Tally) -> dict[str, int]:
+        n, m = len(req.prompt_ids), max(len(req.out_ids), tally.tokens)
         return {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m}
 
-    async def _stream(self, u: Upstream, req: Request) -> AsyncIterator[tuple[str, list[int], list[Any], str | None]]:
+    async def _stream(
+        self, u: Upstream, req: Request, tally: Tally
+    ) -> AsyncGenerator[tuple[str, list[int], list[Any], str | None], None]:
         """(text, token ids, logprobs, finish reason) per upstream chunk; continues after `req.out_ids`. A stream
-        that ends without a finish reason, or sends anything malformed, is an upstream failure (the request then
-        continues on another replica)."""
+        that ends without a finish reason, sends anything malformed or passes a budget is an upstream failure (the
+        request then continues on another replica)."""
         p = req.params
-        left = p.max_tokens - len(req.out_ids)
+        left = tally.left()
         if left <= 0:
             yield "", [], [], "length"
             return
         body = request_body(self.served, req.prompt_ids + req.out_ids, p, self.eos_ids, left)
         finished = False
-        async with self.client.stream("POST", f"{u.url}/v1/completions", json=body) as r:
+        async with self.client.stream("POST", f"{u.url}/v1/completions", json=body, headers=IDENTITY) as r:
             if r.status_code != 200:
-                raise UpstreamError(r.status_code, (await r.aread())[:2000].decode("utf-8", "replace"))
-            async for line in r.aiter_lines():
-                if len(line) > MAX_LINE:
-                    raise UpstreamError(502, f"an SSE line over {MAX_LINE} bytes")
-                if not line.startswith("data: ") or line == "data: [DONE]":
+                raise UpstreamError(r.status_code, (await read_capped(r, MAX_ERROR_BODY)).decode("utf-8", "replace"))
+            check_encoding(r)
+            async for line in sse_lines(r.aiter_raw(), budget=MAX_LINE + left * STREAM_BYTES_PER_TOKEN):
+                if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
                 if not isinstance(chunk, dict):
@@ -337,8 +410,8 @@ class UpstreamEngine:
             raise UpstreamError(502, "the stream ended without a finish reason")
 
     def _choice(self, c: Any, p: SamplingParams) -> tuple[str, list[int], list[Any], str | None]:
-        """One streamed choice, checked: token ids in the vocabulary, text a string; the stop token and its logprob
-        dropped together."""
+        """One streamed choice, checked: token ids in the vocabulary, text a valid Unicode string; the stop token
+        and its logprob dropped together."""
         if not isinstance(c, dict):
             raise UpstreamError(502, "a choice that is not a JSON object")
         raw = c.get("token_ids") or []
@@ -347,6 +420,10 @@ class UpstreamEngine:
         text = c.get("text") or ""
         if not isinstance(text, str):
             raise UpstreamError(502, "a text that is not a string")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UpstreamError(502, "a text that is not valid Unicode (a lone surrogate)") from None
         lps = _logprobs(c.get("logprobs"), raw)
         for lp in lps:  # the alternatives are decoded by the API: keep only ids of this vocabulary
             lp["top"] = [(t, v) for t, v in lp["top"] if 0 <= t < self.vocab and isinstance(v, int | float)]

@@ -11,6 +11,8 @@ about half of it, so MFU against this count is the convention most papers report
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,46 @@ from roost.config import build_section
 from roost.errors import UsageError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Upper bounds on a model's sizes. A config from elsewhere (config.json, GGUF metadata) is held to them before
+# anything is built, then checked tensor by tensor against its weights (`roost.model.convert.check_shapes`). The
+# largest preset, llama3-405b (vocabulary 128,256, dim 16,384, 126 layers, 128 heads, head_dim 128, FFN 53,248,
+# 131,072 positions), is well inside each.
+MAX_VOCAB = 1 << 21  # 2,097,152 token ids
+MAX_DIM = 1 << 16  # 65,536
+MAX_LAYERS = 1024
+MAX_HEADS = 1024  # query heads, and key/value heads
+MAX_HEAD_DIM = 1024
+MAX_FFN = 1 << 18  # 262,144
+MAX_SEQ_LEN = 1 << 21  # 2,097,152 positions
+# The rotary tables (cos and sin, [max_seq_len, head_dim] in fp32) are built from the config alone, with no weights
+# to check them against: 2^27 cells is 512 MiB a table (a 1M-position model at head_dim 128; llama3-405b needs 2^24).
+MAX_ROPE_CELLS = 1 << 27
+# field → (least, most); 0 means "derive it" for n_kv_heads, head_dim and ffn_dim
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, MAX_VOCAB),
+    "dim": (1, MAX_DIM),
+    "n_layers": (1, MAX_LAYERS),
+    "n_heads": (1, MAX_HEADS),
+    "n_kv_heads": (0, MAX_HEADS),
+    "head_dim": (0, MAX_HEAD_DIM),
+    "ffn_dim": (0, MAX_FFN),
+    "max_seq_len": (1, MAX_SEQ_LEN),
+}
+
+
+def check_size(field: str, value: Any, label: str | None = None) -> int:
+    """`value` as an int within SIZE_LIMITS[field]; UsageError naming `label` (the field as its file spells it)."""
+    lo, hi = SIZE_LIMITS[field]
+    label = label or f"model.{field}"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{label} must be an integer in [{lo:,}, {hi:,}], got {str(value)[:40]!r}")
+    size = int(value)
+    if not lo <= size <= hi:
+        raise UsageError(f"{label} must be in [{lo:,}, {hi:,}] (roost's limit), got {size:,}")
+    return size
 
 
 @dataclass
@@ -45,9 +87,8 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # provenance of imported shapes (not used by the model)
 
     def __post_init__(self) -> None:
-        for k in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len"):
-            if getattr(self, k) < 1:
-                raise UsageError(f"model.{k} must be >= 1, got {getattr(self, k)}")
+        for k in SIZE_LIMITS:
+            setattr(self, k, check_size(k, getattr(self, k)))
         if self.n_kv_heads == 0:
             self.n_kv_heads = self.n_heads
         if self.head_dim == 0:
@@ -57,8 +98,13 @@ class ModelConfig:
                     "change n_heads or dim, or set head_dim explicitly"
                 )
             self.head_dim = self.dim // self.n_heads
-        if self.head_dim % 2:
+        if self.head_dim % 2 or self.head_dim < 2:
             raise UsageError(f"model.head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if self.max_seq_len * self.head_dim > MAX_ROPE_CELLS:
+            raise UsageError(
+                f"model.max_seq_len {self.max_seq_len:,} x head_dim {self.head_dim} is over roost's limit of "
+                f"{MAX_ROPE_CELLS:,} rotary table cells"
+            )
         if self.n_heads % self.n_kv_heads:
             raise UsageError(f"model: n_kv_heads {self.n_kv_heads} must divide n_heads {self.n_heads} (GQA groups)")
         if self.ffn_dim == 0:
@@ -68,6 +114,12 @@ class ModelConfig:
             missing = need - set(self.rope_scaling)
             if missing:
                 raise UsageError(f"model.rope_scaling is missing {sorted(missing)}")
+            for k in sorted(need):
+                _check_number(f"model.rope_scaling.{k}", self.rope_scaling[k], positive=True)
+            if self.rope_scaling["high_freq_factor"] == self.rope_scaling["low_freq_factor"]:
+                raise UsageError("model.rope_scaling: high_freq_factor must differ from low_freq_factor")
+        _check_number("model.rope_theta", self.rope_theta, positive=True)
+        _check_number("model.norm_eps", self.norm_eps, positive=False)
 
     # -- counts ------------------------------------------------------------------------------------------------
     def layer_params(self) -> int:
@@ -96,8 +148,18 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+def _check_number(label: str, value: Any, positive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise UsageError(f"{label} must be a finite {'positive' if positive else 'non-negative'} number, got {value!r}")
+
+
 def from_dict(d: dict[str, Any], where: str = "model config") -> ModelConfig:
-    cfg: ModelConfig = build_section(ModelConfig, d, where)
+    """A ModelConfig from a table; any UsageError names `where`."""
+    try:
+        cfg: ModelConfig = build_section(ModelConfig, d, where)
+    except UsageError as e:
+        raise UsageError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     return cfg
 
 

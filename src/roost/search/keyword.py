@@ -15,10 +15,14 @@ from typing import Any
 
 import tantivy
 
+from roost.corpus.post import author_key
 from roost.errors import RoostError
 from roost.search.query import Query, cjk_bigrams
 
 ANALYZER = "roost_posts"
+# 2: `author` and `mentions` hold roost.corpus.post.author_key (NFKC_Casefold); 1 (no "keys" in meta.json) held
+# str.lower(), which erasure and from: did not match for ß, final Σ, ligatures or decomposed spellings
+KEYS_VERSION = 2
 
 
 class IndexBusy(RoostError):
@@ -87,9 +91,9 @@ class KeywordIndex:
             doc = tantivy.Document()
             doc.add_text("id", pid)
             doc.add_text("body", cjk_bigrams(text))
-            doc.add_text("author", author.lower())
+            doc.add_text("author", author_key(author))
             for m in json.loads(mentions or "[]"):
-                doc.add_text("mentions", str(m).lstrip("@").lower())
+                doc.add_text("mentions", author_key(str(m).lstrip("@")))
             doc.add_text("lang", lang)
             doc.add_integer("created", int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()))
             doc.add_integer("is_reply", 1 if reply_to else 0)
@@ -97,13 +101,6 @@ class KeywordIndex:
             w.add_document(doc)
             n += 1
         return n
-
-    def delete(self, post_ids: Iterable[str] = (), authors: Iterable[str] = ()) -> None:
-        w = self.writer()
-        for pid in post_ids:
-            w.delete_documents_by_term("id", pid)
-        for a in authors:
-            w.delete_documents_by_term("author", a.lower())
 
     def rewrite(self, batches: Iterable[list[tuple[Any, ...]]]) -> None:
         """Replace every document with these rows (committed by the next `commit`): deleted documents otherwise
@@ -113,22 +110,12 @@ class KeywordIndex:
         for rows in batches:
             self.add(rows)
 
-    def rowids_of(self, post_ids: Sequence[str] = (), authors: Sequence[str] = ()) -> list[int]:
-        """Rowids of the indexed posts with these ids or by these authors (to remove their vectors too)."""
-        s = self.schema
-        clauses = []
-        if post_ids:
-            clauses.append((tantivy.Occur.Should, tantivy.Query.term_set_query(s, "id", list(post_ids))))
-        if authors:
-            clauses.append(
-                (tantivy.Occur.Should, tantivy.Query.term_set_query(s, "author", [a.lower() for a in authors]))
-            )
-        if not clauses:
-            return []
-        searcher = self.index.searcher()
-        query = tantivy.Query.boolean_query(clauses)
-        n = searcher.search(query, 1, count=True).count or 0  # type: ignore[attr-defined]
-        return [int(searcher.doc(a)["rowid"][0]) for _, a in searcher.search(query, max(n, 1)).hits]
+    def holding(self, rowids: Sequence[int]) -> int:
+        """How many of these rowids (store seqs) the index holds."""
+        if not rowids:
+            return 0
+        query = tantivy.Query.term_set_query(self.schema, "rowid", [int(r) for r in rowids])
+        return int(self.index.searcher().search(query, 1, count=True).count or 0)  # type: ignore[attr-defined]
 
     def commit(self, release: bool = True) -> None:
         """Commit and make the changes visible to searches now (the reader is reloaded explicitly). `release`
@@ -147,9 +134,9 @@ class KeywordIndex:
         s, out = self.schema, []
         occ = tantivy.Occur
         if q.authors:
-            out.append((occ.Must, tantivy.Query.term_set_query(s, "author", [a.lower() for a in q.authors])))
+            out.append((occ.Must, tantivy.Query.term_set_query(s, "author", [author_key(a) for a in q.authors])))
         if q.to:
-            out.append((occ.Must, tantivy.Query.term_set_query(s, "mentions", [a.lower() for a in q.to])))
+            out.append((occ.Must, tantivy.Query.term_set_query(s, "mentions", [author_key(a) for a in q.to])))
         if q.langs:
             out.append((occ.Must, tantivy.Query.term_set_query(s, "lang", q.langs)))
         if q.since or q.until:
@@ -161,9 +148,9 @@ class KeywordIndex:
         # -from:, -to:, -lang: exclude (a boolean query of MustNot clauses alone matches nothing: constraint() and
         # query() add the all-posts query when no clause is a Must)
         if q.not_authors:
-            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "author", [a.lower() for a in q.not_authors])))
+            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "author", [author_key(a) for a in q.not_authors])))
         if q.not_to:
-            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "mentions", [a.lower() for a in q.not_to])))
+            out.append((occ.MustNot, tantivy.Query.term_set_query(s, "mentions", [author_key(a) for a in q.not_to])))
         if q.not_langs:
             out.append((occ.MustNot, tantivy.Query.term_set_query(s, "lang", q.not_langs)))
         return out

@@ -43,29 +43,22 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgstore import (
-    connect,
-    erase_rows,
-    has_schema,
-    migrate,
-    owe_rewrite,
-    redact,
-    rewrite_owed,
-    rewrite_paid,
-)
+from roost.corpus.pgerase import erase_rows, owe_rewrite, rewrite_owed, rewrite_paid
+from roost.corpus.pgstore import connect, has_schema, migrate, redact
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
-from roost.search.fusion import Hit, fuse, hits, tuned_weights
+from roost.search.fusion import Hit, fuse, hits, live_posts, tuned_weights
 from roost.search.query import Query, parse
 
+KEYS_VERSION = 2  # as roost.search.keyword's: author_key, author_lc and mentions hold corpus.post.author_key
 INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
 DIM = 384
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_state (
     id int PRIMARY KEY CHECK (id = 1),
     seq bigint NOT NULL,        -- the last store seq looked at (posts.seq)
-    tomb_seq bigint NOT NULL,   -- the last tombstone applied (tombstones.seq)
+    tomb_seq bigint NOT NULL,   -- the last erasure applied: the store's `erased` log (tombstones.seq before keys 2)
     docs bigint NOT NULL,       -- rows in search_docs
     vectors text NOT NULL       -- f32 (vector) or f16 (halfvec)
 );
@@ -86,6 +79,7 @@ CREATE INDEX IF NOT EXISTS search_docs_hnsw ON search_docs USING hnsw (embedding
 CREATE INDEX IF NOT EXISTS search_docs_author_key ON search_docs (author_key);
 CREATE INDEX IF NOT EXISTS search_docs_created ON search_docs (created);
 ALTER TABLE search_state ADD COLUMN IF NOT EXISTS fusion text;  -- tuned RRF weights (JSON), shared by replicas
+ALTER TABLE search_state ADD COLUMN IF NOT EXISTS keys int;  -- KEYS_VERSION of author_key/author_lc/mentions
 ALTER TABLE search_docs ALTER COLUMN id SET STATISTICS 0, ALTER COLUMN author_key SET STATISTICS 0,
     ALTER COLUMN author_lc SET STATISTICS 0, ALTER COLUMN mentions SET STATISTICS 0, ALTER COLUMN tsv SET STATISTICS 0;
 """  # no statistics of people's words and names: pg_statistic is out of an erasure's reach (0003_no_content_stats)
@@ -135,7 +129,13 @@ class PgSearch:
             for stmt in SCHEMA.format(vtype=vtype, dim=DIM).split(";"):
                 if stmt.strip():
                     con.execute(stmt.encode())
-            con.execute("INSERT INTO search_state VALUES (1, 0, 0, 0, %s) ON CONFLICT (id) DO NOTHING", (vectors,))
+            made = con.execute(
+                "INSERT INTO search_state (id, seq, tomb_seq, docs, vectors, keys) VALUES (1, 0, %s, 0, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (self.store.erasure_cursor(), vectors, KEYS_VERSION),
+            ).rowcount
+            if not made and con.execute("SELECT keys FROM search_state").fetchone()[0] != KEYS_VERSION:  # type: ignore[index]
+                self._migrate_keys(con)
         self.vectors = vectors
         self.rewrite_pending = False  # an erasure's rewrite of search_docs is still owed (erase_pending)
         self._next_rewrite = 0.0  # when to look at erase_pending again
@@ -222,7 +222,7 @@ class PgSearch:
         con = self.con
         store = self.store  # the post store is read through its API only (its schema belongs to roost.corpus)
         state = con.execute("SELECT seq, tomb_seq FROM search_state WHERE id = 1").fetchone()
-        caught_up = state is not None and store.max_seq() <= state[0] and store.tombstone_cursor() <= state[1]
+        caught_up = state is not None and store.max_seq() <= state[0] and store.erasure_cursor() <= state[1]
         if caught_up and time.monotonic() < self._next_rewrite:
             return 0, 0
         added = removed = 0
@@ -235,16 +235,12 @@ class PgSearch:
                     iter(store.searchable_rows(after=seq, upto=top, batch=batch)), []
                 )  # reposts excluded
                 n = self._insert(rows) if rows else 0
-                # tombstones after the posts: one committed between the two reads is applied now
-                tombs = store.tombstones_since(tomb)
+                # erasures after the posts: one committed between the two reads is applied now
+                tombs = store.erased_since(tomb)
                 gone = 0
                 if tombs:
-                    posts = [k for _, kind, k in tombs if kind == "post"]
-                    authors = [k for _, kind, k in tombs if kind == "author"]
-                    gone = con.execute(
-                        "DELETE FROM search_docs WHERE id = ANY(%s::text[]) OR author_key = ANY(%s::text[])",
-                        (posts, authors),
-                    ).rowcount
+                    seqs = [s for _, s in tombs]
+                    gone = con.execute("DELETE FROM search_docs WHERE seq = ANY(%s::bigint[])", (seqs,)).rowcount
                     if gone:  # the rewrite is owed until done, by this replica or any other (erase_pending)
                         owe_rewrite(con, "search_docs")
                 con.execute(
@@ -258,6 +254,29 @@ class PgSearch:
         if removed or time.monotonic() >= self._next_rewrite:
             self._rewrite_owed(now=removed > 0)
         return added, removed
+
+    def _migrate_keys(self, con: psycopg.Connection[Any]) -> None:
+        """Tables written before KEYS_VERSION 2 (authors and mentions keyed by `lower()`, erasures followed by
+        tombstone): every row's keys recomputed from the store, rows whose post is gone deleted (and the rewrite
+        owed), the cursor moved to the store's erasure log. Inside the caller's transaction, under INDEX_LOCK."""
+        import json
+
+        upto = con.execute("SELECT seq FROM search_state WHERE id = 1").fetchone()[0]  # type: ignore[index]
+        con.execute("CREATE TEMP TABLE live_keys (seq bigint PRIMARY KEY, akey text, ments text[]) ON COMMIT DROP")
+        with con.cursor().copy("COPY live_keys FROM STDIN") as cp:
+            for rows in self.store.searchable_rows(upto=upto):
+                for r in rows:
+                    ments = [author_key(str(m).lstrip("@")) for m in json.loads(r[7] or "[]")]
+                    cp.write_row((r[0], author_key(r[2]), ments))
+        con.execute("UPDATE search_docs d SET author_key = k.akey, author_lc = k.akey, mentions = k.ments "
+                    "FROM live_keys k WHERE k.seq = d.seq")  # fmt: skip
+        gone = con.execute("DELETE FROM search_docs d WHERE NOT EXISTS (SELECT 1 FROM live_keys k WHERE k.seq = d.seq)")
+        if gone.rowcount:
+            owe_rewrite(con, "search_docs")
+        con.execute(
+            "UPDATE search_state SET keys = %s, tomb_seq = %s, docs = (SELECT count(*) FROM search_docs) WHERE id = 1",
+            (KEYS_VERSION, self.store.erasure_cursor()),
+        )
 
     def _rewrite_owed(self, now: bool) -> None:
         """Rewrite search_docs if an erasure owes it (the deleted rows' bytes leave the table and its GIN and HNSW
@@ -282,12 +301,11 @@ class PgSearch:
         params = []
         for (seq, pid, author, created, text, lang, reply_to, mentions), v in zip(rows, vecs, strict=True):
             akey = author_key(author)
-            ments = [str(m).lstrip("@").lower() for m in json.loads(mentions or "[]")]
+            ments = [author_key(str(m).lstrip("@")) for m in json.loads(mentions or "[]")]
             when = datetime.fromisoformat(created.replace("Z", "+00:00"))
             params.append(
-                (seq, pid, akey, author.lower(), when, lang, reply_to is not None, ments, pgtext.tsvector(text),
-                 self._vec(v))
-            )  # fmt: skip
+                (seq, pid, akey, akey, when, lang, reply_to is not None, ments, pgtext.tsvector(text), self._vec(v))
+            )
         with self.con.cursor() as cur:
             cur.executemany(
                 "INSERT INTO search_docs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::tsvector,"
@@ -302,7 +320,7 @@ class PgSearch:
 
     def stats(self) -> dict[str, Any]:
         seq, tomb, docs, vectors = self.con.execute("SELECT seq, tomb_seq, docs, vectors FROM search_state").fetchone()  # type: ignore[misc]
-        return {"posts": int(docs), "max_rowid": int(seq), "tomb_rowid": int(tomb), "vectors": vectors}
+        return {"posts": int(docs), "max_rowid": int(seq), "erased": int(tomb), "vectors": vectors}
 
     # -- searching -----------------------------------------------------------------------------------------------------
     def _keyword(self, q: Query, limit: int, within: Query | None = None) -> list[tuple[int, float]]:
@@ -377,11 +395,4 @@ class PgSearch:
 
     def _lookup(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
         """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned."""
-        store = self.store
-        found = store.posts_by_seq(list(seqs))
-        gone = store.tombstoned(list({k for row in found.values() for k in (row[0], author_key(row[1]))}))
-        return {
-            int(s): row
-            for s, row in found.items()
-            if ("post", row[0]) not in gone and ("author", author_key(row[1])) not in gone
-        }
+        return {int(s): row for s, row in live_posts(self.store, list(seqs)).items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from roost.corpus.post import author_key
 from roost.search.query import Query, cjk_bigrams
 
 MAX_LEXEME_BYTES = 2000  # PostgreSQL's limit is 2047 bytes per lexeme
@@ -96,9 +97,9 @@ def filters(q: Query) -> tuple[list[str], list[Any]]:
         params.append(value)
 
     if q.authors:
-        add("author_lc = ANY(%s::text[])", [a.lower() for a in q.authors])
+        add("author_key = ANY(%s::text[])", [author_key(a) for a in q.authors])
     if q.to:
-        add("mentions && %s::text[]", [a.lower() for a in q.to])
+        add("mentions && %s::text[]", [author_key(a) for a in q.to])
     if q.langs:
         add("lang = ANY(%s::text[])", list(q.langs))
     if q.since:
@@ -108,9 +109,9 @@ def filters(q: Query) -> tuple[list[str], list[Any]]:
     if q.replies is not None:
         add("is_reply = %s", q.replies)
     if q.not_authors:
-        add("NOT author_lc = ANY(%s::text[])", [a.lower() for a in q.not_authors])
+        add("NOT author_key = ANY(%s::text[])", [author_key(a) for a in q.not_authors])
     if q.not_to:
-        add("NOT mentions && %s::text[]", [a.lower() for a in q.not_to])
+        add("NOT mentions && %s::text[]", [author_key(a) for a in q.not_to])
     if q.not_langs:
         add("NOT lang = ANY(%s::text[])", list(q.not_langs))
     return sql, params

@@ -4,7 +4,8 @@ compose/reply suggestions, health, Prometheus metrics, and the web page at `/`.
 `roost serve demo --port 8000` then `curl localhost:8000/v1/chat/completions -d '{"model": "demo", "messages":
 [{"role": "user", "content": "hi"}]}'`; any OpenAI client works with base_url http://127.0.0.1:8000/v1.
 Every error a client can cause is a 4xx in OpenAI's shape {"error": {"message", "type", "param", "code"}};
-a full queue is 429 with Retry-After; a server shutting down answers 503.
+a full queue is 429 with Retry-After; a server shutting down answers 503. With an API key, every route but the
+page itself (`/`, which asks for the key) and `/health` needs it: the API, `/metrics`, `/openapi.json`, `/docs`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from roost.infer.chat import ChatTemplate
 from roost.infer.engine import Engine, EngineStopped, Unavailable
 from roost.infer.guard import LeakGuard
 from roost.serve.errors import ApiError, _error
-from roost.serve.http import Guard
+from roost.serve.http import WRITE_TIMEOUT, Guard
 from roost.serve.schemas import ErrorResponse, ModelCard, ModelList
 
 WEB = Path(__file__).parent / "web" / "index.html"
+OPEN_ROUTES = frozenset({"/", "/health"})  # answered without the API key (the page, and liveness for probes)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ServeConfig:
     body_timeout: float = 30.0  # the whole request body must arrive within this (408)
     header_timeout: float = 10.0  # request headers must be complete within this (the connection is closed)
     max_connections: int = 256  # open connections; more are answered 503 and closed
+    write_timeout: float = WRITE_TIMEOUT  # an answer making no progress this long ends its connection
     dtype: str = "auto"  # weights for decoding: auto (roost.probe's table, by CPU class), bf16 or fp32
 
 
@@ -100,9 +103,9 @@ class Metrics:
         )
         out = Gauge("roost_upstream_outstanding", "requests in flight at each upstream", ["upstream"], registry=r)
         up = Gauge("roost_upstream_healthy", "1 when the upstream passes its health check", ["upstream"], registry=r)
-        for u in router.upstreams:
-            out.labels(u.url).set_function(functools.partial(getattr, u, "outstanding"))
-            up.labels(u.url).set_function(functools.partial(lambda x: float(x.healthy), u))
+        for u in router.upstreams:  # labelled by the URL without its credentials
+            out.labels(u.label).set_function(functools.partial(getattr, u, "outstanding"))
+            up.labels(u.label).set_function(functools.partial(lambda x: float(x.healthy), u))
 
         def on_upstream(url: str, outcome: str, first: float | None) -> None:
             reqs.labels(url, outcome).inc()
@@ -183,7 +186,7 @@ def build_app(
         route = request.url.path
         t0 = time.perf_counter()
         resp: Response
-        if cfg.api_key and route.startswith("/v1/") and not _key_ok(request.headers.get("authorization", "")):
+        if cfg.api_key and route not in OPEN_ROUTES and not _key_ok(request.headers.get("authorization", "")):
             resp = _error(
                 401,
                 "missing or wrong API key (Authorization: Bearer …)",
@@ -202,7 +205,7 @@ def build_app(
         return resp
 
     # -- routes --------------------------------------------------------------------------------------------------------
-    page_html = render_page(model_name, model_sha256, engine is not None, search is not None)
+    page_html = render_page(model_name, model_sha256, engine is not None, search is not None, bool(cfg.api_key))
     page_headers = {
         "Content-Security-Policy": csp(page_html),
         "X-Content-Type-Options": "nosniff",
@@ -254,9 +257,10 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def render_page(model_name: str | None, model_sha256: str | None, gen: bool, search: bool) -> str:
+def render_page(model_name: str | None, model_sha256: str | None, gen: bool, search: bool, keyed: bool = False) -> str:
     """The web page with its few server values filled in, each HTML-escaped (a model folder name is data)."""
     values = {
+        "KEYED": "1" if keyed else "0",
         "MODEL": model_name or "none (search only)",
         "SHA": (model_sha256 or "-")[:12],
         "GEN": "1" if gen else "0",

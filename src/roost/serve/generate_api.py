@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from roost.infer.chat import ChatTemplate
-from roost.infer.compose import COMPOSE_SYSTEM, REPLY_SYSTEM, ComposeConfig, chat_prompt, suggest
+from roost.infer.compose import COMPOSE_SYSTEM, REPLY_SYSTEM, ComposeConfig, Stopped, chat_prompt, suggest
 from roost.infer.engine import Engine, Event, QueueFull, check_done
 from roost.infer.guard import LeakGuard
 from roost.infer.sampling import SamplingParams
 from roost.serve.errors import ApiError
+from roost.serve.http import client_gone
 from roost.serve.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -30,6 +31,8 @@ from roost.serve.schemas import (
     ReplyRequest,
     SuggestResponse,
 )
+
+DISCONNECT_EVERY = 0.5  # seconds a generation waits for an event before it looks whether its client left
 
 
 def add_generation_routes(
@@ -95,7 +98,8 @@ def add_generation_routes(
     async def run(
         ids_list: list[list[int]], p: SamplingParams, n: int, request: Request
     ) -> AsyncIterator[tuple[int, Event]]:
-        """Submit n requests per prompt; yield (choice index, event) until all are done; cancel on disconnect."""
+        """Submit n requests per prompt; yield (choice index, event) until all are done. A client that leaves is
+        noticed at its next event or within DISCONNECT_EVERY seconds, and its requests are cancelled."""
         q: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         reqs = []
         k = 0
@@ -106,12 +110,19 @@ def add_generation_routes(
                     reqs.append(submit(ids, pi, q, k))
                     k += 1
             t0, first, done = time.perf_counter(), True, 0
+            gone = client_gone(request.scope)
             while done < len(reqs):
                 try:
-                    idx, ev = await asyncio.wait_for(q.get(), timeout=1.0)
+                    idx, ev = await asyncio.wait_for(q.get(), timeout=DISCONNECT_EVERY)
                 except TimeoutError:
-                    if await request.is_disconnected():
-                        return
+                    idx = -1
+                if gone is not None:
+                    left = gone.is_set()
+                else:  # an app without Guard: Starlette's own check
+                    left = idx < 0 and await request.is_disconnected()
+                if left:
+                    return  # the client left: the requests are cancelled below
+                if idx < 0:
                     continue
                 if first and ev.kind == "delta":
                     metrics.ttft.observe(time.perf_counter() - t0)
@@ -317,14 +328,19 @@ def add_generation_routes(
         ]
         return envelope(rid, "chat.completion", now, choices, usage)
 
-    async def suggestions(prompt: str, n: int, max_chars: int, temperature: float, seed: int | None) -> SuggestResponse:
+    async def suggestions(
+        prompt: str, n: int, max_chars: int, temperature: float, seed: int | None, request: Request
+    ) -> SuggestResponse:
         cfg_c = ComposeConfig(
             n=n, max_chars=max_chars, temperature=temperature, seed=seed, max_tokens=min(256, max(48, max_chars // 2))
         )
         if guard is not None:
             guard.refresh()
+        gone = client_gone(request.scope)
         try:
-            out = await asyncio.to_thread(suggest, engine, prompt, cfg_c, guard, prov)
+            out = await asyncio.to_thread(suggest, engine, prompt, cfg_c, guard, prov, gone.is_set if gone else None)
+        except Stopped:
+            raise ApiError(400, "the client went away", code="disconnected") from None
         except QueueFull as e:
             raise ApiError(
                 429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
@@ -340,7 +356,7 @@ def add_generation_routes(
             raise ApiError(400, str(e), param="model", code="chat_template_error") from None
 
     @app.post("/v1/compose", response_model=SuggestResponse)
-    async def compose(req: ComposeRequest) -> SuggestResponse:
+    async def compose(req: ComposeRequest, request: Request) -> SuggestResponse:
         check_model(req.model)
         return await suggestions(
             await prompt_of(COMPOSE_SYSTEM, f"Write a post about: {req.topic}"),
@@ -348,10 +364,11 @@ def add_generation_routes(
             req.max_chars,
             req.temperature,
             req.seed,
+            request,
         )
 
     @app.post("/v1/reply", response_model=SuggestResponse)
-    async def reply(req: ReplyRequest) -> SuggestResponse:
+    async def reply(req: ReplyRequest, request: Request) -> SuggestResponse:
         check_model(req.model)
         text = req.text
         if req.post_id is not None:
@@ -364,6 +381,7 @@ def add_generation_routes(
             req.max_chars,
             req.temperature,
             req.seed,
+            request,
         )
 
     def lookup_post(post_id: str) -> str:

@@ -4,9 +4,12 @@
   stream in; 413), the whole body must arrive within `body_timeout` (408), a loopback server without an API key
   answers only loopback `Host` values (DNS rebinding: 421), and every JSON body is checked once for invalid
   Unicode (lone surrogates such as "\\ud800", invalid UTF-8) and excessive nesting, so no route ever sees them (400).
+  Once the body is in, it watches the connection: `client_gone(scope)` is an event set the moment the client leaves
+  (routes that generate stop on it, streaming or not).
 - `protocol()` (uvicorn's h11 protocol, subclassed): request headers must be complete within `header_timeout`
-  (slow-header clients are disconnected), and at most `max_connections` connections are open at once (more are
-  answered 503 and closed).
+  (slow-header clients are disconnected), at most `max_connections` connections are open at once (more are
+  answered 503 and closed), and a connection whose answer makes no progress for `write_timeout` (WRITE_TIMEOUT,
+  10 s: the client stopped reading) is aborted, so clients that never read cannot hold every slot.
 
     uvicorn.Config(app, host=..., port=..., **uvicorn_options(cfg))   # what `roost serve` runs
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import h11
@@ -22,15 +26,22 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from roost.serve.errors import _error
 
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
 MAX_JSON_DEPTH = 64
+GONE = "roost.client_gone"  # the scope key of the event `client_gone` returns
+WRITE_TIMEOUT = 10.0  # seconds an answer may make no progress (the client reads nothing) before the connection ends
+WATCH_EVERY = 0.5  # seconds between two looks at a connection that has unsent bytes
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?")
 
 
-def _host_name(value: str) -> str:
-    if value.startswith("["):  # [::1]:8000
-        return value[: value.find("]") + 1] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+def _host_name(value: str) -> str | None:
+    """The host of a Host header value (`name`, `name:port`, `[v6]`, `[v6]:port`; a port is 1-5 digits), lower
+    case; None when the value is anything else (`[::1]evil.com`, `localhost:evil.com`, a bare `::1`)."""
+    m = _HOST.fullmatch(value.lower())
+    if m is None or (m.group(2) is not None and int(m.group(2)) > 65535):
+        return None
+    return m.group(1)
 
 
 def bad_text(value: Any, path: str = "", depth: int = 0) -> str | None:
@@ -68,7 +79,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.loopback_only and _host_name(headers.get("host", "").lower()) not in LOOPBACK_HOSTS:
+        if self.loopback_only and _host_name(headers.get("host", "")) not in LOOPBACK_HOSTS:
             msg = "this server listens on loopback without an API key and answers only Host: localhost/127.0.0.1"
             return await _error(421, msg, code="host_not_allowed")(scope, receive, send)
         body, err = await self._read_body(receive)
@@ -85,7 +96,12 @@ class Guard:
                 problem = None  # not JSON: the route answers that in its own words
             if problem is not None:
                 return await _error(400, problem, code="invalid_value")(scope, receive, send)
-        await self.app(scope, _replay(body, receive), send)
+        gone = scope[GONE] = asyncio.Event()
+        watcher = asyncio.create_task(_watch(receive, gone))
+        try:
+            await self.app(scope, _replay(body, gone), send)
+        finally:
+            watcher.cancel()
 
     async def _read_body(self, receive: Any) -> tuple[bytes, Any]:
         """The whole body, counted as it streams (chunked or not), within the size and time budgets."""
@@ -109,7 +125,19 @@ class Guard:
                 return b"".join(chunks), None
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+def client_gone(scope: Any) -> asyncio.Event | None:
+    """Set when the request's client has left (None outside `Guard`)."""
+    return scope.get(GONE)
+
+
+async def _watch(receive: Any, gone: asyncio.Event) -> None:
+    """After the body, the only message left is the disconnect: wait for it (one reader of the connection)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+def _replay(body: bytes, gone: asyncio.Event) -> Any:
     sent = False
 
     async def again() -> dict[str, Any]:
@@ -117,25 +145,66 @@ def _replay(body: bytes, receive: Any) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: the disconnect, when it comes
+        await gone.wait()  # after the body: the disconnect, when it comes
+        return {"type": "http.disconnect"}
 
     return again
 
 
-def protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a header deadline and a connection cap."""
+class _Counted:
+    """The connection's transport, counting the bytes the server writes (sent = written - still buffered)."""
+
+    def __init__(self, transport: asyncio.Transport, on_write: Any):
+        self._t, self._on_write, self.written = transport, on_write, 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += len(data)
+        self._t.write(data)
+        self._on_write()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+def protocol(header_timeout: float, max_connections: int, write_timeout: float = WRITE_TIMEOUT) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a header deadline, a connection cap and a write deadline."""
 
     class Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _watch: asyncio.TimerHandle | None = None
+        _sent = 0
+        _stalled_since = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            self._raw = transport
+            super().connection_made(_Counted(transport, self._watch_writes))  # type: ignore[arg-type]
             if len(self.connections) > max_connections:
                 transport.write(BUSY)
                 transport.close()
                 return
             self._arm()
 
+        # -- the write deadline: bytes waiting in the transport's buffer must keep leaving ------------------------
+        def _watch_writes(self) -> None:
+            if self._watch is None and self._raw.get_write_buffer_size() > 0 and not self._raw.is_closing():
+                self._stalled_since = self.loop.time()
+                self._watch = self.loop.call_later(WATCH_EVERY, self._look)
+
+        def _look(self) -> None:
+            self._watch = None
+            buffered = self._raw.get_write_buffer_size()
+            if buffered == 0:
+                return
+            sent = self.transport.written - buffered  # type: ignore[attr-defined]
+            now = self.loop.time()
+            if sent > self._sent:
+                self._sent, self._stalled_since = sent, now
+            elif now - self._stalled_since >= write_timeout:
+                self._raw.abort()  # the client reads nothing: the slot is freed (close() would wait for it)
+                return
+            self._watch = self.loop.call_later(WATCH_EVERY, self._look)
+
+        # -- the header deadline ----------------------------------------------------------------------------------
         def _arm(self) -> None:
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(header_timeout, self._expire)
@@ -159,11 +228,20 @@ def protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             super().connection_lost(exc)
 
     return Protocol
 
 
-def uvicorn_options(header_timeout: float = 10.0, max_connections: int = 256) -> dict[str, Any]:
+def uvicorn_options(
+    header_timeout: float = 10.0, max_connections: int = 256, write_timeout: float = WRITE_TIMEOUT
+) -> dict[str, Any]:
     """Keyword arguments for uvicorn.Config that apply these limits."""
-    return {"http": protocol(header_timeout, max_connections), "timeout_keep_alive": 5, "log_level": "warning"}
+    return {
+        "http": protocol(header_timeout, max_connections, write_timeout),
+        "timeout_keep_alive": 5,
+        "log_level": "warning",
+    }

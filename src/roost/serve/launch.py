@@ -144,7 +144,7 @@ def _upstream_engine(home: Path, args: ServeArgs, say: Callable[[str], None]) ->
     try:
         engine, name, sha, template = load_upstream(
             home, args.model or "", urls, args.max_seq, max_queue=args.max_queue + 64 * len(urls),
-            pin=args.upstream_sha256, say=say,
+            pin=args.upstream_sha256, say=say, own=fleet.urls if fleet is not None else (),
         )  # fmt: skip
     except BaseException:
         if fleet is not None:
@@ -175,7 +175,7 @@ def run(server: Server) -> None:
 
     from roost.serve.http import uvicorn_options
 
-    limits = uvicorn_options(server.cfg.header_timeout, server.cfg.max_connections)
+    limits = uvicorn_options(server.cfg.header_timeout, server.cfg.max_connections, server.cfg.write_timeout)
     http = uvicorn.Server(uvicorn.Config(server.app, host=server.host, port=server.port, **limits))
     engine = server.engine
 

@@ -139,11 +139,11 @@ class VllmFleet:
         while pending:
             for i in sorted(pending):
                 if self.procs[i].poll() is not None:
-                    tail = self.logs[i].read_text(errors="replace")[-1500:]
-                    raise UsageError(f"vLLM replica {self.urls[i]} exited ({self.logs[i]}):\n{tail}")
+                    raise UsageError(f"vLLM replica {self.urls[i]} exited ({self.logs[i]}):\n{_tail(self.logs[i])}")
                 try:
-                    if httpx.get(f"{self.urls[i]}/health", timeout=2).status_code == 200:
-                        pending.discard(i)
+                    with httpx.stream("GET", f"{self.urls[i]}/health", timeout=2) as r:  # the status only
+                        if r.status_code == 200:
+                            pending.discard(i)
                 except httpx.HTTPError:
                     pass
             if pending and time.monotonic() > deadline:
@@ -184,3 +184,10 @@ def main() -> None:  # pragma: no cover - a manual helper: python -m roost.serve
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _tail(log: Path, size: int = 1500) -> str:
+    """The last `size` bytes of a log (read from its end: a log may be large)."""
+    with log.open("rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - size))
+        return fh.read(size).decode("utf-8", "replace")

@@ -1,7 +1,9 @@
 """Importers: every export format roost reads, detected from the file, each yielding Post or BadRecord.
 
 `roost ingest PATH... [--format FMT]`. Formats: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet.
-A folder that is not itself an export is searched for exports (so `roost ingest exports/` works).
+A folder that is not itself an export is searched for exports (so `roost ingest exports/` works); in it, what
+cannot be read (a FIFO, socket or device, a symbolic link, a file of no known format) is skipped with a line naming
+it and why, and the other exports are read (`find_exports`, `importers/paths.py`).
 Every importer reads within the budgets of `ImportOptions.limits` (see `importers/limits.py`): a record or archive
 member over a budget is rejected with a message naming file, member and record, and the rest is kept.
 """
@@ -18,6 +20,7 @@ from roost.corpus.importers.bluesky import read_bluesky
 from roost.corpus.importers.generic import parse_mapping, read_generic
 from roost.corpus.importers.limits import Limits
 from roost.corpus.importers.mastodon import read_mastodon
+from roost.corpus.importers.paths import refusal
 from roost.corpus.importers.twitter_api import read_twitter_api
 from roost.corpus.importers.x_archive import is_x_archive, read_tweets_file, read_x_archive
 from roost.corpus.post import BadRecord, Post
@@ -89,12 +92,18 @@ def detect_format(path: Path) -> str | None:
     )
 
 
-def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]]:
-    """Resolve command-line paths to (export, format); folders that are not an export are searched."""
+def find_exports(paths: list[Path], forced: str | None) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Resolve command-line paths to (export, format), searching folders that are not an export themselves; and
+    what was skipped in those folders, one line each naming the path and why (see `roost.corpus.importers.paths`).
+    A path named here that is missing, special or unrecognised is a FormatError; so is a folder with no export."""
     out: list[tuple[Path, str]] = []
+    skipped: list[str] = []
     for path in paths:
         if not path.exists():
             raise FormatError(f"{path}: no such file or folder")
+        why = refusal(path, follow=True)
+        if why is not None:
+            raise FormatError(f"{path}: {why}")
         if forced:
             if forced not in FORMATS:
                 raise FormatError(f"--format {forced}: unknown; one of {', '.join(FORMATS)}")
@@ -103,13 +112,41 @@ def expand_paths(paths: list[Path], forced: str | None) -> list[tuple[Path, str]
         fmt = detect_format(path)
         if fmt is not None:
             out.append((path, fmt))
-        elif path.is_dir():
-            children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            found = expand_paths(children, None) if children else []
-            if not found:
-                raise FormatError(f"{path}: no export found in this folder")
-            out.extend(found)
-    return out
+            continue
+        found = _search(path, skipped)
+        if not found:
+            raise FormatError(f"{path}: no export found in this folder" + "".join(f"\n  skipped {s}" for s in skipped))
+        out.extend(found)
+    return out, skipped
+
+
+def _search(folder: Path, skipped: list[str]) -> list[tuple[Path, str]]:
+    """The exports in a folder (and its sub-folders), skipping, with a line in `skipped`, what cannot be read."""
+    found: list[tuple[Path, str]] = []
+    try:
+        children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        skipped.append(f"{folder}: cannot be listed ({e.strerror or type(e).__name__})")
+        return found
+    for child in children:
+        fmt, why = None, refusal(child)
+        if why is None:
+            try:
+                fmt = detect_format(child)
+            except FormatError as e:
+                why = str(e).removeprefix(f"{child}: ")
+            except OSError as e:
+                why = f"cannot be read ({e.strerror or type(e).__name__})"
+        if why is not None:
+            skipped.append(f"{child}: {why}")
+        elif fmt is not None:
+            found.append((child, fmt))
+        else:
+            inner = _search(child, skipped)
+            if not inner:
+                skipped.append(f"{child}: no export found in this folder")
+            found.extend(inner)
+    return found
 
 
 def read_export(path: Path, fmt: str, opts: ImportOptions) -> Iterator[Post | BadRecord]:

@@ -34,6 +34,7 @@ from roost.corpus.importers.limits import (
     member_verdict,
     size,
 )
+from roost.corpus.importers.paths import refusal
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date
 
 SOURCE = "mastodon"
@@ -236,6 +237,9 @@ def find_outbox(path: Path, limits: Limits = DEFAULT) -> tuple[IO[bytes], str, A
     """Open outbox.json from a file, folder or .tar.gz archive: (stream, label, thing to close)."""
     if path.is_dir():
         p = path / "outbox.json"
+        why = refusal(p)
+        if why is not None:
+            raise RecordError(None, f"{p.name}: {why}")
         fp = open(p, "rb")
         return fp, str(p), fp
     if tarfile.is_tarfile(path):

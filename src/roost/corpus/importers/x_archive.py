@@ -10,6 +10,9 @@ top-level folder (an archive unpacked into, or zipped again from, its own folder
 A `data/tweets.js` in any other folder is not the archive's and is not read (one BadRecord lists those folders);
 deeper ones are not looked for.
 
+In a folder, a file (or the folder it is in) that is a symbolic link, FIFO, socket or device is not opened: one
+BadRecord names it (`importers/paths.py`).
+
 A zip member is read within the member budgets (`importers/limits.py`): one whose header declares more than
 `max_member_bytes`, or more than `max_ratio` times its compressed size, is refused unread (zipfile never yields
 more than the declared size); so is one that would take the members read from the archive together past
@@ -38,11 +41,18 @@ from roost.corpus.importers.limits import (
     archive_verdict,
     member_verdict,
 )
+from roost.corpus.importers.paths import refusal_inside
 from roost.corpus.post import BadRecord, Post, RecordError, parse_iso_date, parse_twitter_date
 
 _STATUS_URL = re.compile(r"^https?://(?:mobile\.)?(?:twitter|x)\.com/(?:\w+|i/web)/status(?:es)?/(\d+)")
 _RT = re.compile(r"^RT @(\w{1,30}):")
-_TCO = re.compile(r"\s*https?://t\.co/\w+\s*$")
+# The t.co link X appends to a truncated tweet: matched, anchored, on the last TCO_TAIL characters of the stripped
+# text only (searched over the whole text as `\s*…\s*$` it was quadratic in a run of blanks: issue 24).
+_TCO = re.compile(r"https?://t\.co/\w+$")
+TCO_TAIL = 64
+# Long posts compared with one truncated tweet (those created within a second of it): a person posts far fewer,
+# and without a cap an archive of many tweets and notes in one second costs tweets x notes comparisons.
+NOTE_CANDIDATES = 32
 _PART = r"(?:-part\d+)?\.js$"
 # The archive's files, by their path from the archive's root (see ArchiveFiles.root).
 TWEETS = re.compile(r"^data/tweets?" + _PART)
@@ -67,11 +77,14 @@ class ArchiveFiles:
         self.zip = zipfile.ZipFile(path) if path.is_file() else None
         self.root = ""  # the archive's own folder: its data/ is read, any other is not
         self.others: list[str] = []  # other folders with a data/tweets.js of their own
+        self.refused: list[tuple[str, str]] = []  # files of a folder not opened (links, FIFOs...), with why
         if self.zip is not None:
             self.names = sorted(n for n in self.zip.namelist() if not n.endswith("/"))
         else:  # the folder's data/, or that of the one folder in it (an archive unpacked into its own folder)
-            found = [*path.glob("data/*.js"), *path.glob("*/data/*.js")]
-            self.names = sorted(p.relative_to(path).as_posix() for p in found if p.is_file())
+            found = sorted({*path.glob("data/*.js"), *path.glob("*/data/*.js")})
+            verdicts = {p.relative_to(path).as_posix(): refusal_inside(path, p) for p in found}
+            self.names = [n for n, why in verdicts.items() if why is None and (path / n).is_file()]
+            self.refused = [(n, why) for n, why in verdicts.items() if why is not None]
         roots = archive_roots(self.names)
         if roots:
             self.root, self.others = roots[0], roots[1:]
@@ -265,6 +278,8 @@ def _read_notes(files: ArchiveFiles) -> tuple[dict[int, list[dict]], list[BadRec
                 bad.append(BadRecord(files.label(name), f"#{item.index}", e.field, e.message))
                 continue
             note["_used"] = False
+            # the opening words, unescaped once here (40 characters of output take at most 40 named entities)
+            note["_head"] = html.unescape(core["text"][: 40 * 34])[:40]
             notes.setdefault(int(created.timestamp()), []).append(note)
             held += 1
     return notes, bad
@@ -274,26 +289,34 @@ def _join_note(post: Post, notes: dict[int, list[dict]]) -> None:
     """Replace a truncated tweet's text by its note-tweet body (same second ±1, same opening words)."""
     if not notes:
         return
-    prefix = html.unescape(_TCO.sub("", post.text).rstrip("…").strip())[:40]
+    prefix = html.unescape(_drop_tco(post.text).rstrip("…").strip())[:40]
     sec = int(post.created_at.timestamp())
-    for s in (sec, sec - 1, sec + 1):
-        for note in notes.get(s, []):
-            core = note["core"]
-            if not note["_used"] and html.unescape(core["text"]).startswith(prefix):
-                note["_used"] = True
-                post.text = core["text"]
-                post.urls = [
-                    str(u.get("expandedUrl") or u.get("expanded_url"))
-                    for u in _dicts(core.get("urls"))
-                    if u.get("expandedUrl") or u.get("expanded_url")
-                ]
-                post.hashtags = [str(h.get("text")) for h in _dicts(core.get("hashtags")) if h.get("text")]
-                post.mentions = [
-                    str(m.get("screenName") or m.get("screen_name"))
-                    for m in _dicts(core.get("mentions"))
-                    if m.get("screenName") or m.get("screen_name")
-                ]
-                return
+    candidates = [note for s in (sec, sec - 1, sec + 1) for note in notes.get(s, [])[:NOTE_CANDIDATES]]
+    for note in candidates[:NOTE_CANDIDATES]:
+        core = note["core"]
+        if not note["_used"] and note["_head"].startswith(prefix):
+            note["_used"] = True
+            post.text = core["text"]
+            post.urls = [
+                str(u.get("expandedUrl") or u.get("expanded_url"))
+                for u in _dicts(core.get("urls"))
+                if u.get("expandedUrl") or u.get("expanded_url")
+            ]
+            post.hashtags = [str(h.get("text")) for h in _dicts(core.get("hashtags")) if h.get("text")]
+            post.mentions = [
+                str(m.get("screenName") or m.get("screen_name"))
+                for m in _dicts(core.get("mentions"))
+                if m.get("screenName") or m.get("screen_name")
+            ]
+            return
+
+
+def _drop_tco(text: str) -> str:
+    """`text` without the t.co link at its end (and the blanks around it), in linear time."""
+    body = text.rstrip()
+    tail = body[-TCO_TAIL:]
+    m = _TCO.search(tail)
+    return body[: len(body) - len(tail) + m.start()].rstrip() if m else text
 
 
 def _dicts(value: Any) -> list[dict]:
@@ -312,6 +335,8 @@ def read_x_archive(path: Path, include_deleted: bool = False, limits: Limits = D
         n = len(files.others)
         why = f"{n} other folder(s) with a data/ of their own are not read ({listed}); the archive is {where}"
         yield BadRecord(str(path), "archive", None, why)
+    for name, why in files.refused:
+        yield BadRecord(str(path), name, None, why)
     author, bad = _read_account(files)
     yield from bad
     notes, bad = _read_notes(files)
