@@ -199,6 +199,8 @@ def forget(
 
     Example: [bold]roost forget --author alice --post x:1600000000000000123[/]
     """
+    from rich.markup import escape
+
     from roost.erasure import erase
 
     if not author and not post:
@@ -213,6 +215,12 @@ def forget(
     console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
     if rep.reposts:
         console.print(f"  of them, {rep.reposts:,} repost(s) by other users that carried a forgotten post")
+    for name in rep.unmatched:
+        console.print(
+            f"[yellow]no post by {escape(repr(name))} in the store[/] (tombstoned anyway: their posts in later exports "
+            "are refused)",
+            highlight=False,
+        )
     if rep.index == "removed" and rep.index_removed:
         console.print(
             f"removed {rep.index_removed} post(s) from the search index (keyword index rewritten, vectors compacted)"
@@ -230,6 +238,12 @@ def forget(
         console.print(
             f"[yellow]shard set {name} held forgotten posts: their tokens overwritten in place, set marked stale[/]; "
             "rebuild with [bold]roost tokenize --rebuild-stale[/]"
+        )
+    for problem in rep.shard_problems:
+        console.print(
+            f"[red]shard set {escape(problem)}[/]: not checked for the forgotten posts; delete the set or rebuild it with "
+            "[bold]roost tokenize --rebuild-stale[/] (the next erasure tries again)",
+            highlight=False,
         )
     for kind, names in (("tokenizers", rep.tokenizers), ("runs", rep.runs), ("models", rep.models)):
         if names:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.corpus.backend import Location, PostStore, describe, open_store
+from roost.corpus.post import author_key
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -39,7 +40,9 @@ class ErasureReport:
     pending: list[str] = field(default_factory=list)  # PostgreSQL tables whose rewrite is still owed (retried later)
     index: str = "none"  # "removed" | "server" (a running server drops them) | "pending" (hidden; bytes later) | "none"
     index_removed: int = 0  # posts the search index held and dropped (counted by the index, not assumed)
-    stale_shards: list[str] = field(default_factory=list)
+    stale_shards: list[str] = field(default_factory=list)  # sets that held the posts (their tokens overwritten)
+    shard_problems: list[str] = field(default_factory=list)  # sets that could not be read or written: "set: why"
+    unmatched: list[str] = field(default_factory=list)  # authors with no post in the store (tombstoned anyway)
     tokenizers: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
@@ -61,7 +64,7 @@ def erase(
     authors, post_ids = list(authors or []), list(post_ids or [])
     for what, values in (("author", authors), ("post id", post_ids)):
         for v in values:
-            if not v.strip() or "\x00" in v:
+            if not v.strip() or "\x00" in v or (what == "author" and not author_key(v)):
                 raise UsageError(f"forget: an empty {what} (or one with a NUL byte) names nothing")
             if any("\ud800" <= c <= "\udfff" for c in v):
                 raise UsageError(f"forget: the {what} {v.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
@@ -69,17 +72,20 @@ def erase(
     own = store is None
     st = store or open_store(ws.store if location is None else location, readonly=True)
     try:
+        before = st.erasure_cursor()
         n = st.forget(authors, post_ids)
         truncated = st.checkpoint()
-        pending: list[str] = getattr(st, "erase_pending", list)()
+        rep = ErasureReport(n["posts"], n["ids"], n["reposts"], n["authors"], n["post_ids"], truncated,
+                            st.erase_pending(), unmatched=n["unmatched"])  # fmt: skip
+        if ws.shards.is_dir():  # the posts' tokens, and those of any erasure a set missed (roost.data.erase)
+            from roost.data.erase import Erasures, redact
+
+            rep.stale_shards, rep.shard_problems = redact(
+                ws.shards, rep.ids, Erasures(before, st.erasure_cursor(), st.existing)
+            )
     finally:
         if own:
             st.close()
-    rep = ErasureReport(n["posts"], n["ids"], n.get("reposts", 0), n["authors"], n["post_ids"], truncated, pending)
-    if ws.shards.is_dir():
-        from roost.data.erase import redact
-
-        rep.stale_shards = redact(ws.shards, rep.ids)
     rep.index, rep.index_removed = _erase_from_index(ws, index)
     if rep.index == "pending":
         rep.pending = sorted({*rep.pending, "search_docs"})

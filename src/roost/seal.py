@@ -126,8 +126,3 @@ def verify(home: Path, folder: Path, what: str = "checkpoint") -> None:
         )
     _verified.add(stamp)
 
-
-def home_key(home: Path) -> bytes:
-    """The home's 32-byte secret (created on first use, mode 0600): the root of every key roost derives in this
-    home (checkpoint seals here; the SQLite store's tombstone key, roost.corpus.tombkeys)."""
-    return _key(home)

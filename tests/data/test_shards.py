@@ -13,6 +13,7 @@ from roost.config import ShardConfig
 from roost.corpus.store import TRAINING_WHERE, Store
 from roost.data import shards as shardlib
 from roost.data import tokenizer as toklib
+from roost.data.erase import Erasures, redact
 from roost.data.loader import TokenLoader
 from roost.errors import RoostError
 from tests.conftest import run_roost
@@ -115,8 +116,14 @@ def test_forget_marks_stale_and_rebuild_drops_the_post(tmp_path: Path, store_db:
     # a whole author
     author = _training_rows(home / "corpus.db")[_docs(home / "shards/a", "train")[0][0]][0]
     with Store(home / "corpus.db") as store:
+        before = store.erasure_cursor()
         gone = store.forget([author], [])["ids"]
-    assert gone and shardlib.mark_stale(home / "shards", gone) == ["a", "b"]
+        assert gone and redact(home / "shards", gone, Erasures(before, store.erasure_cursor(), store.existing)) == (
+            ["a", "b"],
+            [],
+        )
+    kept = {pid for name in ("a", "b") for s in ("train", "val") for pid, _ in _docs(home / f"shards/{name}", s)}
+    assert not kept & set(gone)
 
 
 def test_bad_input_is_named(built: Path, store_db: Path, tok_path: Path, tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_delete_endpoint(live: tuple[Server, SearchService, Path]) -> None:
     post = {"id": "del-1", "author": "carl", "text": "Narwhal parade downtown", "created_at": "2024-06-03T10:00:00Z"}
     httpx.post(f"{srv.url}/v1/posts", json={"posts": [post]}, timeout=30)
     assert "api:del-1" in {h["id"] for h in _search(srv, "narwhal", mode="keyword")}
-    rowid = svc.index.keyword.rowids_of(["api:del-1"])[0]
+    rowid = next(r for pid, r, _ in svc.index.keyword.search(parse("narwhal"), 10) if pid == "api:del-1")
     r = httpx.delete(f"{srv.url}/v1/posts/api:del-1", timeout=30)
     assert r.status_code == 200 and r.json()["deleted"] is True
     assert "api:del-1" not in {h["id"] for h in _search(srv, "narwhal parade", mode="hybrid", k=100)}

@@ -83,6 +83,18 @@ class Hostile:
                 elif mode == "surrogate":
                     yield b'data: {"choices": [{"index": 0, "text": "ok \\ud800", "token_ids": [5]}]}\n\n'
                     yield _chunk([self.eos], "", "stop")
+                elif mode == "nan_logprobs":  # NaN is not JSON: a client's strict parser would fail
+                    yield b'data: {"choices": [{"index": 0, "text": "x", "token_ids": [5], "logprobs": '
+                    yield b'{"token_logprobs": [NaN], "top_logprobs": [{"token_id:5": NaN}]}}]}\n\n'
+                    yield _chunk([self.eos], "", "stop")
+                elif mode == "bool_ids":  # true is not a token id
+                    yield b'data: {"choices": [{"index": 0, "text": "x", "token_ids": [true, 5]}]}\n\n'
+                    yield _chunk([self.eos], "", "stop")
+                elif mode == "long_logprobs":  # 300,000 logprobs for one token (a 0.9 MB line)
+                    lp = {"token_logprobs": [0] * 300_000, "top_logprobs": []}
+                    yield b"data: " + json.dumps({"choices": [{"index": 0, "text": "x", "token_ids": [5],
+                                                              "logprobs": lp}]}).encode() + b"\n\n"  # fmt: skip
+                    yield _chunk([self.eos], "", "stop")
                 elif mode == "firehose":  # max_tokens tokens as fast as possible, per_chunk a chunk, 250 bytes each
                     for _ in range(int(body.get("max_tokens") or 16) // self.per_chunk):
                         yield _chunk([6] * self.per_chunk, "w" * 250 * self.per_chunk)

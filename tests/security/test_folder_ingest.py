@@ -94,3 +94,16 @@ def test_fifo_named_on_the_command_line_is_refused(cli: Cli, tmp_path: Path) -> 
     for args in ([str(fifo)], ["--format", "jsonl", str(fifo)]):
         r = cli("ingest", *args, ok=False)
         assert r.exit_code != 0 and "not a regular file" in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.timeout(60)
+def test_a_folder_nested_too_deep_is_skipped_not_a_crash(cli: Cli, tmp_path: Path) -> None:
+    """Review of the fix: a 1,100-level-deep folder crashed `roost ingest` with a RecursionError traceback."""
+    ex = tmp_path / "exports"
+    deep = ex / "/".join(["d"] * 200)
+    deep.mkdir(parents=True)
+    (deep / "posts.jsonl").write_text(_jsonl("deep", 2))
+    (ex / "top.jsonl").write_text(_jsonl("top", 3))
+    out = cli("ingest", str(ex))
+    assert "Traceback" not in out.output and "folders deep; not searched" in out.output
+    assert cli.sql("SELECT count(*) FROM posts")[0][0] == 3

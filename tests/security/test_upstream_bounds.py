@@ -223,6 +223,22 @@ def test_a_lone_surrogate_from_an_upstream_is_an_upstream_failure(roost: Roost, 
             assert r.status_code == 503 and "\\ud800" not in r.text, (path, r.status_code, r.text[:300])
 
 
+@pytest.mark.parametrize("mode", ["nan_logprobs", "bool_ids", "long_logprobs"])
+def test_upstream_logprobs_and_ids_are_checked(roost: Roost, up: Hostile, mode: str) -> None:
+    """NaN logprobs reached clients as the literal NaN (invalid JSON), `true` passed as a token id, and 500,000
+    logprobs for one token were all turned into entries before being cut (+133 MiB at 500,000)."""
+    with bounded(roost, up):
+        up.modes["completions"] = mode
+        for stream in (False, True):
+            body = {"prompt": [1, 2, 3], "max_tokens": 5, "logprobs": 1, "stream": stream}
+            r = roost.call("POST", "/v1/completions", json=body)
+            assert "NaN" not in r.text, r.text[:300]
+            if mode == "long_logprobs" and not stream:
+                assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["token_logprobs"]) == 1
+            elif not stream:  # an upstream failure, as for any other broken chunk
+                assert r.status_code == 503, (r.status_code, r.text[:300])
+
+
 def _routes(model_dir: Path, upstream: str, home: Path) -> tuple[list[tuple[str, str]], list[str]]:  # noqa: F811
     """(method, path) of every route of the app `roost serve` builds with these arguments, and its banner."""
     from roost.config import CorpusConfig, SearchConfig

@@ -10,7 +10,7 @@ import html
 import re
 import unicodedata
 
-from roost.corpus.post import Post, RecordError
+from roost.corpus.post import Post, RecordError, author_key
 
 # Every pattern here matches in linear time (tests/security/test_regex_budget.py; `python -m bench.regex`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\ufeff]")
@@ -83,8 +83,12 @@ def clean_post(post: Post, max_chars: int) -> Post:
     post.text = normalise(check_text(post.text, max_chars))
     for name in ("id", "author", "reply_to", "quote_of", "repost_of", "lang"):
         _check_field(getattr(post, name), name)
-    if not post.author.strip():
-        raise RecordError("author", "empty")
+    for name in ("id", "reply_to", "quote_of", "repost_of"):  # ids are one line each in shard .ids files
+        value = getattr(post, name)
+        if value is not None and any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in value):
+            raise RecordError(name, "contains a control character or line break")
+    if not author_key(post.author):
+        raise RecordError("author", "empty (no visible character)")
     if not post.text and post.repost_of is None:
         raise RecordError("text", "empty after normalising")
     if not post.hashtags:

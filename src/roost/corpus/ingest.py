@@ -30,7 +30,7 @@ from roost.corpus.clean import check_keys, clean_post
 from roost.corpus.dedup import MemoryCopies, StoreCopies, signature, text_key
 from roost.corpus.importers import ImportOptions, find_exports, read_export
 from roost.corpus.pii import scrub
-from roost.corpus.post import BadRecord, Post, RecordError, iso, reposted_author
+from roost.corpus.post import BadRecord, Post, RecordError, iso, reposted_authors
 from roost.errors import RoostError, StrictModeError
 
 MAX_EXAMPLES = 20
@@ -143,14 +143,17 @@ class Ingester:
         """Ids of those posts that are tombstoned, by a tombstoned author, or reposts of either (one query)."""
         if not posts:
             return set()
-        by = {p.id: reposted_author(p.repost_of, p.text) for p in posts}
+        by = {p.id: reposted_authors(p.repost_of, p.text) for p in posts}
         ids = [p.id for p in posts] + [p.repost_of for p in posts if p.repost_of]
-        authors = [p.author for p in posts] + [a for a in by.values() if a is not None]
+        authors = [p.author for p in posts] + [a for names in by.values() for a in names]
         dead_ids, dead_authors = self.store.dead(ids, authors)
         return {
             p.id
             for p in posts
-            if p.id in dead_ids or p.author in dead_authors or p.repost_of in dead_ids or by[p.id] in dead_authors
+            if p.id in dead_ids
+            or p.author in dead_authors
+            or p.repost_of in dead_ids
+            or any(a in dead_authors for a in by[p.id])
         }
 
     def commit(self, prepared: list[Prepared | BadRecord]) -> None:

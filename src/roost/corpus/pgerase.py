@@ -66,7 +66,7 @@ def erase_rows(con: psycopg.Connection[Any], tables: Iterable[str], deleted_by: 
 
 
 def owe_rewrite(con: psycopg.Connection[Any], relname: str) -> None:
-    """Inside the deleting transaction: `relname` owes an erasure rewrite (erase_pending) until `rewrite_paid`."""
+    """Inside the deleting transaction: `relname` owes an erasure rewrite (erase_pending) until `pay_owed` does it."""
     con.execute(
         "INSERT INTO erase_pending VALUES (%s, pg_current_xact_id()::text::bigint) "
         "ON CONFLICT (relname) DO UPDATE SET deleted_by = excluded.deleted_by",
@@ -74,12 +74,18 @@ def owe_rewrite(con: psycopg.Connection[Any], relname: str) -> None:
     )
 
 
-def rewrite_owed(con: psycopg.Connection[Any], relname: str) -> int | None:
-    """The newest deleting transaction `relname` still owes a rewrite for, or None."""
-    row = con.execute("SELECT deleted_by FROM erase_pending WHERE relname = %s", (relname,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def rewrite_paid(con: psycopg.Connection[Any], relname: str, deleted_by: int) -> None:
-    """`relname` was rewritten after every deletion up to `deleted_by`."""
-    con.execute("DELETE FROM erase_pending WHERE relname = %s AND deleted_by <= %s", (relname, deleted_by))
+def pay_owed(con: psycopg.Connection[Any], wait_s: float = 10.0) -> list[str]:
+    """Do every rewrite an erasure still owes (`erase_pending`, whoever's erasure it was: posts partitions,
+    signatures, tombstones after a migration, search_docs); returns the tables still owed (recorded for the next
+    try: an older snapshot or writer, a lock held past the timeout, a role that may not rewrite the table)."""
+    owed = con.execute("SELECT relname, deleted_by FROM erase_pending ORDER BY relname").fetchall()
+    if not owed:
+        return []
+    newest = max(int(r[1]) for r in owed)
+    try:
+        left = erase_rows(con, [r[0] for r in owed], newest, wait_s)
+    except psycopg.Error:
+        return [r[0] for r in owed]
+    done = [r[0] for r in owed if r[0] not in left]
+    con.execute("DELETE FROM erase_pending WHERE relname = ANY(%s::text[]) AND deleted_by <= %s", (done, newest))
+    return sorted(left)

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from roost.corpus.pgstore import connect, dead_in, has_schema, redact, store_keys
+from roost.corpus.pgstore import connect, dead_in, existing_in, has_schema, redact, store_keys
 from roost.corpus.reader import SEARCH_COLUMNS, SEARCHABLE
 from roost.corpus.store import TRAINING_WHERE
 from roost.errors import RoostError
@@ -100,6 +100,10 @@ class PgReader:
         sql = "SELECT seq, id, author, created_at, text FROM posts WHERE seq = ANY(%s::bigint[])"
         return {r[0]: r[1:] for r in self._all(sql, (list(seqs),))}  # type: ignore[misc]
 
+    def existing(self, ids: list[str]) -> set[str]:
+        """Those of these post ids the store holds."""
+        return existing_in(self.con, ids)
+
     def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
         """The tombstoned ones among these post ids and authors (keyed hashes, roost.corpus.tombkeys)."""
         return dead_in(self.con, self.keys, ids, authors)
@@ -154,6 +158,7 @@ class PgReader:
                 one = lambda q: con.execute(q).fetchone()[0]  # type: ignore[index]  # noqa: E731
                 meta["posts"] = one(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}")
                 meta["max_rowid"] = one("SELECT coalesce(max(seq), 0) FROM posts")
+                meta["erased_cursor"] = one("SELECT coalesce(max(n), 0) FROM erased")
                 gone = {(k, v) for k, v in con.execute("SELECT kind, key FROM tombstones")}
                 meta["tombstones"] = len(gone)
                 meta["snapshot_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

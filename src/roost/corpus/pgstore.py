@@ -28,7 +28,7 @@ from urllib.parse import unquote
 import numpy as np
 import psycopg
 
-from roost.corpus.pgerase import erase_rows, owe_rewrite
+from roost.corpus.pgerase import owe_rewrite, pay_owed
 from roost.corpus.post import author_key
 from roost.corpus.store import COLUMNS, now, reposts_of, summarize
 from roost.corpus.tombkeys import TombKeys
@@ -104,8 +104,9 @@ def has_schema(con: psycopg.Connection[Any]) -> bool:
     return con.execute("SELECT to_regclass('posts') IS NOT NULL").fetchone()[0]  # type: ignore[index,no-any-return]
 
 
-def migrate(con: psycopg.Connection[Any]) -> list[int]:
-    """Apply the numbered SQL files not yet applied, in order, one transaction each; returns those applied."""
+def migrate(con: psycopg.Connection[Any], owed: list[tuple[list[str], list[str]]] | None = None) -> list[int]:
+    """Apply the numbered SQL files not yet applied, in order, one transaction each; returns those applied. A
+    Python step that needs an erasure run again by today's rules appends its (authors, post ids) to `owed`."""
     files = sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("[0-9]*_*.sql"))
     con.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
     try:
@@ -123,7 +124,9 @@ def migrate(con: psycopg.Connection[Any]) -> list[int]:
             with con.transaction():
                 con.execute(path.read_text(encoding="utf-8").encode())
                 if version in PY_STEPS:
-                    PY_STEPS[version](con)
+                    again = PY_STEPS[version](con)
+                    if owed is not None and (again[0] or again[1]):
+                        owed.append(again)
                 con.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, now()))
             applied.append(version)
         return applied
@@ -131,8 +134,9 @@ def migrate(con: psycopg.Connection[Any]) -> list[int]:
         con.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 
 
-def _tombstone_keys_step(con: psycopg.Connection[Any]) -> None:
-    """Migration 0005's Python step (see the SQL file): the key, hashed tombstones, today's author keys."""
+def _tombstone_keys_step(con: psycopg.Connection[Any]) -> tuple[list[str], list[str]]:
+    """Migration 0005's Python step (see the SQL file): the key, hashed tombstones, today's author keys. Returns
+    the clear (authors, post ids), which the opener erases again (what 0004's rules missed goes too)."""
     con.execute("INSERT INTO store_secret VALUES (1, %s)", (secrets.token_bytes(32),))
     keys = store_keys(con)
     rows = con.execute("SELECT seq, kind, key FROM tombstones").fetchall()
@@ -148,9 +152,10 @@ def _tombstone_keys_step(con: psycopg.Connection[Any]) -> None:
     for author, old in con.execute("SELECT DISTINCT author, author_key FROM posts").fetchall():
         if author_key(author) != old:
             con.execute("UPDATE posts SET author_key = %s WHERE author = %s", (author_key(author), author))
+    return [k for _, kind, k in rows if kind == "author"], [k for _, kind, k in rows if kind == "post"]
 
 
-PY_STEPS = {5: _tombstone_keys_step}
+PY_STEPS: dict[int, Any] = {5: _tombstone_keys_step}
 
 
 def store_keys(con: psycopg.Connection[Any]) -> TombKeys:
@@ -168,6 +173,15 @@ def dead_in(
     sql = "SELECT kind, key FROM tombstones WHERE key = ANY(%s::text[])"
     found = {(k, v) for k, v in con.execute(sql, (keys.hashes(ids, authors),)).fetchall()}
     return keys.matches(ids, authors, found)
+
+
+def existing_in(con: psycopg.Connection[Any], ids: list[str]) -> set[str]:
+    """Those of these post ids the store holds (10,000 per query)."""
+    found: set[str] = set()
+    for i in range(0, len(ids), 10_000):
+        chunk = list(ids[i : i + 10_000])
+        found.update(r[0] for r in con.execute("SELECT id FROM post_ids WHERE id = ANY(%s::text[])", (chunk,)))
+    return found
 
 
 def partition_for(month: str) -> tuple[str, str, str]:
@@ -188,13 +202,18 @@ class PgStore:
         try:
             if readonly and not has_schema(self.con):
                 raise RoostError(f"{redact(url)}: no corpus here yet; run `roost ingest PATH` first")
-            migrate(self.con)
+            owed: list[tuple[list[str], list[str]]] = []
+            migrate(self.con, owed)
             self.keys = store_keys(self.con)
         except BaseException:
             self.con.close()
             raise
         self._partitions: set[str] = set()
         self._schemes: set[str] = set()  # band schemes known to exist
+        for authors, ids in owed:  # what an older store tombstoned, erased again by today's rules
+            self.forget(authors, ids)
+        if owed:
+            self.checkpoint()
 
     def close(self) -> None:
         self.con.close()
@@ -217,7 +236,7 @@ class PgStore:
         return dead_in(self.con, self.keys, ids, authors)
 
     def existing(self, ids: list[str]) -> set[str]:
-        return {r[0] for r in self._all("SELECT id FROM post_ids WHERE id = ANY(%s::text[])", (list(ids),))}
+        return existing_in(self.con, ids)
 
     def _pages(self, sql: str, key: Any) -> Iterator[tuple[Any, ...]]:
         """Rows of `sql` (which takes the last key and a limit, and returns the key first) page by page, with no
@@ -411,13 +430,14 @@ class PgStore:
                 con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('post', %s, %s) "
                             "ON CONFLICT DO NOTHING", (h, ts))  # fmt: skip
             found = self._all(
-                "SELECT id, tableoid::regclass::text, seq FROM posts WHERE author_key = ANY(%s::text[]) "
+                "SELECT id, tableoid::regclass::text, seq, author_key FROM posts WHERE author_key = ANY(%s::text[]) "
                 "OR id = ANY(%s::text[])",
                 ([author_key(a) for a in authors], list(post_ids)),
             )
             named = {r[0] for r in found}
-            cands = self._all("SELECT id, repost_of, left(text, 48), tableoid::regclass::text, seq FROM posts "
-                              "WHERE repost_of IS NOT NULL")  # fmt: skip
+            unmatched = [a for a in authors if author_key(a) not in {r[3] for r in found}]
+            cands = self._all("SELECT id, repost_of, text, tableoid::regclass::text, seq FROM posts WHERE "
+                              "repost_of IS NOT NULL OR text ILIKE '%%rt @%%' OR text ILIKE '%%mt @%%'")  # fmt: skip
             reposts = [
                 (r[0], r[3], r[4]) for r in reposts_of(cands, named | set(post_ids), authors) if r[0] not in named
             ]
@@ -441,7 +461,7 @@ class PgStore:
             ):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ANY(%s::text[])", (gone,))
         return {"posts": len(gone), "authors": len(authors), "post_ids": len(post_ids), "ids": gone,
-                "reposts": len(reposts)}  # fmt: skip
+                "reposts": len(reposts), "unmatched": unmatched}  # fmt: skip
 
     def _reassign_copies(self, gone: list[str]) -> None:
         """Copies whose original is being erased: the earliest (created_at, id) becomes the new original."""
@@ -460,22 +480,10 @@ class PgStore:
                 self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
 
     def checkpoint(self, wait_s: float = 10.0) -> bool:
-        """Do every rewrite an erasure still owes (`erase_pending`, whoever's erasure it was) so the deleted rows'
-        bytes leave the table files (`erase_rows`: one month's partition per month touched, not the whole store),
-        then CHECKPOINT where allowed. False when some rewrite is still owed (an older snapshot or writer, a lock
-        held past the timeout, a role that may not rewrite the table): it stays recorded for the next try."""
-        owed = self._all("SELECT relname, deleted_by FROM erase_pending ORDER BY relname")
-        if not owed:
-            return True
-        try:
-            left = erase_rows(self.con, [r[0] for r in owed], max(int(r[1]) for r in owed), wait_s)
-        except psycopg.Error:
-            return False
-        done = [r[0] for r in owed if r[0] not in left]
-        self.con.execute(
-            "DELETE FROM erase_pending WHERE relname = ANY(%s::text[]) AND deleted_by <= %s",
-            (done, max(int(r[1]) for r in owed)),
-        )
+        """Do every rewrite an erasure still owes (`pgerase.pay_owed`: one month's partition per month touched, not
+        the whole store), then CHECKPOINT where allowed. False when some rewrite is still owed: it stays recorded
+        for the next try (any erasure, any running server's indexer every 30 s)."""
+        left = pay_owed(self.con, wait_s)
         with contextlib.suppress(psycopg.Error):
             self.con.execute("CHECKPOINT")  # superuser or pg_checkpoint only; the rewrite above is what matters
         return not left

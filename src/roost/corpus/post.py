@@ -14,38 +14,59 @@ from email.utils import parsedate_to_datetime
 VISIBILITIES = ("public", "unlisted", "followers", "direct")
 
 
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible characters NFKC_Casefold removes
+# (zero-width space and joiners, soft hyphen, bidi controls, variation selectors, tag characters, fillers)
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_IGNORABLE = {c: None for lo, hi in _IGNORABLE_RANGES for c in range(lo, hi + 1)}
+
+
 def author_key(author: str) -> str:
     """The one rule for matching authors everywhere (forget, tombstones, both search backends, re-ingest):
-    Unicode's NFKC_Casefold closure, `NFKC(casefold(NFKC(s)))`. Case-insensitive as X handles and Mastodon
-    accounts are, with full case folding (`Groß` = `GROSS` = `gross`, final `ς` = `σ`), and one spelling per
-    name: canonical and compatibility variants are one (`Jürgen` composed or decomposed, the ligature `ﬁ` = `fi`,
-    fullwidth `ａ` = `a`). Idempotent (tests/corpus/test_author_key.py). Turkish dotless `ı` stays its own letter
-    (casefold keeps it; `İ` folds to `i̇`), as in every locale-independent fold."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", author).casefold())
+    Unicode's NFKC_Casefold (`NFKC(casefold(NFKC(s)))` without default-ignorable characters), then whitespace
+    collapsed and a leading `@` dropped. Case-insensitive as X handles and Mastodon accounts are, with full case
+    folding (`Groß` = `GROSS` = `gross`, final `ς` = `σ`), and one spelling per name: canonical and compatibility
+    variants are one (`Jürgen` composed or decomposed, the ligature `ﬁ` = `fi`, fullwidth `ａ` = `a`), invisible
+    characters (zero-width space, soft hyphen, variation selectors, bidi controls) are nothing, and `@alice ` is
+    `alice`. Idempotent (tests/security/test_erasure_names.py). Turkish dotless `ı` stays its own letter
+    (casefold keeps it; `İ` folds to `i̇`), as in every locale-independent fold; a name in another script that
+    only looks alike (Cyrillic `о`) is another name."""
+    s = unicodedata.normalize("NFKC", author).translate(_IGNORABLE)
+    s = unicodedata.normalize("NFKC", s.casefold()).translate(_IGNORABLE)
+    return " ".join(s.split()).lstrip("@ ")
 
 
-_RT = re.compile(r"RT @(\w{1,30}):")  # a manual retweet's text
+# `RT @user: …`, `comment RT @user …`, `MT @user: …` (a manual retweet, anywhere in a text, any case)
+_RT = re.compile(r"(?<![\w@])[RrMm][Tt]:? @(\w{1,30})(?!\w)")
 _AT_URI = re.compile(r"bsky:at://(did:[a-z]{1,16}:[A-Za-z0-9._:%-]{1,256})/")
 _AP_URL = re.compile(
     r"mastodon:https?://([A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?)/(?:users/|u/|accounts/|@)([A-Za-z0-9_.-]{1,64})(?:/|$)"
 )
+MAX_REPOSTED = 16  # names taken from one post
 
 
-def reposted_author(repost_of: str | None, text: str = "") -> str | None:
-    """Whose post a repost carries, when its fields say so: `@handle` (X archives), an `RT @handle:` text, the
-    author part of a Mastodon status URL (`handle@host`) or of a Bluesky `at://` URI (the DID). Erasure removes
-    reposts of a forgotten author by this, and re-ingest drops them (linear-time, bounded patterns)."""
-    if not repost_of:
-        return None
-    if repost_of.startswith("@"):
-        return repost_of[1:] or None
-    if (m := _AP_URL.match(repost_of)) is not None:
-        return f"{m.group(2)}@{m.group(1)}"
-    if (m := _AT_URI.match(repost_of)) is not None:
-        return m.group(1)
-    if (m := _RT.match(text)) is not None:
-        return m.group(1)
-    return None
+def reposted_authors(repost_of: str | None, text: str = "") -> list[str]:
+    """Whose posts a post carries, as far as its fields say: the author of what `repost_of` names (`@handle` in X
+    archives, the author part of a Mastodon status URL as `handle@host` or of a Bluesky `at://` URI, the DID), and
+    every `RT @handle` / `MT @handle` in its text. Erasure removes such posts with the forgotten author's own, and
+    re-ingest drops them (linear-time, bounded patterns; at most MAX_REPOSTED names)."""
+    out: list[str] = []
+    if repost_of:
+        if repost_of.startswith("@"):
+            out.append(repost_of[1:])
+        elif (m := _AP_URL.match(repost_of)) is not None:
+            out.append(f"{m.group(2)}@{m.group(1)}")
+        elif (m := _AT_URI.match(repost_of)) is not None:
+            out.append(m.group(1))
+    if text and ("@" in text):
+        for m in _RT.finditer(text):
+            out.append(m.group(1))
+            if len(out) >= MAX_REPOSTED:
+                break
+    return [a for a in dict.fromkeys(out) if a]
 
 
 _MONTHS = {

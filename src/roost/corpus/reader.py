@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from roost.corpus.store import SCHEMA_VERSION, TRAINING_WHERE, check_keys, dead_in, erasure_cursor, sqlite_keys
+from roost.corpus.store import (
+    SCHEMA_VERSION,
+    TRAINING_WHERE,
+    dead_in,
+    erasure_cursor,
+    existing_in,
+    store_keys,
+)
 from roost.errors import RoostError
 
 SEARCHABLE = "repost_of IS NULL"
@@ -40,8 +47,7 @@ class StoreReader:
             from roost.corpus.store import Store
 
             Store(db).close()
-        self.keys = sqlite_keys(db)
-        check_keys(self.con, self.keys, db, write=False)
+        self.keys = store_keys(self.con)
 
     def close(self) -> None:
         self.con.close()
@@ -93,6 +99,10 @@ class StoreReader:
             sql = f"SELECT seq, id, author, created_at, text FROM posts WHERE seq IN ({','.join('?' * len(part))})"
             out.update({r[0]: r[1:] for r in self.con.execute(sql, part)})
         return out
+
+    def existing(self, ids: list[str]) -> set[str]:
+        """Those of these post ids the store holds."""
+        return existing_in(self.con, ids)
 
     def dead(self, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
         """The tombstoned ones among these post ids and authors (keyed hashes, roost.corpus.tombkeys)."""
@@ -147,6 +157,7 @@ class StoreReader:
             con.execute("BEGIN")  # one snapshot for the count, the tombstones and every row
             meta["posts"] = con.execute(f"SELECT count(*) FROM posts WHERE {TRAINING_WHERE}").fetchone()[0]
             meta["max_rowid"] = con.execute("SELECT coalesce(max(seq), 0) FROM posts").fetchone()[0]
+            meta["erased_cursor"] = erasure_cursor(con)
             gone = set(con.execute("SELECT kind, key FROM tombstones"))
             meta["tombstones"] = len(gone)
             meta["snapshot_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,7 +3,7 @@
 Written by `roost ingest` in batched transactions (a killed ingest leaves whole batches only; re-running it
 skips what is there); read by `roost corpus stats` and every later stage; erased by `roost forget`.
 Tombstoned ids and authors are never inserted again. A tombstone keeps a keyed hash, never the name or id
-(roost.corpus.tombkeys; the key is derived from the home's secret); every erased row's seq goes to the `erased`
+(roost.corpus.tombkeys; the key is the store's own, in `meta`); every erased row's seq goes to the `erased`
 log, the cursor followers (search indexes, dedup state, leak guard) read to drop exactly those rows.
 """
 
@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from roost.corpus.post import author_key, reposted_author
-from roost.corpus.tombkeys import TombKeys, derive
+from roost.corpus.post import author_key, reposted_authors
+from roost.corpus.tombkeys import TombKeys
 from roost.errors import RoostError
 
 SCHEMA_VERSION = 3
@@ -112,14 +113,17 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.create_function("author_key", 1, author_key, deterministic=True)
             self.db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
-            self.keys = sqlite_keys(path)
-            self._migrate()
-            check_keys(self.db, self.keys, path, write=True)
+            owed = self._migrate()
+            self.keys = store_keys(self.db, create=True)
         except sqlite3.DatabaseError as e:
             raise RoostError(f"{path}: not a usable roost corpus database ({e})") from None
+        if owed[0] or owed[1]:  # what a v2 store tombstoned, erased again by today's rules (see _hash_tombstones)
+            self.forget(*owed)
+            self.checkpoint()
 
-    def _migrate(self) -> None:
-        """Create the schema, or bring an older store up to SCHEMA_VERSION (numbered steps, in one transaction)."""
+    def _migrate(self) -> tuple[list[str], list[str]]:
+        """Create the schema, or bring an older store up to SCHEMA_VERSION (numbered steps, in one transaction).
+        Returns the (authors, post ids) an older store had tombstoned, to erase again by today's rules."""
         db = self.db
         has_posts = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='posts'").fetchone()
         version = 0
@@ -151,25 +155,27 @@ class Store:
             db.execute("DROP INDEX IF EXISTS posts_author")  # the case-sensitive one of schema 1
         db.executescript(SCHEMA)
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        if version == 2:
-            self._hash_tombstones()
+        return self._hash_tombstones() if version == 2 else ([], [])
 
-    def _hash_tombstones(self) -> None:
+    def _hash_tombstones(self) -> tuple[list[str], list[str]]:
         """v2 → v3: every clear-text tombstone key becomes its keyed hash (authors normalised by today's
         `author_key`; v2 kept `casefold()`), in place, then the WAL is truncated: with `secure_delete` the old
-        cells are overwritten, so no forgotten name or id stays in corpus.db or its WAL (tests/security)."""
+        cells are overwritten, so no forgotten name or id stays in corpus.db or its WAL. Returns the clear
+        (authors, post ids): the caller erases them again, so what v2's rules missed (a decomposed spelling, other
+        users' reposts) goes too."""
         db = self.db
         with self.transaction():
+            keys = store_keys(db, create=True)
             rows = db.execute("SELECT rowid, kind, key, forgotten_at FROM tombstones").fetchall()
             db.execute("DELETE FROM tombstones")
             db.executemany(
                 "INSERT OR IGNORE INTO tombstones (rowid, kind, key, forgotten_at) VALUES (?, ?, ?, ?)",
-                [(r, kind, self.keys.of(kind, key), at) for r, kind, key, at in rows],
+                [(r, kind, keys.of(kind, key), at) for r, kind, key, at in rows],
             )
             db.execute("CREATE TABLE IF NOT EXISTS erased (n INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL)")
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('tomb_key', ?)", (self.keys.check(),))
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [k for _, kind, k, _ in rows if kind == "author"], [k for _, kind, k, _ in rows if kind == "post"]
 
     def _index_sql(self, name: str) -> str:
         row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone()
@@ -190,12 +196,7 @@ class Store:
         return dead_in(self.db, self.keys, ids, authors)
 
     def existing(self, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            q = f"SELECT id FROM posts WHERE id IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.db.execute(q, chunk))
-        return found
+        return existing_in(self.db, ids)
 
     def original_hashes(self) -> Iterator[tuple[bytes, str]]:
         yield from self.db.execute("SELECT text_hash, id FROM posts WHERE text_hash IS NOT NULL AND dup_of IS NULL")
@@ -287,16 +288,19 @@ class Store:
             db = self.db
             db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY)")
             db.execute("DELETE FROM gone")
+            unmatched = []
             for a in authors:
-                db.execute(
+                cur = db.execute(
                     "INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE author_key(author) = ?", (author_key(a),)
                 )
+                if cur.rowcount <= 0:
+                    unmatched.append(a)
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('author', ?, ?)", (self.keys.author(a), now()))
             for p in post_ids:
                 db.execute("INSERT OR IGNORE INTO gone SELECT id FROM posts WHERE id = ?", (p,))
                 db.execute("INSERT OR IGNORE INTO tombstones VALUES ('post', ?, ?)", (self.keys.post(p), now()))
             named = {r[0] for r in db.execute("SELECT id FROM gone")}
-            cands = db.execute("SELECT id, repost_of, substr(text, 1, 48) FROM posts WHERE repost_of IS NOT NULL")
+            cands = db.execute(f"SELECT id, repost_of, text FROM posts WHERE {CARRIERS}")
             reposts = [r[0] for r in reposts_of(cands, named | set(post_ids), authors) if r[0] not in named]
             db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(r,) for r in reposts])
             ids = [r[0] for r in db.execute("SELECT posts.id FROM gone JOIN posts ON posts.id = gone.id")]
@@ -316,7 +320,7 @@ class Store:
             db.execute("DELETE FROM signatures WHERE post_id IN (SELECT id FROM gone)")
             db.execute("DELETE FROM posts WHERE id IN (SELECT id FROM gone)")
         return {"posts": len(ids), "authors": len(authors), "post_ids": len(post_ids), "ids": ids,
-                "reposts": len(reposts)}  # fmt: skip
+                "reposts": len(reposts), "unmatched": unmatched}  # fmt: skip
 
     def checkpoint(self, wait_s: float = 10.0) -> bool:
         """Move the WAL into the database file and truncate it (after an erasure the deleted text must not linger
@@ -333,35 +337,27 @@ class Store:
         """The newest entry of the `erased` log: a follower that saw a smaller one has rows to drop."""
         return erasure_cursor(self.db)
 
+    def erase_pending(self) -> list[str]:
+        """Tables whose rewrite an erasure still owes: none here (`secure_delete` overwrites as it deletes; a WAL a
+        reader kept from truncating is what `checkpoint()` reports)."""
+        return []
+
     # -- stats -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         self.reap_runs()
         return summarize(lambda q: self.db.execute(q).fetchone()[0], lambda q: self.db.execute(q).fetchall())
 
 
-def sqlite_keys(path: Path) -> TombKeys:
-    """The tombstone key of the SQLite store at `path` (`<home>/corpus.db`): derived from the home's secret."""
-    from roost.seal import home_key
-
-    return TombKeys(derive(home_key(path.parent)))
-
-
-def check_keys(db: sqlite3.Connection, keys: TombKeys, path: Path, write: bool) -> None:
-    """Refuse a store whose tombstones were hashed with another key (a corpus.db copied from another home, a
-    replaced secret): its forgotten posts and authors could no longer be recognised, and re-ingest would bring
-    them back. A store without tombstones simply takes this home's key."""
-    row = db.execute("SELECT value FROM meta WHERE key = 'tomb_key'").fetchone()
-    if row is not None and row[0] == keys.check():
-        return
-    if row is not None and db.execute("SELECT count(*) FROM tombstones").fetchone()[0]:
-        secret = path.parent / ".roost" / "secret"
-        raise RoostError(
-            f"{path}: its tombstones were written with another home's key, not {secret}; forgotten posts and authors "
-            "could not be recognised (re-ingest would bring them back). Restore the secret of the home this store "
-            "came from."
-        )
-    if write:
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('tomb_key', ?)", (keys.check(),))
+def store_keys(db: sqlite3.Connection, create: bool = False) -> TombKeys:
+    """The store's tombstone key (32 random bytes in `meta`, made on first open; kept with the store, so a copied
+    or restored corpus.db keeps recognising what it forgot)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'tomb_secret'").fetchone()
+    if row is None and create:  # two first openers: one insert wins, both read it back
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('tomb_secret', ?)", (secrets.token_bytes(32).hex(),))
+        row = db.execute("SELECT value FROM meta WHERE key = 'tomb_secret'").fetchone()
+    if row is None:
+        raise RoostError("the store has no tombstone key; open it once with roost to migrate it")
+    return TombKeys(bytes.fromhex(row[0]))
 
 
 def dead_in(db: sqlite3.Connection, keys: TombKeys, ids: list[str], authors: list[str]) -> tuple[set[str], set[str]]:
@@ -374,20 +370,30 @@ def dead_in(db: sqlite3.Connection, keys: TombKeys, ids: list[str], authors: lis
     return keys.matches(ids, authors, found)
 
 
+def existing_in(db: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Those of these post ids the store holds."""
+    found: set[str] = set()
+    for i in range(0, len(ids), 900):
+        chunk = ids[i : i + 900]
+        found.update(
+            r[0] for r in db.execute(f"SELECT id FROM posts WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        )
+    return found
+
+
 def erasure_cursor(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT coalesce(max(n), 0) FROM erased").fetchone()[0])
 
 
+# the posts that may carry another's post: reposts, and texts with an `RT @` / `MT @` (LIKE is ASCII case-blind)
+CARRIERS = "repost_of IS NOT NULL OR text LIKE '%rt @%' OR text LIKE '%mt @%'"
+
+
 def reposts_of(rows: Iterable[tuple[Any, ...]], ids: set[str], authors: list[str]) -> list[tuple[Any, ...]]:
-    """Those of (id, repost_of, text head, …) rows that repost one of `ids` or a post by one of `authors`
-    (`reposted_author`): an erasure removes them with what they carry, on every backend."""
+    """Those of (id, repost_of, text, …) rows that repost one of `ids` or carry a post by one of `authors`
+    (`reposted_authors`): an erasure removes them with what they carry, on every backend."""
     keys = {author_key(a) for a in authors}
-    out = []
-    for r in rows:
-        who = reposted_author(r[1], r[2] or "")
-        if r[1] in ids or (who is not None and author_key(who) in keys):
-            out.append(r)
-    return out
+    return [r for r in rows if r[1] in ids or any(author_key(a) in keys for a in reposted_authors(r[1], r[2] or ""))]
 
 
 def summarize(one: Any, rows: Any) -> dict[str, Any]:

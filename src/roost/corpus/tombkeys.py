@@ -9,10 +9,10 @@ A tombstone records `HMAC-SHA256(key, kind ‖ 0 ‖ value)` in hex, where value
 Mastodon or Bluesky id names its author: `…/users/alice/statuses/1`). Re-ingest and every search backend ask "is
 this id or author tombstoned?" by hashing what they hold; nothing reads a name back out of a tombstone.
 
-Where the key lives: for the SQLite store, derived from the home's secret (`<home>/.roost/secret`, the same file
-that seals checkpoints), so a copy of `corpus.db` alone does not let anyone test a guessed name. For PostgreSQL,
-where writers on many machines share one store, in the one-row table `store_secret` of the store's database
-(migration 0005; no privileges for PUBLIC). docs/security.md says what this protects and what it does not.
+Where the key lives: with the store, so every writer of the store shares it and a copied or restored store keeps
+recognising what it forgot — for SQLite in `corpus.db`'s `meta` table (`tomb_secret`), for PostgreSQL, where
+writers on many machines share one store, in the one-row table `store_secret` (migration 0005; no privileges for
+PUBLIC). docs/security.md says what this protects and what it does not.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 from roost.corpus.post import author_key
 
 KINDS = ("post", "author")
-_CHECK = b"roost tombstone key check v1"
 
 
 class TombKeys:
@@ -48,11 +47,6 @@ class TombKeys:
     def of(self, kind: str, value: str) -> str:
         return self.author(value) if kind == "author" else self.post(value)
 
-    def check(self) -> str:
-        """A value kept beside the tombstones: a store opened with another key (a `corpus.db` copied into another
-        home, a lost secret) is told apart from one whose forgotten authors simply have no posts."""
-        return hmac.new(self._secret, _CHECK, hashlib.sha256).hexdigest()
-
     def matches(self, ids: list[str], authors: list[str], found: set[tuple[str, str]]) -> tuple[set[str], set[str]]:
         """The given ids and authors whose hashes are among `found` ((kind, hash) pairs read from a store)."""
         return (
@@ -69,8 +63,3 @@ class TombKeys:
 
     def hashes(self, ids: list[str], authors: list[str]) -> list[str]:
         return sorted({self.post(p) for p in ids} | {self.author(a) for a in authors})
-
-
-def derive(home_secret: bytes) -> bytes:
-    """The SQLite store's tombstone key, derived from the home's secret (one secret, one purpose per derivation)."""
-    return hmac.new(home_secret, b"roost tombstones v1", hashlib.sha256).digest()

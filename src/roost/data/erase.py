@@ -1,7 +1,7 @@
 """Erasure inside token shards: a forgotten post's tokens are overwritten where they lie, so no shard file keeps a
 decodable copy, whoever asked (`roost forget`, `DELETE /v1/posts/{id}`: roost.erasure runs this).
 
-    erased = redact(home / "shards", ["x:123"])   # names of the sets that held a forgotten post
+    done = redact(home / "shards", ids, Erasures(before, after, store.existing))
 
 Every token of the post's document except its end-of-document separator becomes the separator, in place (the
 bytes on disk are overwritten, not copied elsewhere and unlinked), and its line in `{split}.ids` is emptied. The
@@ -9,15 +9,23 @@ layout does not move — every document keeps its offsets, so a loader's saved p
 manifest's sha256 of each touched file is updated. The set is also marked stale: models trained on it still
 learned from the post (`roost tokenize --rebuild-stale` rebuilds it without the empty documents).
 
+What to overwrite is decided by the store, not only by this call: each set records the store's erasure cursor it
+has seen (`erased_cursor`, from the snapshot it was built from, then from each redaction). A set that missed an
+erasure — one killed between the store's commit and this step, a set built from a snapshot older than an
+erasure — is checked whole against the store (every id no longer stored is overwritten). `build` makes the same
+check before it swaps a new set in, and leftovers of killed builds are removed (`sweep`).
+
 Crash safety: the documents to overwrite are written into the manifest (`redacting`) before any byte changes and
-cleared after; a set found with `redacting` (an erasure killed half-way) is finished by the next call, and
-`roost shards verify` reports it. Overwriting with the separator twice is harmless.
+cleared after; a set found with `redacting` is finished by the next call, and `roost shards verify` reports it.
+A set that cannot be read or written is reported and skipped; the others are still done.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,52 +33,97 @@ from typing import Any
 import numpy as np
 
 from roost.data import tokenizer as toklib
-from roost.data.shards import read_manifest, shard_sets, write_manifest
+from roost.data.manifest import read_ids, read_manifest, sets_lock, shard_sets, write_manifest
 from roost.errors import RoostError
 
 
-def redact(root: Path, forgotten_ids: Iterable[str]) -> list[str]:
+@dataclass(frozen=True)
+class Erasures:
+    """The store's erasure cursor before and after this erasure, and a way to ask which ids it still holds."""
+
+    before: int
+    after: int
+    existing: Callable[[list[str]], set[str]]
+
+
+def redact(root: Path, forgotten_ids: Iterable[str], erasures: Erasures) -> tuple[list[str], list[str]]:
     """Overwrite every forgotten post's tokens in every shard set under `root` (and finish any interrupted
-    erasure); mark those sets stale. Returns the names of the sets that held one of the posts."""
+    erasure); mark those sets stale. Returns (the sets that held one of the posts, problems as "set: why")."""
     gone = set(forgotten_ids)
     flagged: list[str] = []
-    for d in shard_sets(root) if root.is_dir() else []:
-        try:
-            m = read_manifest(d)
-        except RoostError:
-            continue
-        pending: dict[str, list[int]] = {s: list(v) for s, v in (m.get("redacting") or {}).items()}
-        hits = 0
-        example = ""
-        for split, info in m["splits"].items():
-            ids_path = d / info["ids_file"]
-            if not ids_path.is_file():
-                continue
-            lines = ids_path.read_text(encoding="utf-8").split("\n")
-            found = [i for i, pid in enumerate(lines) if pid and pid in gone]
-            if found:
-                example = example or lines[found[0]]
-                hits += len(found)
-                pending[split] = sorted(set(pending.get(split, [])) | set(found))
-        if not pending:
-            continue
-        m["redacting"] = pending  # first: a crash from here on is finished by the next call
-        if hits:
-            m["stale"] = {
-                "reason": "holds forgotten posts",
-                "posts": hits + int((m.get("stale") or {}).get("posts", 0)),
-                "example": example,
-                "redacted": True,
-                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
+    problems: list[str] = []
+    if not root.is_dir():
+        return flagged, problems
+    with sets_lock(root):
+        sweep(root)
+        for d in shard_sets(root):
+            try:
+                if redact_set(d, gone, erasures):
+                    flagged.append(d.name)
+            except (OSError, ValueError, KeyError, TypeError, IndexError, RoostError) as e:
+                problems.append(f"{d.name}: {e}")
+    return flagged, problems
+
+
+def redact_set(d: Path, gone: set[str], erasures: Erasures) -> bool:
+    """One set (see `redact`); True when it held a forgotten post."""
+    m = read_manifest(d)
+    seen = m.get("erased_cursor", (m.get("corpus") or {}).get("erased_cursor"))
+    whole = not isinstance(seen, int) or seen < erasures.before  # it missed an erasure: check every id
+    pending: dict[str, list[int]] = {s: list(v) for s, v in (m.get("redacting") or {}).items()}
+    hits, example = 0, ""
+    for split, info in m["splits"].items():
+        ids = read_ids(d / info["ids_file"], int(info["docs"]))
+        stored = erasures.existing([i for i in ids if i]) if whole else set()
+        found = [n for n, pid in enumerate(ids) if pid and (pid in gone or (whole and pid not in stored))]
+        if found:
+            example = example or ids[found[0]]
+            hits += len(found)
+            pending[split] = sorted(set(pending.get(split, [])) | set(found))
+    m["erased_cursor"] = erasures.after
+    if not pending:
         write_manifest(d, m)
-        for split, docs in pending.items():
-            _overwrite(d, m, split, docs)
-        m.pop("redacting", None)
-        write_manifest(d, m)
-        if hits:
-            flagged.append(d.name)
-    return flagged
+        return False
+    m["redacting"] = pending  # first: a crash from here on is finished by the next call
+    if hits:
+        m["stale"] = {
+            "reason": "holds forgotten posts",
+            "posts": hits + int((m.get("stale") or {}).get("posts", 0)),
+            "example": example,
+            "redacted": True,
+            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    write_manifest(d, m)
+    for split, docs in pending.items():
+        _overwrite(d, m, split, docs)
+    m.pop("redacting", None)
+    write_manifest(d, m)
+    return hits > 0
+
+
+def sweep(root: Path) -> list[str]:
+    """Remove what killed builds left (`.NAME.tmp-PID`, `.NAME.old-PID` of a process that is gone): a temp set
+    may hold posts erased since. Returns the names removed."""
+    removed = []
+    for p in root.glob(".*-*"):
+        kind, _, pid = p.name.rpartition("-")
+        if not p.is_dir() or p.is_symlink() or not pid.isdigit() or not kind.endswith((".tmp", ".old")):
+            continue
+        if int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _overwrite(d: Path, m: dict[str, Any], split: str, docs: list[int]) -> None:
@@ -95,12 +148,12 @@ def _overwrite(d: Path, m: dict[str, Any], split: str, docs: list[int]) -> None:
     for fi in sorted(touched):
         info["files"][fi]["sha256"] = toklib.sha256_file(d / info["files"][fi]["file"])
     ids_path = d / info["ids_file"]
-    lines = ids_path.read_text(encoding="utf-8").split("\n")
+    ids = read_ids(ids_path, int(info["docs"]))
     for doc in docs:
-        if doc < len(lines):
-            lines[doc] = ""
+        if doc < len(ids):
+            ids[doc] = ""
     tmp = ids_path.with_name(ids_path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.write_bytes("".join(i + "\n" for i in ids).encode("utf-8"))
     os.replace(tmp, ids_path)
     info["ids_sha256"] = toklib.sha256_file(ids_path)
 

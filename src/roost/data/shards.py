@@ -9,19 +9,19 @@ Run: `roost tokenize [--name default] [--tokenizer default|PATH]` writes <home>/
 The split is a hash of the post id (or the author, to hold out whole authors). Posts are read in batches inside
 one SQLite read transaction (a consistent snapshot; memory does not grow with the corpus), tokenised with
 `encode_batch_fast` (Rust threads on every core) while the next batch is read, and streamed to disk. The set is
-built in a temp directory and renamed into place. `roost forget` marks sets holding a forgotten post stale
-(`mark_stale`); `roost tokenize --rebuild-stale` rebuilds them with their recorded settings.
+built in a temp directory and renamed into place. `roost forget` overwrites a forgotten post's tokens in place and
+marks the sets that held it stale (roost.data.erase); `roost tokenize --rebuild-stale` rebuilds them with their
+recorded settings.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -33,9 +33,9 @@ import numpy as np
 from roost.config import ShardConfig
 from roost.corpus.backend import describe, open_reader
 from roost.data import tokenizer as toklib
+from roost.data.manifest import MANIFEST_VERSION, read_ids, read_manifest, sets_lock, shard_sets, write_manifest  # noqa: F401
 from roost.errors import RoostError
 
-MANIFEST_VERSION = 1
 SPLITS = ("train", "val")
 
 
@@ -209,7 +209,16 @@ def build(
         "stale": None,
     }
     write_manifest(tmp, manifest)
-    _swap_into_place(tmp, out)
+    from roost.data.erase import Erasures, redact_set, sweep
+
+    with sets_lock(out.parent):
+        with open_reader(db) as store:  # an erasure since the snapshot: its posts are overwritten before the swap
+            now = store.erasure_cursor()
+            if now != meta.get("erased_cursor"):
+                redact_set(tmp, set(), Erasures(now, now, store.existing))
+                manifest = read_manifest(tmp)
+        _swap_into_place(tmp, out)
+        sweep(out.parent)
     return BuildResult(out, manifest)
 
 
@@ -219,58 +228,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(directory / "manifest.json")
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        raise RoostError(f"{directory}: no shard set here (manifest.json missing); run `roost tokenize`")
-    try:
-        m = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RoostError(f"{path}: corrupt manifest ({e})") from None
-    if not isinstance(m, dict) or m.get("version") != MANIFEST_VERSION or "splits" not in m:
-        raise RoostError(f"{path}: not a roost shard manifest of version {MANIFEST_VERSION}")
-    return m
-
-
-def shard_sets(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("*") if (p / "manifest.json").is_file() and not p.name.startswith("."))
-
-
-def mark_stale(root: Path, forgotten_ids: Iterable[str]) -> list[str]:
-    """Flag every shard set under `root` that holds one of `forgotten_ids`; returns the names flagged."""
-    gone = set(forgotten_ids)
-    flagged: list[str] = []
-    if not gone:
-        return flagged
-    for d in shard_sets(root):
-        try:
-            m = read_manifest(d)
-        except RoostError:
-            continue
-        hits: list[str] = []
-        for info in m["splits"].values():
-            ids_path = d / info["ids_file"]
-            if ids_path.is_file():
-                with ids_path.open(encoding="utf-8") as f:
-                    hits.extend(line.rstrip("\n") for line in f if line.rstrip("\n") in gone)
-        if hits:
-            m["stale"] = {
-                "reason": "holds forgotten posts",
-                "posts": len(hits),
-                "example": hits[0],
-                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-            write_manifest(d, m)
-            flagged.append(d.name)
-    return flagged
 
 
 def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
@@ -301,6 +258,7 @@ def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
             and (not ids.is_file() or toklib.sha256_file(ids) != info["ids_sha256"])
         ):
             raise RoostError(f"{ids}: missing or its sha256 differs from manifest.json; rebuild with `roost tokenize`")
+        read_ids(ids, int(info["docs"]))
         docs = directory / info["docs_file"]
         if not docs.is_file() or docs.stat().st_size != info["docs"] * 8:
             raise RoostError(f"{docs}: document index missing or of the wrong size; rebuild with `roost tokenize`")

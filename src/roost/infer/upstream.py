@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -198,15 +199,31 @@ class Tally:
         return text, ids, lps, cut or self.tokens >= self.max_tokens
 
 
-def _logprobs(lp: dict[str, Any] | None, ids: list[int]) -> list[dict[str, Any]]:
-    """vLLM's completion logprobs (tokens as "token_id:N") in the engine's shape."""
-    if not lp:
+def _finite(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _logprobs(lp: Any, ids: list[int], vocab: int) -> list[dict[str, Any]]:
+    """vLLM's completion logprobs (tokens as "token_id:N") in the engine's shape, for these ids only (a longer list
+    is not built). Each logprob must be a finite number (NaN would be invalid JSON to a client): anything else is
+    an upstream failure; alternatives outside the vocabulary or not finite are dropped."""
+    if not ids or not lp:
         return []
+    if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs") or [], list):
+        raise UpstreamError(502, "logprobs that are not in the completions shape")
+    values = (lp.get("token_logprobs") or [])[: len(ids)]
+    top = lp.get("top_logprobs") or []
+    if not isinstance(top, list) or not all(_finite(v) for v in values):
+        raise UpstreamError(502, "a logprob that is not a finite number")
     out = []
-    for i, tok_lp in enumerate(lp.get("token_logprobs") or []):
-        top = lp.get("top_logprobs") or []
-        pairs = [(int(k.split(":", 1)[1]), v) for k, v in (top[i] or {}).items()] if i < len(top) else []
-        out.append({"token_id": ids[i] if i < len(ids) else -1, "logprob": tok_lp, "top": pairs})
+    for i, tok_lp in enumerate(values):
+        pairs = []
+        alts = top[i] if i < len(top) else None
+        for k, v in (alts.items() if isinstance(alts, dict) else ()):
+            tid = k.split(":", 1)[1] if isinstance(k, str) and k.startswith("token_id:") else ""
+            if tid.isascii() and tid.isdigit() and int(tid) < vocab and _finite(v):
+                pairs.append((int(tid), v))
+        out.append({"token_id": ids[i], "logprob": tok_lp, "top": pairs})
     return out
 
 
@@ -415,7 +432,7 @@ class UpstreamEngine:
         if not isinstance(c, dict):
             raise UpstreamError(502, "a choice that is not a JSON object")
         raw = c.get("token_ids") or []
-        if not isinstance(raw, list) or not all(isinstance(t, int) and 0 <= t < self.vocab for t in raw):
+        if not isinstance(raw, list) or not all(type(t) is int and 0 <= t < self.vocab for t in raw):
             raise UpstreamError(502, "token ids outside the vocabulary")
         text = c.get("text") or ""
         if not isinstance(text, str):
@@ -424,9 +441,7 @@ class UpstreamEngine:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise UpstreamError(502, "a text that is not valid Unicode (a lone surrogate)") from None
-        lps = _logprobs(c.get("logprobs"), raw)
-        for lp in lps:  # the alternatives are decoded by the API: keep only ids of this vocabulary
-            lp["top"] = [(t, v) for t, v in lp["top"] if 0 <= t < self.vocab and isinstance(v, int | float)]
+        lps = _logprobs(c.get("logprobs"), raw, self.vocab) if p.logprobs is not None else []
         keep = [i for i, t in enumerate(raw) if not self._stop_token(t, p)]
         reason = c.get("finish_reason")
         return (

@@ -43,8 +43,8 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgerase import erase_rows, owe_rewrite, rewrite_owed, rewrite_paid
-from roost.corpus.pgstore import connect, has_schema, migrate, redact
+from roost.corpus.pgerase import owe_rewrite, pay_owed
+from roost.corpus.pgstore import PgStore, connect, has_schema, redact
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
 from roost.search import pgtext
@@ -117,7 +117,7 @@ class PgSearch:
         con = self.con
         if not has_schema(con):
             raise RoostError(f"{redact(url)}: no post store here; run `roost ingest EXPORTS` first")
-        migrate(con)  # a store written by an older roost gains the tables this one uses (erase_pending)
+        PgStore(url).close()  # a store written by an older roost is migrated (and its erasures redone) first
         with con.transaction():
             con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))  # replicas opening at once
             con.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -279,20 +279,12 @@ class PgSearch:
         )
 
     def _rewrite_owed(self, now: bool) -> None:
-        """Rewrite search_docs if an erasure owes it (the deleted rows' bytes leave the table and its GIN and HNSW
-        indexes). `now`: this call deleted rows (wait up to 10 s for older transactions); otherwise a retry that
-        gives up at once and comes back in RETRY_S, so an old snapshot never makes every round stall searches."""
-        con = self.con
-        owed = rewrite_owed(con, "search_docs")
-        if owed is None:
-            self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
-            return
-        left = erase_rows(con, ["search_docs"], owed, wait_s=10.0 if now else 0.0)
-        if left:
-            self.rewrite_pending, self._next_rewrite = True, time.monotonic() + RETRY_S
-            return
-        rewrite_paid(con, "search_docs", owed)
-        self.rewrite_pending, self._next_rewrite = False, time.monotonic() + RETRY_S
+        """Do the rewrites erasures still owe (search_docs, and the store's tables when no erasure of the store's
+        could: `pgerase.pay_owed`), so deleted rows' bytes leave the tables and their GIN and HNSW indexes. `now`:
+        this call deleted rows (wait up to 10 s for older transactions); otherwise a retry that gives up at once
+        and comes back in RETRY_S, so an old snapshot never makes every round stall searches."""
+        left = pay_owed(self.con, wait_s=10.0 if now else 0.0)
+        self.rewrite_pending, self._next_rewrite = "search_docs" in left, time.monotonic() + RETRY_S
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         import json

@@ -120,9 +120,16 @@ def find_exports(paths: list[Path], forced: str | None) -> tuple[list[tuple[Path
     return out, skipped
 
 
-def _search(folder: Path, skipped: list[str]) -> list[tuple[Path, str]]:
-    """The exports in a folder (and its sub-folders), skipping, with a line in `skipped`, what cannot be read."""
+MAX_FOLDER_DEPTH = 32  # sub-folder levels searched for exports below a folder named on the command line
+
+
+def _search(folder: Path, skipped: list[str], depth: int = 0) -> list[tuple[Path, str]]:
+    """The exports in a folder (and its sub-folders, at most MAX_FOLDER_DEPTH deep), skipping, with a line in
+    `skipped`, what cannot be read."""
     found: list[tuple[Path, str]] = []
+    if depth > MAX_FOLDER_DEPTH:
+        skipped.append(f"{folder}: more than {MAX_FOLDER_DEPTH} folders deep; not searched")
+        return found
     try:
         children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError as e:
@@ -142,7 +149,7 @@ def _search(folder: Path, skipped: list[str]) -> list[tuple[Path, str]]:
         elif fmt is not None:
             found.append((child, fmt))
         else:
-            inner = _search(child, skipped)
+            inner = _search(child, skipped, depth + 1)
             if not inner:
                 skipped.append(f"{child}: no export found in this folder")
             found.extend(inner)

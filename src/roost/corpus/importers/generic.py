@@ -108,7 +108,8 @@ def row_to_post(row: dict[str, Any], mapping: dict[str, str], source: str) -> Po
             if not isinstance(v, (str, int)) or isinstance(v, bool):
                 raise RecordError(mapping[field], "expected a string")
             v = str(v)
-            setattr(post, field, v if field == "lang" or ":" in v else f"{source}:{v}")
+            keep = field == "lang" or ":" in v or (field == "repost_of" and v.startswith("@"))  # "@handle": whose
+            setattr(post, field, v if keep else f"{source}:{v}")
     vis = get("visibility")
     if vis is not None:
         if vis not in VISIBILITIES:
