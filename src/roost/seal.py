@@ -125,4 +125,3 @@ def verify(home: Path, folder: Path, what: str = "checkpoint") -> None:
             f"{folder}: this {what} was not written by roost in this home, or its files changed since; {FOREIGN_HINT}"
         )
     _verified.add(stamp)
-

@@ -219,7 +219,7 @@ def _logprobs(lp: Any, ids: list[int], vocab: int) -> list[dict[str, Any]]:
     for i, tok_lp in enumerate(values):
         pairs = []
         alts = top[i] if i < len(top) else None
-        for k, v in (alts.items() if isinstance(alts, dict) else ()):
+        for k, v in alts.items() if isinstance(alts, dict) else ():
             tid = k.split(":", 1)[1] if isinstance(k, str) and k.startswith("token_id:") else ""
             if tid.isascii() and tid.isdigit() and int(tid) < vocab and _finite(v):
                 pairs.append((int(tid), v))
