@@ -141,7 +141,14 @@ def test_forget_from_another_process_while_a_server_runs(home: Path, server: tup
     # whoever takes the keyword index's writer first erases the posts from the files: this process, or the
     # server's live indexer (then the CLI says so); the server follows the tombstones either way
     assert "forgot 2 post(s)" in out
-    assert "erases them from it within a second" in out or "removed 2 post(s) from the search index" in out
+    assert any(
+        m in out
+        for m in (
+            "erases them from it within a second",  # the server held the index's writer
+            "removed 2 post(s) from the search index",  # this process took it first
+            "the search index holds none of them",  # the server's live indexer had already dropped them
+        )
+    ), out
     assert svc.indexer.flush(5.0)  # the server's live indexer has followed the tombstones
     hits = httpx.post(f"{srv.url}/v1/search", json={"query": text, "k": 50}, timeout=30).json()["data"]
     assert pid not in {h["id"] for h in hits}

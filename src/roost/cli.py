@@ -225,6 +225,8 @@ def forget(
         console.print(
             f"removed {rep.index_removed} post(s) from the search index (keyword index rewritten, vectors compacted)"
         )
+    elif rep.index == "removed" and rep.posts:
+        console.print("the search index holds none of them (a running server dropped them first, or none was indexed)")
     elif rep.index == "server":
         console.print("a running `roost serve` holds the search index: it erases them from it within a second")
     if rep.pending:
