@@ -132,3 +132,15 @@ def pg_url(pg_server: str, request: pytest.FixtureRequest) -> str:
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{next(_DB_COUNTER)}"
     pgserver.create_database(pg_server, name)
     return pg_server.replace("/postgres?", f"/{name}?", 1)
+
+
+def pg_relation_files(url: str) -> bytes:
+    """Every relation file of this database on the server's disk (heap, TOAST, indexes, free-space maps), after a
+    CHECKPOINT has written every changed page there: what an erasure must leave without the erased bytes."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CHECKPOINT")
+        data = Path(con.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+        oid = con.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]  # type: ignore[index]
+    return b"\n".join(p.read_bytes() for p in sorted((data / "base" / str(oid)).iterdir()) if p.is_file())

@@ -18,7 +18,7 @@ from roost.config import CorpusConfig, SearchConfig
 from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
-from tests.conftest import Cli
+from tests.conftest import Cli, pg_relation_files
 from tests.serve.conftest import Server
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -26,16 +26,6 @@ SECRETS = {
     "x:990000001": "Kwizzlebrack marmalade recipe from my grandmother, never shared before",
     "x:990000002": "Snorfleplatz is where I hid the spare key, please forget this",
 }
-
-
-def _database_files(url: str) -> bytes:
-    """Every relation file of this database on the server's disk (heap, TOAST, indexes, free-space maps), after a
-    CHECKPOINT has written every changed page there."""
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute("CHECKPOINT")
-        data = Path(con.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
-        oid = con.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]  # type: ignore[index]
-    return b"\n".join(p.read_bytes() for p in sorted((data / "base" / str(oid)).iterdir()) if p.is_file())
 
 
 def _rows(url: str, sql: str) -> list[tuple]:
@@ -64,7 +54,7 @@ def _assert_gone(cli: Cli, url: str, pid: str) -> None:
     word = SECRETS[pid].split()[0]
     assert _rows(url, f"SELECT count(*) FROM posts WHERE id = '{pid}' OR text LIKE '%{word}%'") == [(0,)]
     assert _rows(url, f"SELECT count(*) FROM search_docs WHERE id = '{pid}'") == [(0,)]
-    files = _database_files(url)
+    files = pg_relation_files(url)
     for w in (word, word.lower()):  # the text, and the lexeme in the tsvector and its GIN index
         assert w.encode() not in files, f"{w!r} is still in a relation file of the database"
     for p in cli.home.rglob("*"):
@@ -77,7 +67,7 @@ def _assert_gone(cli: Cli, url: str, pid: str) -> None:
 def test_cli_forget_on_postgres_erases_everywhere(pg_home: Cli, pg_url: str) -> None:
     pid = "x:990000001"
     word = SECRETS[pid].split()[0]
-    files = _database_files(pg_url)  # the check in _assert_gone can see the text and the lexeme where they were
+    files = pg_relation_files(pg_url)  # the check in _assert_gone can see the text and the lexeme where they were
     assert word.encode() in files and word.lower().encode() in files
     assert pid in pg_home("search", "Kwizzlebrack marmalade", "--mode", "keyword", "--json").output
     out = " ".join(pg_home("forget", "--post", pid).output.split())

@@ -36,7 +36,7 @@ from roost.corpus.store import Store
 from roost.corpus.writers import Draft, synthetic_drafts, write_mastodon_outbox, write_x_archive
 from roost.search.keyword import KeywordIndex
 from roost.search.vectors import VectorIndex
-from tests.conftest import Cli
+from tests.conftest import Cli, pg_relation_files
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 NFD = lambda s: unicodedata.normalize("NFD", s)  # noqa: E731
@@ -129,14 +129,6 @@ def _files(home: Path) -> bytes:
     return b"\n".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file() and "exports" not in p.parts)
 
 
-def _pg_files(url: str) -> bytes:
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute("CHECKPOINT")
-        data = Path(con.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
-        oid = con.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]  # type: ignore[index]
-    return b"\n".join(p.read_bytes() for p in sorted((data / "base" / str(oid)).iterdir()) if p.is_file())
-
-
 def _needles() -> list[bytes]:
     out = set()
     for v in NAMES + MARKERS:
@@ -219,7 +211,7 @@ def test_forget_every_spelling_everywhere_on_both_backends(
     docs, vecs, live = _index_counts(cli)
     assert docs == vecs == live == len([r for r in after.values() if not r["repost_of"]])
 
-    blob = _files(cli.home) + (b"" if cli.store is None else _pg_files(cli.store))
+    blob = _files(cli.home) + (b"" if cli.store is None else pg_relation_files(cli.store))
     for needle in _needles():
         assert needle not in blob, f"{needle!r} is still in a file after the erasure"
     keys = [k for (k,) in cli.sql("SELECT key FROM tombstones")]
@@ -304,11 +296,11 @@ def test_an_older_postgres_store_is_migrated(tmp_path: Path, pg_url: str) -> Non
         for key in ("olgaklartext", "zoë ångström"):  # the second: v4 missed its decomposed posts
             con.execute("INSERT INTO tombstones (kind, key, forgotten_at) VALUES ('author', %s, 'x')", (key,))
         assert con.execute("SELECT count(*) FROM posts WHERE author = %s", (HARD[3][0],)).fetchone() == (2,)
-    assert b"olgaklartext" in _pg_files(pg_url)
+    assert b"olgaklartext" in pg_relation_files(pg_url)
     with PgStore(pg_url) as s:  # migrates: hashes, erases again by today's rules, rewrites the tombstones table
         assert s.dead([], ["OlgaKlartext"]) == (set(), {"OlgaKlartext"})
         assert s.erase_pending() == []
-    assert b"olgaklartext" not in _pg_files(pg_url)
+    assert b"olgaklartext" not in pg_relation_files(pg_url)
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT count(*) FROM posts WHERE author = %s", (HARD[3][0],)).fetchone() == (0,)
     with psycopg.connect(pg_url) as con:

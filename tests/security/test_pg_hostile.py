@@ -20,7 +20,7 @@ from roost.corpus.backend import open_store
 from roost.corpus.ingest import ingest
 from roost.corpus.pgstore import redact
 from roost.search.pgsearch import PgSearch
-from tests.conftest import Cli, run_roost
+from tests.conftest import Cli, pg_relation_files, run_roost
 from tests.security.test_search_operators import RememberingEmbedder
 
 SECRET = "Glorbnak7731 is the code to the back door of the bakery"
@@ -41,14 +41,6 @@ def _posts(root: Path, n: int = 300) -> Path:
     rows += [{"id": f"w{i}", "author": WHO, "created_at": f"2024-08-0{1 + i % 9}T10:00:00Z",
               "text": f"{WHO} writes post {i} about her garden"} for i in range(40)]  # fmt: skip
     return _jsonl(root / "posts.jsonl", rows)
-
-
-def _files(url: str) -> bytes:
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute("CHECKPOINT")
-        data = Path(con.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
-        oid = con.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]  # type: ignore[index]
-    return b"\n".join(p.read_bytes() for p in sorted((data / "base" / str(oid)).iterdir()) if p.is_file())
 
 
 @pytest.fixture
@@ -81,7 +73,7 @@ def test_erasure_waits_for_an_older_snapshot_then_rewrites(store: str) -> None:
         assert st.forget([], ["generic:sec1"])["posts"] == 1
         assert st.checkpoint() is True
     assert 1.2 < time.perf_counter() - t0 < 10
-    assert b"Glorbnak7731" not in _files(store)
+    assert b"Glorbnak7731" not in pg_relation_files(store)
 
 
 def test_a_reader_holding_a_table_delays_erasure_a_bounded_time(store: str) -> None:
@@ -100,14 +92,14 @@ def test_a_reader_holding_a_table_delays_erasure_a_bounded_time(store: str) -> N
             assert st.checkpoint() is True  # retried: the kept tables are rewritten
     finally:
         reader.close()
-    assert b"Glorbnak7731" not in _files(store)
+    assert b"Glorbnak7731" not in pg_relation_files(store)
 
 
 def test_erased_words_and_names_are_not_left_in_planner_statistics(store: str) -> None:
     with open_store(store) as st:
         st.forget([WHO.upper()], ["generic:sec1"])
         assert st.checkpoint() is True
-    files = _files(store)
+    files = pg_relation_files(store)
     for needle in ("Glorbnak7731", "glorbnak7731", WHO):  # the author key stays, by design, as the tombstone
         assert needle.encode() not in files, needle
     with psycopg.connect(store) as con:
@@ -212,7 +204,7 @@ def test_a_search_rewrite_that_could_not_run_is_retried(store: str, monkeypatch:
             assert other.catch_up() == (0, 0) and not other.rewrite_pending  # the other replica did it
         finally:
             reader.close()
-    assert b"glorbnak7731" not in _files(store)
+    assert b"glorbnak7731" not in pg_relation_files(store)
 
 
 def test_an_idle_writer_older_than_the_erasure_is_waited_for(store: str) -> None:
@@ -229,7 +221,7 @@ def test_an_idle_writer_older_than_the_erasure_is_waited_for(store: str) -> None
             assert st.checkpoint() is True and st.erase_pending() == []  # type: ignore[attr-defined]
     finally:
         writer.close()
-    assert b"Glorbnak7731" not in _files(store)
+    assert b"Glorbnak7731" not in pg_relation_files(store)
 
 
 def test_a_role_that_may_not_rewrite_is_reported_not_trusted(store: str) -> None:
@@ -246,7 +238,7 @@ def test_a_role_that_may_not_rewrite_is_reported_not_trusted(store: str) -> None
         assert st.checkpoint() is False and st.erase_pending()  # type: ignore[attr-defined]
     with open_store(store) as owner:
         assert owner.checkpoint() is True
-    assert b"Glorbnak7731" not in _files(store)
+    assert b"Glorbnak7731" not in pg_relation_files(store)
     with psycopg.connect(store, autocommit=True) as con:
         con.execute("DROP OWNED BY roost_app")
         con.execute("DROP ROLE roost_app")

@@ -40,6 +40,7 @@ import pytest
 import roost.corpus
 from roost.corpus.importers import ImportOptions, read_export
 from roost.corpus.post import BadRecord, Post
+from tests.security.test_regex_budget import best_of
 
 BUDGET_S = 0.100  # docs/security.md: linear patterns finish a 20k input in milliseconds; quadratic ones take seconds
 N = 20_000
@@ -219,15 +220,6 @@ def _ops(rx: re.Pattern) -> list[tuple[str, Callable[[object], object]]]:
     ]
 
 
-def _time(fn: Callable[[object], object], text: object, runs: int) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(text)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def test_collector_finds_every_pattern() -> None:
     assert not UNRESOLVED, f"re calls whose pattern this test cannot work out (so cannot time): {UNRESOLVED}"
     assert len(HELD) >= 25 and len(FOUND) >= len(HELD), (len(HELD), len(FOUND))
@@ -243,9 +235,9 @@ def test_pattern_within_budget(key: tuple[str | bytes, int]) -> None:
     for text in inputs(pattern, flags):
         subject: object = text.encode("utf-8") if isinstance(pattern, bytes) else text
         for label, fn in _ops(rx):
-            secs = _time(fn, subject, 1)
+            secs = best_of(fn, subject, 1)
             if secs > BUDGET_S:
-                secs = _time(fn, subject, 3)
+                secs = best_of(fn, subject, 3)
             if secs > BUDGET_S:
                 slow.append(f"{label} {secs * 1e3:.0f} ms on {text[:30]!r}…{text[-10:]!r}")
     assert not slow, f"{FOUND[key]} {pattern!r}: over {BUDGET_S * 1e3:.0f} ms:\n" + "\n".join(slow[:10])
