@@ -71,10 +71,10 @@ class Hostile:
     def _stream(self, mode: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         async def gen() -> AsyncIterator[bytes]:
             try:
-                if mode == "slow":  # a valid token every 20 ms, for ten minutes
+                if mode in ("slow", "crawl"):  # a valid token every 20 ms (crawl: 250 ms), for ten minutes
                     for _ in range(30_000):
                         yield _chunk([7], "a")
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.02 if mode == "slow" else 0.25)
                 elif mode == "text_only":  # text without token ids, never a finish reason
                     line = _chunk([], "y" * 100)
                     for _ in range(BIG // len(line)):

@@ -39,6 +39,7 @@ import httpx
 import pytest
 
 from roost.data import tokenizer as toklib
+from tests.conftest import run_roost
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 from tests.security.fake_upstream import Hostile
 from tests.serve.conftest import model_dir  # noqa: F401
@@ -75,7 +76,7 @@ class Roost:
         self.base = f"http://127.0.0.1:{self.port}"
         sha = json.loads((model / "roost.json").read_text())["model_sha256"]
         exe = Path(sys.executable).with_name("roost")
-        argv = [str(exe), "--home", str(home), "serve", str(model), "--port", str(self.port), "--no-search",
+        argv = [str(exe), "--home", str(home), "serve", str(model), "--port", str(self.port),
                 "--upstream", upstream, "--upstream-sha256", sha, "--api-key", KEY]  # fmt: skip
         self.out, self.err = tmp / "stdout.txt", tmp / "stderr.txt"
         with self.out.open("w") as o, self.err.open("w") as e:
@@ -122,6 +123,12 @@ def _with_password(url: str) -> str:
 @pytest.fixture(scope="module")
 def roost(up: Hostile, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roost]:  # noqa: F811
     tmp = tmp_path_factory.mktemp("bounds")
+    posts = [{"id": f"r{i}", "author": f"u{i}", "created_at": f"2024-05-0{i + 1}T08:00:00Z",
+              "text": f"Rain again today, the {w} is soaked and everyone carries umbrellas"}
+             for i, w in enumerate(["street", "park", "market", "station"])]  # fmt: skip
+    (tmp / "rain.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts))
+    run_roost("--home", str(tmp / "home"), "ingest", str(tmp / "rain.jsonl"))
+    run_roost("--home", str(tmp / "home"), "index", "-q")  # so /v1/ask has posts to cite
     r = Roost(tmp / "home", model_dir, _with_password(up.url), tmp)
     yield r
     r.stop()
@@ -193,14 +200,19 @@ def test_endless_health_and_card_bodies_are_never_buffered(roost: Roost, up: Hos
 
 
 @pytest.mark.parametrize(
-    ("path", "stream"), [("/v1/completions", False), ("/v1/completions", True), ("/v1/compose", False)]
-)
+    ("path", "stream"),
+    [("/v1/completions", False), ("/v1/completions", True), ("/v1/compose", False), ("/v1/ask", False),
+     ("/v1/ask", True)],
+)  # fmt: skip
 def test_a_client_that_leaves_stops_its_upstream_request(roost: Roost, up: Hostile, path: str, stream: bool) -> None:
     with bounded(roost, up):
-        up.modes["completions"] = "slow"
+        # /v1/ask's answers are short (a few dozen tokens): at 250 ms a token they outlast its client by seconds
+        up.modes["completions"] = "crawl" if path == "/v1/ask" else "slow"
         body: dict[str, Any] = {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 1500, "stream": stream}
         if path == "/v1/compose":
             body = {"model": "tiny", "topic": "rain", "n": 2, "max_chars": 5000}
+        if path == "/v1/ask":
+            body = {"question": "what do people say about the rain?", "stream": stream}
         headers = {"Authorization": f"Bearer {KEY}"}
         if stream:
             with httpx.stream("POST", f"{roost.base}{path}", json=body, headers=headers, timeout=20) as r:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import queue
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,10 +117,12 @@ def ask_events(
     cfg: AnswerConfig,
     provenance: dict[str, Any],
     query: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Events: {"type": "posts"} (what was retrieved), {"type": "sentence"} per checked sentence (in rank order),
     then {"type": "answer"} with the whole answer, the cited posts and the counts. `query` overrides the search
-    query (operators allowed); the question is what the model is asked."""
+    query (operators allowed); the question is what the model is asked. `stop()` true (the client left): the
+    generation requests are cancelled within half a second and no more events come."""
     hits = index.search(query or question_query(question), "hybrid", cfg.posts)
     # relevant = about the question by the cosine of the embeddings (a shared word is not enough)
     chosen = [h for h in hits if (h.similarity or 0.0) >= cfg.min_similarity][: cfg.cite_posts]
@@ -151,7 +154,10 @@ def ask_events(
         sentences: list[Sentence] = []
         dropped, nxt = 0, 0
         while nxt < len(chosen):
-            i, j, ev = events.get(timeout=600)
+            got = _next_event(events, stop)
+            if got is None:
+                return
+            i, j, ev = got
             check_done(ev)
             texts[i, j] = texts.get((i, j), "") + ev.text
             left[i] -= ev.kind == "done"
@@ -171,6 +177,19 @@ def ask_events(
     cited = [post_json(h, hits.index(h) + 1) for h in hits if any(h.id in s.citations for s in sentences)]
     text = " ".join(s.render() for s in sentences) if sentences else NO_SUPPORTED
     yield _final(text, sentences, cited, dropped, False, provenance)
+
+
+def _next_event(events: queue.Queue[tuple[int, int, Any]], stop: Callable[[], bool] | None) -> Any:
+    """The next generation event (queue.Empty after 600 s of silence), or None once `stop()` says so."""
+    deadline = time.monotonic() + 600
+    while True:
+        if stop is not None and stop():
+            return None
+        try:
+            return events.get(timeout=0.5)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _best(outs: list[str], prefill: str, hit: Hit, kept: list[Sentence], min_support: float) -> Sentence | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from roost.config import CorpusConfig, SearchConfig
@@ -32,6 +32,7 @@ from roost.search.answer import AnswerConfig, ask_events
 from roost.search.expand import expand_query
 from roost.search.hybrid import SearchIndex
 from roost.search.live import LiveIndexer
+from roost.serve.http import client_gone
 from roost.serve.schemas import (
     AskRequest,
     AskResponse,
@@ -166,12 +167,14 @@ def add_search_routes(
         return {**rep.to_json(), "object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True}
 
     @app.post("/v1/ask", response_model=AskResponse)
-    async def ask(req: AskRequest) -> Any:
+    async def ask(req: AskRequest, request: Request) -> Any:
         if req.model is not None and req.model != prov.get("model"):
             raise api_error(404, f"model {req.model!r} does not exist", param="model", code="model_not_found")
         eng = need_engine("/v1/ask")
         cfg = AnswerConfig(posts=req.posts, min_similarity=svc.cfg.min_similarity)
-        gen = ask_events(eng, template, svc.index, req.question, cfg, prov, req.query)
+        gone = client_gone(request.scope)  # a client that leaves cancels the generation (and its upstream calls)
+        stop = None if gone is None else gone.is_set
+        gen = ask_events(eng, template, svc.index, req.question, cfg, prov, req.query, stop=stop)
         events = _threaded(gen)
         try:
             first = await anext(events)  # search errors and a full queue surface as 4xx before any output
