@@ -23,6 +23,7 @@ from roost.infer.engine import Engine
 from roost.infer.sampling import SamplingParams
 from roost.model.convert import load_model_dir
 from roost.model.imports import import_model, smollm2_gguf
+from roost.workspace import Workspace
 
 PROMPT = "<|im_start|>user\nWrite a short, upbeat post about a rainy Monday morning.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -81,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, _ = import_model(Path(tmp), "smollm2", "smollm2")
+        model_dir, _ = import_model(Workspace(Path(tmp)), "smollm2", "smollm2")
         rows = []
         hf32 = hf_rate(model_dir, args.tokens, torch.float32)
         hf16 = hf_rate(model_dir, args.tokens, torch.bfloat16)

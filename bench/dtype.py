@@ -24,6 +24,7 @@ from roost.model.config import load_preset
 from roost.model.llama import Llama
 from roost.probe import choose, classify, probe
 from roost.train.optim import build_optimizer
+from roost.workspace import Workspace
 
 
 def _timed(fn: Callable[[], object], reps: int) -> float:
@@ -86,7 +87,7 @@ def main() -> None:
         if "decode" in only:
             from roost.model.imports import import_model
 
-            model_dir, _ = import_model(Path(tmp), "smollm2", "smollm2")
+            model_dir, _ = import_model(Workspace(Path(tmp)), "smollm2", "smollm2")
         for w, unit, fn in (
             ("train", "tokens/s", lambda d: train_rate(d, args.train_steps)),
             ("embed", "texts/s", lambda d: embed_rate(d, args.texts)),

@@ -36,6 +36,7 @@ from rich.table import Table
 
 from bench.stores import generated_pg_store, generated_rows, generated_store
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus import pgserver
 from roost.corpus.backend import open_reader, open_store
 from roost.corpus.ingest import LiveIngest, ingest
@@ -172,7 +173,7 @@ def bench_search(root: Path, admin: str, n: int, vector_posts: int, n_queries: i
     del rows
     console.print("embedded index (tantivy + usearch) …")
     t0 = time.perf_counter()
-    SearchIndex.build(home, embedder=emb)
+    SearchIndex.build(Roost.at(home), embedder=emb)
     t_emb = time.perf_counter() - t0
     console.print("PostgreSQL index (tsvector GIN + pgvector HNSW) …")
     pg = PgSearch(url, embedder=emb)
@@ -180,7 +181,7 @@ def bench_search(root: Path, admin: str, n: int, vector_posts: int, n_queries: i
     pg.catch_up(batch=2048)
     t_pg = time.perf_counter() - t0
     emb.indexing = False
-    local = SearchIndex(home, embedder=emb)
+    local = SearchIndex(Roost.at(home), embedder=emb)
     table = Table(title=f"search over {n:,} posts, {len(queries)} two-word queries, k=10, 1 thread")
     for col in ("measure", "PostgreSQL (PgSearch)", "embedded (SearchIndex)", "pg / embedded"):
         table.add_column(col, justify="left" if col == "measure" else "right")
@@ -207,7 +208,6 @@ def _erase_times(pg: Any, local: Any, url: str, home: Path) -> tuple[str, str]:
     """One `forget` each: the PostgreSQL store rewrites the post's month partition and search_docs; the embedded
     store overwrites the freed pages and the index rewrites its keyword segments and vectors."""
     from roost.erasure import erase
-    from roost.workspace import Workspace
 
     with open_reader(url) as r:
         victim = r.posts_by_seq([r.max_seq()])
@@ -215,7 +215,7 @@ def _erase_times(pg: Any, local: Any, url: str, home: Path) -> tuple[str, str]:
     out = []
     for where, index in ((url, pg), (home / "corpus.db", local)):
         t0 = time.perf_counter()
-        erase(Workspace(home), post_ids=[pid], index=index, location=where)
+        erase(Roost.at(home, store=where if isinstance(where, str) else None), post_ids=[pid], index=index)
         out.append(f"{time.perf_counter() - t0:.1f}")
     return out[0], out[1]
 

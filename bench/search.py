@@ -28,6 +28,7 @@ from rich.table import Table
 
 from bench.stores import generated_store
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.post import Post
 from roost.search.hybrid import SearchIndex
 from roost.search.keyword import KeywordIndex
@@ -129,7 +130,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
     )
 
     # -- queries ---------------------------------------------------------------------------------------------------
-    idx = SearchIndex(root, embedder=emb, cfg=SearchConfig())
+    idx = SearchIndex(Roost.at(root), embedder=emb, cfg=SearchConfig())
     fts = sqlite3.connect(root / "fts.db")
     for words in word_lists[:20]:  # warm both
         idx.search(parse(" ".join(words)), "keyword", 10)
@@ -161,7 +162,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
 
     idx.keyword = KeywordIndex(kw_dir)
     live_ing = LiveIngest(db, CorpusConfig(workers=1))
-    live = LiveIndexer(SearchIndex(root, embedder=emb, cfg=SearchConfig(refresh_ms=50))).start()
+    live = LiveIndexer(SearchIndex(Roost.at(root), embedder=emb, cfg=SearchConfig(refresh_ms=50))).start()
     fresh, fresh_fts = [], []
     fcon = sqlite3.connect(root / "fts.db")
     for i in range(args.fresh):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.writers import Draft, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
@@ -60,7 +61,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(home: Path) -> Iterator[tuple[Server, SearchService]]:
-    svc = SearchService.open(home, CorpusConfig(workers=1), SearchConfig(refresh_ms=50))
+    svc = SearchService.open(Roost.at(home), CorpusConfig(workers=1), SearchConfig(refresh_ms=50))
     srv = Server(build_app(None, None, None, ServeConfig(), search=svc))
     yield srv, svc
     srv.stop()

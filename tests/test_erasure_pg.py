@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
@@ -79,7 +80,9 @@ def test_cli_forget_on_postgres_erases_everywhere(pg_home: Cli, pg_url: str) -> 
 @pytest.fixture
 def pg_server_app(pg_home: Cli, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.setenv("ROOST_STORE", pg_url)
-    svc = SearchService.open(pg_home.home, CorpusConfig(workers=1), SearchConfig(backend="postgres", refresh_ms=50))
+    svc = SearchService.open(
+        Roost.at(pg_home.home), CorpusConfig(workers=1), SearchConfig(backend="postgres", refresh_ms=50)
+    )
     srv = Server(build_app(None, None, None, ServeConfig(), search=svc))
     yield srv
     srv.stop()

@@ -7,7 +7,6 @@ non-zero.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +14,8 @@ import typer
 import typer.core
 from rich.console import Console
 
-from roost.config import CorpusConfig, RoostConfig, load_config
+from roost.config import CorpusConfig, RoostConfig
+from roost.context import Roost
 from roost.errors import RoostError, UsageError
 from roost.workspace import Workspace
 
@@ -54,15 +54,22 @@ console = Console()
 
 @dataclasses.dataclass
 class State:
-    ws: Workspace
-    config: RoostConfig
-    store_url: str | None = None  # --store
+    """What every verb runs with: the context built once here (roost.context)."""
+
+    ctx: Roost
+
+    @property
+    def ws(self) -> Workspace:
+        return self.ctx.ws
+
+    @property
+    def config(self) -> RoostConfig:
+        return self.ctx.settings
 
     @property
     def store(self) -> Path | str:
-        """The post store: `--store URL`, else `[store] url`, else the home's SQLite file."""
-
-        return self.ws.store
+        """The post store: `--store URL`, else `$ROOST_STORE`, else `[store] url`, else the home's SQLite file."""
+        return self.ctx.store
 
 
 def _state(ctx: typer.Context) -> State:
@@ -82,21 +89,12 @@ def main_options(
         str | None,
         typer.Option(
             "--store",
-            help="Post store: a postgresql:// URL (else [store] url in roost.toml, else <home>/corpus.db). "
-            "Every command then reads and writes that store (also $ROOST_STORE).",
+            help="Post store: a postgresql:// URL (else $ROOST_STORE, else \\[store] url in roost.toml, else "
+            "<home>/corpus.db). Every command then reads and writes that store.",
         ),
     ] = None,
 ) -> None:
-    ws = Workspace.resolve(home)
-    if config is not None and not config.is_file():
-        raise UsageError(f"--config {config}: no such file")
-    cfg = load_config(config or ws.config_file)
-    from roost.corpus.backend import store_location
-
-    url = store_location(ws.corpus_db, store or cfg.store.url)  # a bad --store is a usage error here
-    if isinstance(url, str):
-        os.environ["ROOST_STORE"] = url  # every stage (and every process this command starts) uses this store
-    ctx.obj = State(ws, cfg, store)
+    ctx.obj = State(Roost.at(home, config, store))  # a bad --store or --config is a usage error here
 
 
 @app.command()
@@ -167,7 +165,7 @@ def ingest(
     if report.stored:
         from roost.search.backend import keep_current
 
-        meta = keep_current(st.ws.root, st.config.search)
+        meta = keep_current(st.ctx)
         if meta and meta.get("busy"):
             console.print(
                 "a running `roost serve` holds the search index: the new posts are searchable within a second"
@@ -205,13 +203,7 @@ def forget(
 
     if not author and not post:
         raise UsageError("forget: give --author NAME and/or --post ID")
-    st = _state(ctx)
-    index = None
-    if st.config.search.backend == "postgres":  # the index in the store's database: caught up (erased) here
-        from roost.search.backend import open_search
-
-        index = open_search(st.ws.root, st.config.search, embedder=False)
-    rep = erase(st.ws, author or [], post or [], location=st.store, index=index)
+    rep = erase(_state(ctx).ctx, author or [], post or [])
     console.print(f"forgot {rep.posts:,} post(s); tombstoned {rep.authors} author(s) and {rep.post_ids} post id(s)")
     if rep.reposts:
         console.print(f"  of them, {rep.reposts:,} repost(s) by other users that carried a forgotten post")

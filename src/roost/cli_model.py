@@ -32,7 +32,7 @@ def register(app: typer.Typer, state: Any) -> None:
 
         Example: [bold]roost import smollm2[/]   or   [bold]roost import ~/Llama-3.2-1B --name llama1b[/]
         """
-        out, meta = import_model(state(ctx).ws.root, source, name, force)
+        out, meta = import_model(state(ctx).ws, source, name, force)
         console.print(f"imported {meta['source']} ({meta['params'] / 1e6:.1f} M parameters) → {out}")
         console.print(f"loads in transformers: AutoModelForCausalLM.from_pretrained('{out}')")
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer, state: Any) -> None:
         """
         from roost.train.export import export
 
-        meta = export(state(ctx).ws.root, source, out, force)
+        meta = export(state(ctx).ctx, source, out, force)
         console.print(f"wrote {out} (model sha256 {meta.get('model_sha256', '?')[:12]}…)")
 
     @app.command()
@@ -92,7 +92,7 @@ def register(app: typer.Typer, state: Any) -> None:
         Console(stderr=True).print(f"[dim]{choice.line()}[/]", highlight=False)
         results = []
         for name in [model, *(vs or [])]:
-            path = resolve_model(state(ctx).ws.root, name)
+            path = resolve_model(state(ctx).ws, name)
             m, meta = load_model_dir(path)
             if choice.dtype == "bf16":
                 m.to(torch.bfloat16)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.errors import UsageError
+from roost.workspace import Workspace
 
 console = Console()
 eval_app = typer.Typer(help="Measure quality: `roost eval search`.", no_args_is_help=True)
@@ -34,11 +35,11 @@ def _progress(label: str, quiet: bool) -> Any:
     )
 
 
-def _engine(home: Path, model: str, max_batch: int = 8, dtype: str = "auto") -> tuple[Any, dict[str, str], Any]:
+def _engine(ws: Workspace, model: str, max_batch: int = 8, dtype: str = "auto") -> tuple[Any, dict[str, str], Any]:
     from roost.infer.loading import load_engine
 
     engine, name, sha, template = load_engine(
-        home,
+        ws,
         model,
         max_batch=max_batch,
         max_queue=256,
@@ -80,11 +81,12 @@ def register(app: typer.Typer, state: Any) -> None:
         from roost.probe import choose
 
         console.print(f"[dim]embeddings: {choose('embed', cfg.embed_dtype).line()}[/]")
-        home = st.ws.root
         with _progress("indexing", quiet) as progress:
             task = progress.add_task("index", total=None)
             meta = build_index(
-                home, cfg, on_batch=lambda d, t: progress.update(task, completed=d, total=t), rebuild=rebuild
+                st.ctx.with_settings(search=cfg),
+                on_batch=lambda d, t: progress.update(task, completed=d, total=t),
+                rebuild=rebuild,
             )
         console.print(
             f"{'built' if rebuild else 'updated'} the index: {meta['posts']:,} posts (+{meta['added']:,} "
@@ -132,12 +134,12 @@ def register(app: typer.Typer, state: Any) -> None:
                 raise UsageError("--expand needs a model to expand with: -m NAME")
             from roost.search.expand import expand_query
 
-            engine, _, template = _engine(st.ws.root, model, 1)
+            engine, _, template = _engine(st.ws, model, 1)
             try:
                 terms = expand_query(engine, template, q.text)
             finally:
                 engine.shutdown()
-        hits = current_search(st.ws.root, st.config.search).search(q, mode, k, recency, terms or None)
+        hits = current_search(st.ctx).search(q, mode, k, recency, terms or None)
         if as_json:
             for h in hits:
                 console.print_json(json.dumps(h.to_json()))
@@ -172,8 +174,8 @@ def register(app: typer.Typer, state: Any) -> None:
         if not 1 <= posts <= 20:
             raise UsageError("--posts must be in 1..20")
         st = state(ctx)
-        index = current_search(st.ws.root, st.config.search)
-        engine, prov, template = _engine(st.ws.root, model, 1, dtype)
+        index = current_search(st.ctx)
+        engine, prov, template = _engine(st.ws, model, 1, dtype)
         try:
             cfg = AnswerConfig(posts=posts, min_similarity=st.config.search.min_similarity)
             out = run_ask(engine, template, index, question, cfg, prov, query)
@@ -219,13 +221,12 @@ def register(app: typer.Typer, state: Any) -> None:
         st = state(ctx)
         if model is None and (beir is None or expand or tune):
             raise UsageError("give -m MODEL (it writes the known-item queries and expands them), or --beir DIR")
-        engine, template = (_engine(st.ws.root, model, 8)[::2]) if model else (None, None)
+        engine, template = (_engine(st.ws, model, 8)[::2]) if model else (None, None)
         try:
             with _progress("indexing BEIR corpus", beir is None) as progress:
                 task = progress.add_task("beir", total=None)
                 run = ev.run_eval(
-                    st.ws.root,
-                    st.config.search,
+                    st.ctx,
                     engine,
                     template,
                     queries=queries,

@@ -102,7 +102,7 @@ def register(app: typer.Typer, state: Any) -> None:
             upstream or st.config.serve.upstreams, upstream_sha256 or st.config.serve.upstream_sha256,
             vllm, vllm_python,
         )  # fmt: skip
-        server = launch.build(st.ws.root, args, st.config.corpus, st.config.search, say=_say)
+        server = launch.build(st.ctx, args, say=_say)
         for line in launch.hints(server):
             console.print(line, highlight=False)
         launch.run(server)
@@ -123,8 +123,7 @@ def register(app: typer.Typer, state: Any) -> None:
 
         if not 1 <= n <= 8 or max_chars < 20:
             raise UsageError("-n must be in 1..8 and --max-chars >= 20")
-        home = state(ctx).ws.root
-        engine, name, sha, template = load_engine(home, model, max_batch=max(n, 1), dtype=dtype, say=_say)
+        engine, name, sha, template = load_engine(state(ctx).ws, model, max_batch=max(n, 1), dtype=dtype, say=_say)
         from roost.infer.compose import chat_prompt
 
         prompt = chat_prompt(system, user, template)

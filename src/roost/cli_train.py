@@ -142,11 +142,11 @@ def register(app: typer.Typer, state: Any) -> None:
         if dry_run:
             from roost.train.dryrun import print_dry_run
 
-            print_dry_run(st.ws.root, cfg, gpu, world, console)
+            print_dry_run(st.ws, cfg, gpu, world, console)
             return
         opts = Launch(resume, resume_from or "", force, nproc, max_restarts, export=not no_export)
         rc = run(
-            st.ws.root,
+            st.ctx,
             cfg,
             opts,
             say=lambda line: console.print(line, highlight=False),

@@ -1,7 +1,8 @@
 """Typed configuration: one dataclass per stage, loadable from TOML and overridable from the CLI.
 
-`roost --config my.toml ingest ...` reads `[corpus]`, `[tokenizer]`, `[data]` (and later `[model]`, `[train]`, ...) from the file; a
-`roost.toml` inside the workspace is read when no `--config` is given. CLI flags override both.
+`roost --config my.toml ingest ...` reads `[corpus]`, `[tokenizer]`, `[data]`, `[search]`, `[serve]`, `[store]` and
+`[train]` from the file; a `roost.toml` inside the workspace is read when no `--config` is given. CLI flags override
+both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.errors import UsageError
+from roost.registry import StoreKind, search_kind, store_kind
 
 
 @dataclass
@@ -101,8 +103,7 @@ class SearchConfig:
     embed_dtype: str = "auto"  # auto (roost.probe picks by CPU class) | fp32 | bf16
 
     def __post_init__(self) -> None:
-        if self.backend not in ("embedded", "postgres"):
-            raise UsageError(f"search.backend must be embedded or postgres, got {self.backend!r}")
+        search_kind(self.backend)  # a UsageError naming the backends there are
         if self.mode not in ("keyword", "semantic", "hybrid"):
             raise UsageError(f"search.mode must be keyword, semantic or hybrid, got {self.mode!r}")
         if self.vectors not in ("f32", "i8"):
@@ -139,9 +140,7 @@ class StoreSettings:
     url: str | None = None  # postgresql://user:password@host/db (see `roost db start` for a local one)
 
     def __post_init__(self) -> None:
-        if self.url is not None and not (
-            isinstance(self.url, str) and self.url.startswith(("postgresql://", "postgres://"))
-        ):
+        if self.url is not None and not (isinstance(self.url, str) and store_kind(self.url) is StoreKind.POSTGRES):
             raise UsageError("[store] url must be a postgresql:// URL (leave it out for the SQLite store)")
 
 

@@ -2,7 +2,7 @@
 `erase()`, so a forgotten post is gone the same way whoever asks.
 
     from roost.erasure import erase
-    report = erase(Workspace.resolve("roost-home"), authors=["alice"], post_ids=["x:123"])
+    report = erase(Roost.at("roost-home"), authors=["alice"], post_ids=["x:123"])
 
 In order: the store deletes the posts — and every repost by another user that carries one of them (`RT @them: …`,
 an Announce of their status) — and tombstones the ids and authors as keyed hashes (SQLite `secure_delete`
@@ -21,10 +21,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.corpus.backend import Location, PostStore, describe, open_store
+from roost.context import Roost
+from roost.corpus.backend import PostStore, open_store
 from roost.corpus.post import author_key
 from roost.errors import UsageError
-from roost.workspace import Workspace
+from roost.search.backend import SearchBackend, index_exists, open_search
+from roost.search.keyword import IndexBusy
 
 
 @dataclass
@@ -52,15 +54,15 @@ class ErasureReport:
 
 
 def erase(
-    ws: Workspace,
+    ctx: Roost,
     authors: list[str] | None = None,
     post_ids: list[str] | None = None,
     store: PostStore | None = None,
-    index: Any | None = None,
-    location: Location | None = None,
+    index: SearchBackend | None = None,
 ) -> ErasureReport:
     """Forget these authors and posts everywhere. `store`/`index`: a running server's own (it holds the index);
-    otherwise they are opened here. `location`: the store to open (default: the home's `corpus_db`)."""
+    otherwise they are opened here, from the context (its store, its configured search backend)."""
+    ws = ctx.ws
     authors, post_ids = list(authors or []), list(post_ids or [])
     for what, values in (("author", authors), ("post id", post_ids)):
         for v in values:
@@ -70,7 +72,7 @@ def erase(
                 raise UsageError(f"forget: the {what} {v.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
                                  "Unicode (an invalid byte or lone surrogate); no post or author can have it")  # fmt: skip
     own = store is None
-    st = store or open_store(ws.store if location is None else location, readonly=True)
+    st = store or open_store(ctx.store, readonly=True)
     try:
         before = st.erasure_cursor()
         n = st.forget(authors, post_ids)
@@ -86,37 +88,41 @@ def erase(
     finally:
         if own:
             st.close()
-    rep.index, rep.index_removed = _erase_from_index(ws, index)
+    rep.index, rep.index_removed = _erase_from_index(ctx, index)
     if rep.index == "pending":
         rep.pending = sorted({*rep.pending, "search_docs"})
-    _trained_on(ws, rep)
+    _trained_on(ctx, rep)
     return rep
 
 
-def _erase_from_index(ws: Workspace, index: Any | None) -> tuple[str, int]:
+def _erase_from_index(ctx: Roost, index: SearchBackend | None) -> tuple[str, int]:
     """How the search index took the erasure, and how many of the posts it held and dropped."""
-    if index is not None:  # a server's own index (or the PostgreSQL one): applies the erasures (and compacts) now
-        _, removed = index.catch_up()
-        return ("pending" if getattr(index, "rewrite_pending", False) else "removed"), removed
-    if not (ws.index_dir / "meta.json").is_file():
-        return "none", 0
-    from roost.search.hybrid import SearchIndex
-    from roost.search.keyword import IndexBusy
-
+    own = index is None
+    if own:
+        if not index_exists(ctx):
+            return "none", 0
+        try:  # applies the new erasures: keyword rewrite + vector compaction (embedded), or the shared tables
+            index = open_search(ctx, embedder=False)
+        except IndexBusy:
+            return "server", 0
+    assert index is not None
     try:
-        idx = SearchIndex(ws.root, embedder=False)
-        _, removed = idx.catch_up()  # applies the new erasures: keyword rewrite + vector compaction, saved
-        idx.save()
-        return "removed", removed
+        _, removed = index.catch_up()
+        index.save()
+        return ("pending" if index.rewrite_pending else "removed"), removed
     except IndexBusy:
         return "server", 0
+    finally:
+        if own:
+            index.close()
 
 
-def _trained_on(ws: Workspace, rep: ErasureReport) -> None:
+def _trained_on(ctx: Roost, rep: ErasureReport) -> None:
     """Tokenizers, runs and models built from the store or from a stale shard set: their provenance includes
     the erased posts (a model is not un-trained by deleting its data; it has to be retrained)."""
     if not rep.posts:
         return
+    ws = ctx.ws
     stale = {str(ws.shard_dir(s)) for s in rep.stale_shards}
     if ws.tokenizers.is_dir():
         rep.tokenizers = sorted(d.name for d in ws.tokenizers.iterdir() if (d / "tokenizer.json").is_file())
@@ -128,7 +134,7 @@ def _trained_on(ws: Workspace, rep: ErasureReport) -> None:
     if ws.models.is_dir():
         for d in sorted(ws.models.iterdir()):
             meta = _json(d / "roost.json")
-            if meta.get("shards") in stale or meta.get("corpus") in (str(ws.store), describe(ws.store)):
+            if meta.get("shards") in stale or meta.get("corpus") in (str(ctx.store), ctx.describe_store()):
                 rep.models.append(d.name)
 
 

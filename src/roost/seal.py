@@ -9,8 +9,8 @@ random bytes, mode 0600, created on first use; one that group or others may read
 re-moded), over the sha256 of every file in the folder. A folder copied in from elsewhere, or changed after roost
 wrote it, fails the check and nothing in it is deserialised.
 
-    seal(home, folder)                 # after roost has written every file
-    verify(home, folder, "checkpoint") # before anything in it is read; raises RoostError naming the folder
+    seal(ws, folder)                 # after roost has written every file (ws: the home's roost.workspace.Workspace)
+    verify(ws, folder, "checkpoint") # before anything in it is read; raises RoostError naming the folder
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ FOREIGN_HINT = (
 )
 
 
-def _key(home: Path) -> bytes:
-    path = Workspace(home).secret_file
+def _key(ws: Workspace) -> bytes:
+    path = ws.secret_file
     path.parent.mkdir(parents=True, exist_ok=True)
     try:  # created once, readable by the owner only; O_EXCL: two processes never write different secrets
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,13 +97,13 @@ def _mac(key: bytes, files: dict[str, str]) -> str:
     return hmac.new(key, json.dumps(files, sort_keys=True).encode(), hashlib.sha256).hexdigest()
 
 
-def seal(home: Path, folder: Path) -> None:
+def seal(ws: Workspace, folder: Path) -> None:
     """Record the sha256 of every file in `folder` with this home's HMAC (call when the folder is complete)."""
     files = _digest(folder)
-    (folder / SEAL).write_text(json.dumps({"files": files, "hmac": _mac(_key(home), files)}, indent=1))
+    (folder / SEAL).write_text(json.dumps({"files": files, "hmac": _mac(_key(ws), files)}, indent=1))
 
 
-def verify(home: Path, folder: Path, what: str = "checkpoint") -> None:
+def verify(ws: Workspace, folder: Path, what: str = "checkpoint") -> None:
     """Raise RoostError unless every file in `folder` is the one roost sealed in this home (none added, none
     changed). Reads only the seal (JSON) and the files' bytes for hashing: nothing is deserialised."""
     if folder.is_symlink() or not folder.is_dir():
@@ -120,7 +120,7 @@ def verify(home: Path, folder: Path, what: str = "checkpoint") -> None:
         raise RoostError(f"{folder}: this {what} carries no seal of this home; {FOREIGN_HINT}") from None
     except (OSError, ValueError, KeyError, TypeError):
         raise RoostError(f"{folder}/{SEAL}: unreadable; {FOREIGN_HINT}") from None
-    if not hmac.compare_digest(_mac(_key(home), _digest(folder)), mac):
+    if not hmac.compare_digest(_mac(_key(ws), _digest(folder)), mac):
         raise RoostError(
             f"{folder}: this {what} was not written by roost in this home, or its files changed since; {FOREIGN_HINT}"
         )

@@ -86,10 +86,9 @@ class Workspace:
         return self.root / "pg"
 
     @property
-    def store(self) -> Path | str:
-        """The post store every stage reads and writes: `$ROOST_STORE` (a postgresql:// URL, which `--store` and
-        `[store] url` set for the whole command and the processes it starts), else this home's SQLite `corpus_db`."""
-        return os.environ.get("ROOST_STORE") or self.corpus_db
+    def logs(self) -> Path:
+        """Logs of processes roost starts and leaves running (vLLM replicas of `roost serve --vllm N`)."""
+        return self.root / "logs"
 
     @property
     def secret_file(self) -> Path:

@@ -12,6 +12,7 @@ import torch
 
 from roost.infer.engine import Event, QueueFull
 from roost.infer.sampling import RequestSampler, SamplingParams
+from roost.workspace import Workspace
 from tests.serve.conftest import make_engine
 
 PROMPTS = ["hello there", "#rain in the city", "@bob what do you think", "12345 numbers", "ok", "naïve café 東京"]
@@ -133,7 +134,7 @@ def test_streamed_emoji_never_split_with_smollm2(tmp_path: Path) -> None:
     from roost.model.convert import load_model_dir
     from roost.model.imports import import_model
 
-    d, _ = import_model(tmp_path, "smollm2", "s")
+    d, _ = import_model(Workspace(tmp_path), "smollm2", "s")
     m, _ = load_model_dir(d)
     tok = load(d / "tokenizer.json")
     eng = Engine(m, tok, {tok.token_to_id("<|im_end|>")}, max_batch=2, max_seq=512, dtype=torch.bfloat16)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.context import Roost
 from roost.hardware import accelerator
 from roost.model.config import load_preset
 from roost.train.trainer import TrainConfig, Trainer
@@ -78,7 +79,7 @@ def test_plots(tmp_path: Path) -> None:
 
 def test_calibrate_from_a_real_run(home: Path) -> None:  # noqa: F811
     cfg = TrainConfig(preset="tiny", seq_len=64, batch_size=8, steps=12, log_every=1, name="cal", dtype="fp32")
-    Trainer(home, cfg).train()
+    Trainer(Roost.at(home), cfg).train()
     metrics = home / "runs" / "cal" / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics.read_text().splitlines() if '"mfu"' in x]
     measured = sorted(x["mfu"] for x in rows[int(len(rows) * 0.2) :])

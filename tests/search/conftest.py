@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.context import Roost
 from roost.search.hybrid import SearchIndex
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 
@@ -16,7 +17,7 @@ from tests.data.conftest import store_db, tok_path  # noqa: F401
 def search_home(store_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     h = tmp_path_factory.mktemp("search-home")
     shutil.copyfile(store_db, h / "corpus.db")
-    SearchIndex.build(h)
+    SearchIndex.build(Roost.at(h))
     return h
 
 

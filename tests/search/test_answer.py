@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.writers import Draft, write_x_archive
 from roost.search.answer import NO_SUPPORTED, Sentence, _best, first_sentence, support
 from roost.search.hybrid import Hit
@@ -47,7 +48,7 @@ def asking(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     home = copy_home(search_home, tmp_path_factory.mktemp("ask") / "home")
-    svc = SearchService.open(home, CorpusConfig(workers=1), SearchConfig())
+    svc = SearchService.open(Roost.at(home), CorpusConfig(workers=1), SearchConfig())
     engine = make_engine(model_dir, max_batch=4)
     from roost.infer.chat import ChatTemplate
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.context import Roost
 from roost.search import eval as ev
 from roost.search.hybrid import SearchIndex
 from tests.conftest import run_roost
@@ -45,12 +46,12 @@ def test_known_item_set_split_cache_and_tune(search_home: Path, tmp_path: Path) 
     con.execute("UPDATE posts SET lang = 'en' WHERE lang = 'und'")  # the synthetic posts are word salad
     con.commit()
     con.close()
-    es = ev.known_item_set(home, _words, 40)
+    es = ev.known_item_set(Roost.at(home), _words, 40)
     assert len(es.queries) == 40 and 0 < len(es.tune) < 40
     assert not set(es.test) & es.tune  # tuning never sees a scored query
-    again = ev.known_item_set(home, lambda posts: pytest.fail("the cached set is reused"), 40)
+    again = ev.known_item_set(Roost.at(home), lambda posts: pytest.fail("the cached set is reused"), 40)
     assert again.queries == es.queries and again.tune == es.tune and again.qrels == es.qrels
-    idx = SearchIndex(home)
+    idx = SearchIndex(Roost.at(home))
     run = ev.run_mode(idx, es, es.test, "keyword")
     ranks = []
     for q in es.test:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.writers import Draft, write_x_archive
 from roost.search.hybrid import SearchIndex
 from roost.search.query import parse
@@ -29,7 +30,7 @@ from tests.serve.conftest import Server
 @pytest.fixture(scope="module")
 def live(search_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, SearchService, Path]]:
     home = copy_home(search_home, tmp_path_factory.mktemp("live") / "home")
-    svc = SearchService.open(home, CorpusConfig(workers=1), SearchConfig(refresh_ms=50))
+    svc = SearchService.open(Roost.at(home), CorpusConfig(workers=1), SearchConfig(refresh_ms=50))
     srv = Server(build_app(None, None, None, ServeConfig(), search=svc))
     yield srv, svc, home
     srv.stop()
@@ -162,13 +163,13 @@ def test_search_only_server(live: tuple[Server, SearchService, Path]) -> None:
 def test_catch_up_restart_and_int8(search_home: Path, tmp_path: Path) -> None:
     """A restart catches up from the last save without duplicates; i8 vectors give the same top hits."""
     home = copy_home(search_home, tmp_path / "h")
-    idx = SearchIndex(home)
+    idx = SearchIndex(Roost.at(home))
     n_kw, n_vec = idx.keyword.num_docs(), len(idx.vectors)
     idx.meta["max_rowid"] = idx.meta["max_rowid"] - 50  # as if the last save was 50 posts ago
     assert idx.catch_up() == (50, 0)
     assert idx.keyword.num_docs() == n_kw and len(idx.vectors) == n_vec  # upserted, not duplicated
     i8 = copy_home(search_home, tmp_path / "i8")
-    SearchIndex.build(i8, cfg=SearchConfig(vectors="i8"))
+    SearchIndex.build(Roost.at(i8), cfg=SearchConfig(vectors="i8"))
     vi8 = VectorIndex(i8 / "index" / "vectors")
     assert vi8.dtype == "i8"
     # approximate vs exact over many queries, not one: HNSW's graph (and the SIMD path's rounding) differ between
@@ -227,6 +228,6 @@ def test_cli_serve_search_only(search_home: Path, tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "serving search on" in out
-    assert SearchIndex(home).meta["posts"] == len(SearchIndex(home).vectors)  # saved on the way out
+    assert SearchIndex(Roost.at(home)).meta["posts"] == len(SearchIndex(Roost.at(home)).vectors)  # saved on the way out
     nothing = run_roost("--home", str(tmp_path / "empty"), "serve", check=False)
     assert nothing.returncode == 2 and "nothing to serve" in nothing.stderr

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from roost.config import CorpusConfig
+from roost.context import Roost
 from roost.corpus import pgserver
 from roost.corpus.backend import open_store
 from roost.corpus.ingest import ingest
@@ -99,9 +100,9 @@ def world(pg_server: str, embedder: RememberingEmbedder, tmp_path_factory: pytes
     home = root / "home"
     home.mkdir()
     ingest(paths, home / "corpus.db", CorpusConfig(workers=1), show_progress=False)
-    SearchIndex.build(home, embedder=embedder)
+    SearchIndex.build(Roost.at(home), embedder=embedder)
     pg = PgSearch(url, embedder=embedder)
-    yield World(url, pg, SearchIndex(home, embedder=embedder), _rows(url))
+    yield World(url, pg, SearchIndex(Roost.at(home), embedder=embedder), _rows(url))
     pg.close()
 
 
@@ -360,7 +361,7 @@ def test_tuned_fusion_is_kept_with_the_index_for_every_replica(world: World) -> 
             other = (
                 PgSearch(world.url, embedder=world.pg.embedder)
                 if index is world.pg
-                else SearchIndex(world.emb.dir.parent, embedder=world.emb.embedder)
+                else SearchIndex(Roost.at(world.emb.dir.parent), embedder=world.emb.embedder)
             )
             assert other.weights == (2.0, 0.5)
             other.cfg = SearchConfig(keyword_weight=1.5)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.context import Roost
 from roost.errors import UsageError
 from roost.search.hybrid import SearchIndex
 from roost.search.query import parse
@@ -24,7 +25,7 @@ def home(search_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def idx(home: Path) -> SearchIndex:
-    return SearchIndex(home)
+    return SearchIndex(Roost.at(home))
 
 
 def _rows(home: Path, where: str) -> list[tuple[str, str, str]]:
@@ -96,10 +97,10 @@ def test_modes_and_filtered_semantic_recall(idx: SearchIndex) -> None:
 def test_forget_removes_from_results(home: Path, tmp_path: Path) -> None:
     h = tmp_path / "h"
     shutil.copytree(home, h)
-    idx = SearchIndex(h)
+    idx = SearchIndex(Roost.at(h))
     target = idx.search("#denews", "keyword", k=1)[0]
     run_roost("--home", str(h), "forget", "--post", target.id)
-    idx2 = SearchIndex(h)
+    idx2 = SearchIndex(Roost.at(h))
     for mode in ("keyword", "semantic", "hybrid"):
         assert target.id not in {x.id for x in idx2.search("#denews", mode, k=100)}
     assert target.id not in {pid for pid, _, _ in idx2.keyword.search(parse("#denews"), 100)}  # gone from the index

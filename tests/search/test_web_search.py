@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.writers import Draft, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
+from roost.workspace import Workspace
 from tests.conftest import run_roost
 from tests.search.conftest import copy_home
 from tests.serve.conftest import Server
@@ -41,8 +43,8 @@ def test_page_search_and_ask(search_home: Path, tmp_path: Path) -> None:
     drafts = [Draft(str(990000 + i), text, t + timedelta(hours=i)) for i, text in enumerate(FERRY)]
     run_roost("--home", str(home), "ingest", str(write_x_archive(tmp_path / "e", "harbour", "9", drafts)))
     run_roost("--home", str(home), "import", "smollm2")
-    svc = SearchService.open(home, CorpusConfig(workers=1), SearchConfig())
-    engine, name, sha, template = load_engine(home, "smollm2", max_batch=4)
+    svc = SearchService.open(Roost.at(home), CorpusConfig(workers=1), SearchConfig())
+    engine, name, sha, template = load_engine(Workspace(home), "smollm2", max_batch=4)
     srv = Server(build_app(engine, name, sha, ServeConfig(), None, home / "corpus.db", template, svc))
     only = Server(build_app(None, None, None, ServeConfig(), search=svc))
     try:

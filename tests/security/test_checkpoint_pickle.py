@@ -153,13 +153,13 @@ def test_a_home_secret_others_can_read_or_write_is_refused(tmp_path: Path, mode:
     own, folder = tmp_path / "home", tmp_path / "ckpt"
     folder.mkdir()
     (folder / "w.safetensors").write_bytes(b"weights")
-    seal(own, folder)  # creates the secret, mode 0600
+    seal(Workspace(own), folder)  # creates the secret, mode 0600
     secret = Workspace(own).secret_file
     assert secret.stat().st_mode & 0o777 == 0o600
     os.chmod(secret, mode)
-    for call in (lambda: seal(own, folder), lambda: verify(own, folder)):
+    for call in (lambda: seal(Workspace(own), folder), lambda: verify(Workspace(own), folder)):
         with pytest.raises(RoostError, match=re.escape(f"chmod 600 {secret}")):
             call()
     os.chmod(secret, 0o600)
-    seal(own, folder)
-    verify(own, folder)
+    seal(Workspace(own), folder)
+    verify(Workspace(own), folder)

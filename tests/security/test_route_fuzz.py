@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from roost.context import Roost
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 from tests.search.conftest import search_home  # noqa: F401
 from tests.serve.conftest import Server, make_engine, model_dir  # noqa: F401
@@ -31,7 +32,7 @@ def srv(model_dir: Path, search_home: Path) -> Iterator[tuple[Server, dict[str, 
     from roost.serve.search_api import SearchService
 
     engine = make_engine(model_dir, max_queue=64)
-    svc = SearchService.open(search_home, CorpusConfig(), SearchConfig())
+    svc = SearchService.open(Roost.at(search_home), CorpusConfig(), SearchConfig())
     app = build_app(engine, "tiny", "0" * 64, ServeConfig(), None, search_home / "corpus.db", None, svc)
     s = Server(app)
     yield s, app.openapi()

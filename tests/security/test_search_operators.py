@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roost.config import CorpusConfig
+from roost.context import Roost
 from roost.corpus.ingest import ingest
 from roost.corpus.writers import Draft, write_x_archive
 from roost.errors import UsageError
@@ -78,8 +79,8 @@ def idx(tmp_path_factory: pytest.TempPathFactory) -> SearchIndex:
     report = ingest(paths, home / "corpus.db", CorpusConfig(workers=1), show_progress=False)
     assert _store(home)["n"] == len(POSTS), report  # every post stored (none dropped as a near copy)
     embedder = RememberingEmbedder()
-    SearchIndex.build(home, embedder=embedder)
-    return SearchIndex(home, embedder=embedder)
+    SearchIndex.build(Roost.at(home), embedder=embedder)
+    return SearchIndex(Roost.at(home), embedder=embedder)
 
 
 class RememberingEmbedder(Embedder):
@@ -100,7 +101,7 @@ class RememberingEmbedder(Embedder):
 @pytest.fixture(scope="module")
 def broad(idx: SearchIndex) -> SearchIndex:
     """The same index, searched as if every constraint were broad: approximate search, then the allowed posts."""
-    b = SearchIndex(idx.db.parent, embedder=idx.embedder)
+    b = SearchIndex(Roost.at(idx.db.parent), embedder=idx.embedder)
     b.exact_limit = 0
     return b
 

@@ -26,6 +26,7 @@ from roost.data import tokenizer as toklib
 from roost.infer.engine import Event, Unavailable, check_done
 from roost.infer.sampling import SamplingParams
 from roost.infer.upstream import UpstreamEngine
+from roost.workspace import Workspace
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 from tests.serve.conftest import Server, model_dir  # noqa: F401
 
@@ -206,9 +207,9 @@ def test_a_card_naming_the_served_folder_vouches_for_nothing(model_dir: Path, tm
     sha = json.loads((model_dir / "roost.json").read_text())["model_sha256"]
     try:
         with pytest.raises(UsageError, match="--upstream-sha256"):
-            load_upstream(tmp_path, str(model_dir), [up.url], wait_s=5)
+            load_upstream(Workspace(tmp_path), str(model_dir), [up.url], wait_s=5)
         for kw in ({"pin": sha}, {"own": [up.url]}):
-            engine, _, label, _ = load_upstream(tmp_path, str(model_dir), [up.url], wait_s=5, **kw)
+            engine, _, label, _ = load_upstream(Workspace(tmp_path), str(model_dir), [up.url], wait_s=5, **kw)
             engine.shutdown()
             assert label == sha
     finally:

@@ -23,6 +23,7 @@ import pytest
 from roost.infer.loading import load_engine, load_upstream, text_side
 from roost.infer.sampling import SamplingParams
 from roost.serve.vllm import VllmFleet, free_port
+from roost.workspace import Workspace
 from tests.conftest import run_roost
 
 CONVERSATIONS = [
@@ -53,7 +54,7 @@ def fleet(home: Path) -> Iterator[VllmFleet]:
 
 def _ours(home: Path, model: str, prompts: list[list[int]], n: int = 24) -> list[list[int]]:
     """Greedy token ids from roost's in-process engine in fp32."""
-    engine, *_ = load_engine(home, model, max_batch=1, dtype="fp32")
+    engine, *_ = load_engine(Workspace(home), model, max_batch=1, dtype="fp32")
     out = []
     try:
         for ids in prompts:
@@ -94,7 +95,9 @@ def _check_parity(home: Path, model: str, url: str) -> None:
     theirs = _theirs(url, model, prompts, eos)
     assert all(len(x) > 0 for x in ours)
     assert ours == theirs  # token ids, not just text
-    up, *_ = load_upstream(home, model, [url], pin=_sha(home, model))  # a replica roost did not start: pinned
+    up, *_ = load_upstream(
+        Workspace(home), model, [url], pin=_sha(home, model)
+    )  # a replica roost did not start: pinned
     try:
         via = []
         for ids in prompts:

@@ -16,6 +16,7 @@ from roost.model.config import ModelConfig, load_preset
 from roost.model.llama import Llama
 from roost.train.dryrun import counted_flops_per_token, dry_run
 from roost.train.trainer import TrainConfig
+from roost.workspace import Workspace
 from tests.conftest import run_roost
 
 
@@ -128,19 +129,21 @@ def test_static_memory_matches_real_tensors() -> None:
 
 
 def test_dry_run_fits_and_does_not_fit(tmp_path: Path) -> None:
-    small = dry_run(tmp_path, TrainConfig(preset="smollm2-135m", seq_len=2048, batch_size=4, dtype="bf16"), "h100")
+    small = dry_run(
+        Workspace(tmp_path), TrainConfig(preset="smollm2-135m", seq_len=2048, batch_size=4, dtype="bf16"), "h100"
+    )
     assert small["fits"]["no_checkpointing"] and small["params"] == load_preset("smollm2-135m").num_params()
     big = TrainConfig(preset="llama3-405b", seq_len=8192, batch_size=1, dtype="bf16", dp_shard=8, tp=8)
-    r = dry_run(tmp_path, big, "h100")
+    r = dry_run(Workspace(tmp_path), big, "h100")
     assert r["mesh"]["world"] == 64 and not r["fits"]["no_checkpointing"]
     with_ac, without = r["memory"]["checkpointing"], r["memory"]["no_checkpointing"]
     assert with_ac["activations"] < without["activations"] / 5
-    assert dry_run(tmp_path, TrainConfig(preset="tiny"), "h100")["mesh"]["world"] == 1
-    assert dry_run(tmp_path, TrainConfig(preset="tiny", tp=2), "h100", world=8)["mesh"]["dp_shard"] == 4
+    assert dry_run(Workspace(tmp_path), TrainConfig(preset="tiny"), "h100")["mesh"]["world"] == 1
+    assert dry_run(Workspace(tmp_path), TrainConfig(preset="tiny", tp=2), "h100", world=8)["mesh"]["dp_shard"] == 4
     with pytest.raises(UsageError, match="not divisible"):
-        dry_run(tmp_path, TrainConfig(preset="tiny", tp=4), "h100", world=6)
+        dry_run(Workspace(tmp_path), TrainConfig(preset="tiny", tp=4), "h100", world=6)
     with pytest.raises(UsageError, match="unknown GPU"):
-        dry_run(tmp_path, TrainConfig(preset="tiny", dp_shard=1), "tpu-v9")
+        dry_run(Workspace(tmp_path), TrainConfig(preset="tiny", dp_shard=1), "tpu-v9")
 
 
 def test_cli_dry_run_405b(tmp_path: Path) -> None:

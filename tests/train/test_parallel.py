@@ -25,6 +25,7 @@ from roost.train import checkpoint as ckpt
 from roost.train import dcp
 from roost.train.metrics import read_metrics
 from roost.train.parallel import check_tp, mesh_shape
+from roost.workspace import Workspace
 from tests.conftest import run_roost
 
 TOL = 2e-5
@@ -104,13 +105,15 @@ def test_export_from_sharded_checkpoint_streams_in_groups(ref: tuple[Path, dict[
     home, _ = ref
     _train(home, "ex", "--steps", "2", "--batch-size", "4", "--ckpt-every", "100", nproc=2)
     last = ckpt.list_checkpoints(home / "runs/ex/checkpoints")[-1]
-    m = dcp.read_meta(home, last)
+    m = dcp.read_meta(Workspace(home), last)
     out = tmp_path / "hf"
-    meta = dcp.export(home, last, out, Path(m["tokenizer_path"]), m["tokenizer_config"], {}, group_bytes=64 << 10)
+    meta = dcp.export(
+        Workspace(home), last, out, Path(m["tokenizer_path"]), m["tokenizer_config"], {}, group_bytes=64 << 10
+    )
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) > 2 and (out / "model.safetensors.index.json").is_file()
     model, _ = load_model_dir(out)
-    full = dcp.read_tensors(home, last, list(dcp.model_tensors(home, last)))
+    full = dcp.read_tensors(Workspace(home), last, list(dcp.model_tensors(Workspace(home), last)))
     for k, v in model.state_dict().items():
         assert torch.equal(v, full[k]), k
     assert meta["steps"] == 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from roost.context import Roost
 from roost.errors import RoostError, UsageError
 from roost.model.convert import load_model_dir
 from roost.train import checkpoint as ckpt
@@ -34,7 +35,7 @@ def _losses(home: Path, name: str) -> list[float]:
 
 
 def test_from_scratch_learns_and_exports(home: Path) -> None:
-    t = Trainer(home, _cfg(name="a", steps=60, lr=3e-3))
+    t = Trainer(Roost.at(home), _cfg(name="a", steps=60, lr=3e-3))
     res = t.train()
     losses = _losses(home, "a")
     assert res["step"] == 60 and len(losses) == 60
@@ -129,36 +130,36 @@ def test_sigterm_saves_and_resume_continues(home: Path) -> None:
     last = ckpt.list_checkpoints(home / "runs/term/checkpoints")[-1]
     stopped_at = json.loads((last / "meta.json").read_text())["step"]
     assert stopped_at == read_metrics(home / "runs/term/metrics.jsonl")[-1]["step"] >= 6  # saved where it stopped
-    t = Trainer(home, _cfg(name="term", steps=stopped_at + 3), resume=True)
+    t = Trainer(Roost.at(home), _cfg(name="term", steps=stopped_at + 3), resume=True)
     assert t.step == stopped_at
     t.train()
     assert [r["step"] for r in read_metrics(home / "runs/term/metrics.jsonl")] == list(range(0, stopped_at + 4))
 
 
 def test_corrupt_checkpoint_is_detected_and_previous_offered(home: Path) -> None:
-    Trainer(home, _cfg(name="c", steps=10)).train()
+    Trainer(Roost.at(home), _cfg(name="c", steps=10)).train()
     cks = ckpt.list_checkpoints(home / "runs/c/checkpoints")
     f = cks[-1] / "model.safetensors"
     data = bytearray(f.read_bytes())
     data[-5] ^= 0xFF
     f.write_bytes(bytes(data))
     with pytest.raises(RoostError, match=f"sha256 does not match.*--resume-from {cks[-2].name}"):
-        Trainer(home, _cfg(name="c", steps=12), resume=True)
-    t = Trainer(home, _cfg(name="c", steps=12), resume_from=cks[-2].name)
+        Trainer(Roost.at(home), _cfg(name="c", steps=12), resume=True)
+    t = Trainer(Roost.at(home), _cfg(name="c", steps=12), resume_from=cks[-2].name)
     assert t.step == 5
 
 
 def test_torn_save_is_never_loaded(home: Path) -> None:
-    Trainer(home, _cfg(name="torn", steps=5)).train()
+    Trainer(Roost.at(home), _cfg(name="torn", steps=5)).train()
     d = home / "runs/torn/checkpoints"
     (d / ".step_00000010.tmp-99999").mkdir()  # what a kill mid-save leaves behind
     (d / ".step_00000010.tmp-99999" / "model.safetensors").write_bytes(b"half")
     assert [p.name for p in ckpt.list_checkpoints(d)] == ["step_00000005"]
-    assert Trainer(home, _cfg(name="torn", steps=6), resume=True).step == 5
+    assert Trainer(Roost.at(home), _cfg(name="torn", steps=6), resume=True).step == 5
 
 
 def _tiny_model_dir(home: Path, name: str) -> Path:
-    t = Trainer(home, _cfg(name=name, steps=3))
+    t = Trainer(Roost.at(home), _cfg(name=name, steps=3))
     t.train()
     t.export()
     return home / "models" / name
@@ -169,7 +170,7 @@ def test_lora_finetune_merges_on_export(home: Path) -> None:
 
     base_dir = _tiny_model_dir(home, "base")
     base, _ = load_model_dir(base_dir)
-    t = Trainer(home, _cfg(name="lora", init=str(base_dir), lora_rank=4, steps=8, lr=1e-2))
+    t = Trainer(Roost.at(home), _cfg(name="lora", init=str(base_dir), lora_rank=4, steps=8, lr=1e-2))
     trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     t.train()
@@ -204,20 +205,20 @@ def test_sft_trains_on_replies_only(home: Path) -> None:
         assert tok.decode(row_x[: first + 1], skip_special_tokens=False).endswith("<|im_start|>assistant\n")
         target = tok.decode([t for t in row_y if t != -100], skip_special_tokens=False)
         assert any(a.startswith(target) for a in answers)  # the reply (cut at seq_len), nothing of the prompt
-    t = Trainer(home, _cfg(name="sft", init=str(base_dir), sft=True, steps=6, eval_every=3))
+    t = Trainer(Roost.at(home), _cfg(name="sft", init=str(base_dir), sft=True, steps=6, eval_every=3))
     t.train()
     assert any("val_loss" in r for r in read_metrics(home / "runs/sft/metrics.jsonl"))
 
 
 def test_muon_and_wsd_learn(home: Path) -> None:
-    Trainer(home, _cfg(name="muon", optimizer="muon", schedule="wsd", steps=40, lr=3e-3)).train()
+    Trainer(Roost.at(home), _cfg(name="muon", optimizer="muon", schedule="wsd", steps=40, lr=3e-3)).train()
     losses = _losses(home, "muon")
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
 
 
 def test_startup_errors(home: Path) -> None:
     with pytest.raises(UsageError, match="RoPE range"):
-        Trainer(home, _cfg(name="e", seq_len=512))
+        Trainer(Roost.at(home), _cfg(name="e", seq_len=512))
     with pytest.raises(UsageError, match="--init"):
         TrainConfig(lora_rank=4)
     base_dir = _tiny_model_dir(home, "base3")
@@ -226,7 +227,7 @@ def test_startup_errors(home: Path) -> None:
         (base_dir / "tokenizer.json").read_text().replace('"<|pad|>"', '"<|pad2|>"')
     )
     with pytest.raises(RoostError, match="built with tokenizer"):
-        Trainer(home, _cfg(name="e2", init=str(base_dir)))
+        Trainer(Roost.at(home), _cfg(name="e2", init=str(base_dir)))
     p = run_roost("--home", str(home), "train", "--preset", "nope", check=False)
     assert p.returncode == 2 and "unknown model preset 'nope'" in p.stderr and "Traceback" not in p.stderr
     p = run_roost("--home", str(home), "train", "--steps", "0", check=False)
@@ -237,8 +238,8 @@ def test_bf16_autocast_and_activation_checkpointing(home: Path) -> None:
     from roost.model.config import load_preset
     from roost.model.llama import Llama
 
-    Trainer(home, _cfg(name="fp32", steps=3)).train()
-    Trainer(home, _cfg(name="bf16", steps=3, dtype="bf16")).train()
+    Trainer(Roost.at(home), _cfg(name="fp32", steps=3)).train()
+    Trainer(Roost.at(home), _cfg(name="bf16", steps=3, dtype="bf16")).train()
     a, b = _losses(home, "fp32"), _losses(home, "bf16")
     assert all(abs(x - y) < 0.05 for x, y in zip(a, b, strict=True)) and a != b
     m = Llama(load_preset("tiny"))
@@ -255,8 +256,8 @@ def test_bf16_autocast_and_activation_checkpointing(home: Path) -> None:
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager(home: Path) -> None:
-    Trainer(home, _cfg(name="eager", steps=3)).train()
-    Trainer(home, _cfg(name="compiled", steps=3, compile=True)).train()
+    Trainer(Roost.at(home), _cfg(name="eager", steps=3)).train()
+    Trainer(Roost.at(home), _cfg(name="compiled", steps=3, compile=True)).train()
     assert all(abs(x - y) < 1e-3 for x, y in zip(_losses(home, "eager"), _losses(home, "compiled"), strict=True))
 
 

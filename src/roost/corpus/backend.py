@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from roost.registry import Location, StoreKind, describe, store_kind  # noqa: F401 — Location, describe re-exported
 
 
 class PostReader(Protocol):
@@ -71,11 +73,13 @@ class PostStore(Protocol):
     def original_hashes(self) -> Iterator[tuple[bytes, str]]: ...
     def signatures(self) -> Iterator[tuple[str, np.ndarray]]: ...
     def max_seq(self) -> int: ...
+    def copy_decider(self, threshold: float, num_perm: int, run_id: int) -> Any: ...
     def dedup_state_since(
         self, seq: int, run_id: int
     ) -> tuple[list[tuple[bytes, str]], list[tuple[str, np.ndarray]]]: ...
     # writing
     def write_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def ingest_lock(self, on_wait: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]: ...
     def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int: ...
     def start_run(self, paths: Iterable[str]) -> int: ...
     def reap_runs(self) -> int: ...
@@ -88,61 +92,41 @@ class PostStore(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-# Where a store is: the workspace's SQLite file (`Workspace.corpus_db`), or a `postgresql://` URL (`--store URL`,
-# `[store] url` in roost.toml; see `store_location`).
-Location = Path | str
-
-
-def is_server(location: Location) -> bool:
-    """True for a PostgreSQL URL (`postgresql://…` or `postgres://…`)."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
-def store_location(ws_corpus_db: Path, url: str | None) -> Location:
-    """The store to use: `url` (from `--store` or `[store] url`) when given, else the workspace's SQLite file."""
-    if url:
-        if not is_server(url):
-            from roost.corpus.pgstore import redact
-            from roost.errors import UsageError
-
-            raise UsageError(f"--store {redact(url)!r}: give a postgresql:// URL (the default store is {ws_corpus_db})")
-        return url
-    return ws_corpus_db
-
-
-def describe(location: Location) -> str:
-    """The store as it may be written into files and messages: a path, or a URL without its password."""
-    if is_server(location):
-        from roost.corpus.pgstore import redact
-
-        return redact(str(location))
-    return str(location)
-
-
 def store_exists(location: Location) -> bool:
     """Whether there is a store to read: the SQLite file exists, or a server URL is configured (the server
     answers for itself when opened)."""
-    return is_server(location) or Path(location).is_file()
+    return store_kind(location) is StoreKind.POSTGRES or Path(location).is_file()
 
 
-def open_store(location: Location, readonly: bool = False, threads: bool = False) -> PostStore:
-    """The writable store at `location` (the workspace's `corpus_db`, or a PostgreSQL URL). `threads`: the caller
-    serialises use of one connection across its threads (a server)."""
-    if is_server(location):
-        from roost.corpus.pgstore import PgStore
+def _sqlite(location: Location, reader: bool, readonly: bool, threads: bool) -> Any:
+    if reader:
+        from roost.corpus.reader import StoreReader
 
-        return PgStore(str(location), readonly=readonly, threads=threads)
+        return StoreReader(Path(location))
     from roost.corpus.store import Store
 
     return Store(Path(location), readonly=readonly, threads=threads)
 
 
-def open_reader(location: Location) -> PostReader:
-    """A read-only view of the store at `location`."""
-    if is_server(location):
+def _postgres(location: Location, reader: bool, readonly: bool, threads: bool) -> Any:
+    if reader:
         from roost.corpus.pgreader import PgReader
 
         return PgReader(str(location))
-    from roost.corpus.reader import StoreReader
+    from roost.corpus.pgstore import PgStore
 
-    return StoreReader(Path(location))
+    return PgStore(str(location), readonly=readonly, threads=threads)
+
+
+_BACKENDS = {StoreKind.SQLITE: _sqlite, StoreKind.POSTGRES: _postgres}  # by the registry's kinds, never by name
+
+
+def open_store(location: Location, readonly: bool = False, threads: bool = False) -> PostStore:
+    """The writable store at `location` (the workspace's `corpus_db`, or a PostgreSQL URL). `threads`: the caller
+    serialises use of one connection across its threads (a server)."""
+    return _BACKENDS[store_kind(location)](location, False, readonly, threads)  # type: ignore[no-any-return]
+
+
+def open_reader(location: Location) -> PostReader:
+    """A read-only view of the store at `location`."""
+    return _BACKENDS[store_kind(location)](location, True, True, False)  # type: ignore[no-any-return]

@@ -7,9 +7,7 @@ deterministic and a re-run after a kill reaches the same store as an uninterrupt
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import json
 import multiprocessing as mp
 import os
@@ -25,9 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
 from roost.corpus import lang as langid
-from roost.corpus.backend import Location, PostStore, is_server, open_store
+from roost.corpus.backend import Location, PostStore, open_store
 from roost.corpus.clean import check_keys, clean_post
-from roost.corpus.dedup import MemoryCopies, StoreCopies, signature, text_key
+from roost.corpus.dedup import signature, text_key
 from roost.corpus.importers import ImportOptions, find_exports, read_export
 from roost.corpus.pii import scrub
 from roost.corpus.post import BadRecord, Post, RecordError, iso, reposted_authors
@@ -112,8 +110,7 @@ class Ingester:
     def __init__(self, store: PostStore, cfg: CorpusConfig, run_id: int):
         self.store, self.cfg, self.run_id = store, cfg, run_id
         self.report = Report()
-        kind = StoreCopies if getattr(store, "copies_in_store", False) else MemoryCopies
-        self.copies = kind(store, cfg.near_dup_threshold, cfg.num_perm, run_id)
+        self.copies = store.copy_decider(cfg.near_dup_threshold, cfg.num_perm, run_id)
         self.seen: set[str] = set()
 
     def follow(self) -> None:
@@ -351,29 +348,6 @@ def validate(exports: list[tuple[Path, str]], cfg: CorpusConfig, opts: ImportOpt
                 ) from None
 
 
-@contextlib.contextmanager
-def ingest_lock(db_path: Location, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """One `roost ingest` at a time per SQLite store (an OS file lock, released when the process dies, even by
-    SIGKILL): a second one waits, saying so, and then sees every post the first stored (exact and near copies
-    included). A PostgreSQL store takes many at once: each decides copies under the store's write lock."""
-    if is_server(db_path):
-        yield
-        return
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.with_name(db_path.name + ".ingest-lock"), "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait(f"another `roost ingest` is writing to {db_path}; waiting for it to finish…")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ingest(
     paths: list[Path],
     db_path: Location,
@@ -389,7 +363,7 @@ def ingest(
         if skipped:
             raise StrictModeError(f"--strict: skipped {skipped[0]} (nothing was written)")
         validate(exports, cfg, opts)
-    with ingest_lock(db_path, on_wait), open_store(db_path) as store:
+    with open_store(db_path) as store, store.ingest_lock(on_wait):
         run_id = store.start_run(str(p) for p, _ in exports)
         ing = Ingester(store, cfg, run_id)
         ing.report.skipped = skipped

@@ -20,10 +20,9 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import numpy as np
 import psycopg
@@ -33,6 +32,7 @@ from roost.corpus.post import author_key
 from roost.corpus.store import COLUMNS, now, reposts_of, summarize
 from roost.corpus.tombkeys import TombKeys
 from roost.errors import RoostError
+from roost.redact import redact
 
 MIGRATIONS = Path(__file__).with_name("pg_migrations")
 # advisory lock keys (one database = one store): writers, schema migrations, partition creation
@@ -43,46 +43,6 @@ PRIVATE_COLUMNS = ("id", "author", "author_key", "text", "text_scrubbed", "reply
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 PAGE = 10_000
 CONNECT_TIMEOUT = 10  # seconds
-
-
-_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)([^&\s]*)", re.IGNORECASE)
-_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
-
-
-def _userinfo(url: str) -> tuple[int, int] | None:
-    """Where a URL's user info (user[:password]) is: from after '://' to its last '@' (a raw '@' or '/' in a
-    password makes the URL ambiguous, so the widest reading is taken), or None."""
-    start = url.find("://")
-    at = url.rfind("@")
-    return (start + 3, at) if start >= 0 and at > start else None
-
-
-def _secrets(url: str) -> list[str]:
-    """The password(s) a URL carries (in its user info or a password= parameter), raw and percent-decoded."""
-    found = [m.group(2) for m in _PASSWORD_PARAM.finditer(url)]
-    span = _userinfo(url)
-    if span and ":" in url[span[0] : span[1]]:
-        found.append(url[span[0] : span[1]].split(":", 1)[1])
-    return [x for v in found if v for x in {v, unquote(v)} if len(x) >= 3]
-
-
-def redact(url: str, text: str | None = None) -> str:
-    """`text` (default: the URL itself) without the URL's credentials: the user info becomes ***, a password=
-    parameter's value ***, the password itself *** wherever it appears; and when the URL carries a password, every
-    double-quoted value in a driver's message (libpq quotes the fragment it could not parse) is dropped too.
-    Never raises."""
-    span = _userinfo(url)
-    shown = url if span is None else url[: span[0]] + "***" + url[span[1] :]
-    shown = _PASSWORD_PARAM.sub(r"\1***", shown)
-    if text is None:
-        return shown
-    secrets = _secrets(url)
-    out = text.replace(url, shown)
-    if secrets:
-        out = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[0], out)
-    for secret in sorted(secrets, key=len, reverse=True):
-        out = out.replace(secret, "***")
-    return _PASSWORD_PARAM.sub(r"\1***", out)
 
 
 def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
@@ -270,6 +230,11 @@ class PgStore:
             if not self.con.closed:
                 self.con.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
 
+    @contextlib.contextmanager
+    def ingest_lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Many `roost ingest` at once: each decides copies under `write_lock()`, batch by batch."""
+        yield
+
     def _ensure_partitions(self, months: set[str]) -> None:
         """Monthly partitions for these 'YYYY-MM' prefixes (others fall into posts_default). Inside the batch's
         transaction; creating a partition briefly locks `posts` (once per month of data)."""
@@ -320,7 +285,11 @@ class PgStore:
                 )
         return len(fresh)
 
-    copies_in_store = True  # the dedup state lives in the database (roost.corpus.dedup.StoreCopies)
+    def copy_decider(self, threshold: float, num_perm: int, run_id: int) -> Any:
+        """How this store's writers decide copies: in the database, many writers at once (dedup.StoreCopies)."""
+        from roost.corpus.dedup import StoreCopies
+
+        return StoreCopies(self, threshold, num_perm, run_id)
 
     def ensure_bands(self, num_perm: int, bands: int, rows: int) -> str:
         """The band scheme for this split, filled from the stored signatures the first time any writer uses it

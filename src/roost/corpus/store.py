@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,12 @@ class Store:
             yield pid, np.frombuffer(blob, dtype=np.uint32)
 
     # -- writing -----------------------------------------------------------------------------------------------
+    def copy_decider(self, threshold: float, num_perm: int, run_id: int) -> Any:
+        """How this store's writer decides copies: from memory (one writer at a time; see dedup.MemoryCopies)."""
+        from roost.corpus.dedup import MemoryCopies
+
+        return MemoryCopies(self, threshold, num_perm, run_id)
+
     def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int:
         """Insert posts and their signatures in one transaction; returns how many posts were new."""
         with self.transaction():
@@ -225,6 +231,23 @@ class Store:
         the batches, whichever processes wrote them. An OS file lock, released by the kernel if the holder dies."""
         with open(self.path.with_name(self.path.name + ".write-lock"), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def ingest_lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One `roost ingest` at a time per SQLite store (an OS file lock, released when the process dies, even by
+        SIGKILL): a second one waits, saying so, and then sees every post the first stored (exact and near copies
+        included)."""
+        with open(self.path.with_name(self.path.name + ".ingest-lock"), "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait(f"another `roost ingest` is writing to {self.path}; waiting for it to finish…")
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:

@@ -1,5 +1,5 @@
 """Build a generation engine from a model name and arguments (as vLLM builds one from `EngineArgs`): used by
-`roost serve`, `roost compose`/`reply` and `roost ask`, e.g. `load_engine(home, "smollm2", max_batch=8)`.
+`roost serve`, `roost compose`/`reply` and `roost ask`, e.g. `load_engine(ctx.ws, "smollm2", max_batch=8)`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 from roost.errors import UsageError
 from roost.model.imports import resolve_model
 from roost.model.shapes import read_json
+from roost.workspace import Workspace
 
 
 def load_engine(
-    home: Path,
+    ws: Workspace,
     name: str,
     max_batch: int = 8,
     max_queue: int = 32,
@@ -32,7 +33,7 @@ def load_engine(
     from roost.infer.engine import Engine
     from roost.model.convert import load_model_dir
 
-    path = resolve_model(home, name)
+    path = resolve_model(ws, name)
     model, meta = load_model_dir(path)
     tok, eos, template = text_side(path)
     from roost.probe import choose
@@ -140,7 +141,7 @@ def served_card(url: str, name: str, wait_s: float) -> dict[str, Any]:
 
 
 def load_upstream(
-    home: Path,
+    ws: Workspace,
     name: str,
     urls: list[str],
     max_seq: int = 2048,
@@ -156,7 +157,7 @@ def load_upstream(
     from roost.infer.upstream import UpstreamEngine
     from roost.infer.upstream_io import redact_url
 
-    path = resolve_model(home, name)
+    path = resolve_model(ws, name)
     meta_path = path / "roost.json"
     from roost.model.convert import weights_sha256
 

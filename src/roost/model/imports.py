@@ -26,20 +26,18 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def resolve_model(home: Path, name: str) -> Path:
+def resolve_model(ws: Workspace, name: str) -> Path:
     """`models/NAME` in the workspace when NAME is a model name there, else NAME as a model directory."""
-    ws = Workspace(home)
     cands = ([ws.model_dir(name)] if is_name(name) else []) + [Path(name).expanduser()]
     for cand in cands:
         if (cand / "config.json").is_file():
             return cand
     raise UsageError(
-        f"model {name!r}: not under {home / 'models'} and not a model directory; "
-        "`roost import` or `roost train` one first"
+        f"model {name!r}: not under {ws.models} and not a model directory; `roost import` or `roost train` one first"
     )
 
 
-def import_model(home: Path, source: str, name: str | None, force: bool = False) -> tuple[Path, dict[str, Any]]:
+def import_model(ws: Workspace, source: str, name: str | None, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Convert a GGUF file, a HF Llama directory or 'smollm2' into `<home>/models/NAME` (replacing needs force)."""
     from roost.hashing import sha256_file
     from roost.model import convert
@@ -55,7 +53,6 @@ def import_model(home: Path, source: str, name: str | None, force: bool = False)
         name = "smollm2" if source == "smollm2" else (path.stem.split(".")[0] if gguf else path.resolve().name).lower()
         if not is_name(name):
             raise UsageError(f"{path}: cannot derive a model name from it; give --name NAME")
-    ws = Workspace(home)
     out = ws.claim(ws.model_dir(name), force)  # before the (slow) conversion
     if gguf:
         model, cfg, meta = convert.read_gguf(path)

@@ -9,8 +9,10 @@ index (`catch_up` on any of them makes new posts searchable, and forgotten ones 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from roost.context import Roost
+from roost.registry import SearchKind, search_kind
 
 if TYPE_CHECKING:
     from roost.config import SearchConfig
@@ -21,6 +23,13 @@ if TYPE_CHECKING:
 @runtime_checkable
 class SearchBackend(Protocol):
     cfg: SearchConfig  # the [search] settings it runs with (fusion weights set here override the tuned ones)
+    shared: bool  # the index lives in the store's database: every replica's catch_up serves all of them
+    rewrite_pending: bool  # an erasure's rewrite of the index's files is still owed (retried; the posts are hidden)
+
+    @property
+    def embedder(self) -> Any:
+        """The embedding model (loaded on first use)."""
+        ...
 
     def search(
         self,
@@ -58,52 +67,64 @@ class SearchBackend(Protocol):
         ...
 
 
-def open_search(home: Path, cfg: SearchConfig, embedder: Any | None = None) -> SearchBackend:
-    """The search backend `cfg.backend` names: "embedded" (`SearchIndex` in `<home>/index`, built by `roost index`)
-    or "postgres" (`PgSearch` in the PostgreSQL store's own database, shared by every replica; it needs the store on
-    PostgreSQL: `--store` / `[store] url`)."""
-    from roost.workspace import Workspace
+def open_search(ctx: Roost, embedder: Any | None = None, cfg: SearchConfig | None = None) -> SearchBackend:
+    """The search backend `[search] backend` names (roost.registry): "embedded" (`SearchIndex` in `<home>/index`,
+    built by `roost index`) or "postgres" (`PgSearch` in the PostgreSQL store's own database, shared by every
+    replica; it needs the store on PostgreSQL: `--store` / `[store] url`). `cfg`: other search settings than
+    the context's."""
+    cfg = cfg or ctx.settings.search
+    return _OPEN[search_kind(cfg.backend, ctx.store)](ctx, embedder, cfg)
 
-    if cfg.backend == "postgres":
-        from roost.corpus.backend import is_server
-        from roost.errors import UsageError
-        from roost.search.pgsearch import PgSearch
 
-        store = Workspace(home).store
-        if not is_server(store):
-            raise UsageError("search.backend = postgres needs the post store on PostgreSQL (--store / [store] url)")
-        return PgSearch(str(store), embedder=embedder, cfg=cfg)
+def _embedded(ctx: Roost, embedder: Any | None, cfg: SearchConfig) -> SearchBackend:
     from roost.search.hybrid import SearchIndex
 
-    return SearchIndex(home, embedder=embedder, cfg=cfg)
+    return SearchIndex(ctx, embedder=embedder, cfg=cfg)
 
 
-def current_search(home: Path, cfg: SearchConfig) -> SearchBackend:
-    """`open_search`, caught up with the store when the index lives in PostgreSQL (cheap when nothing changed); the
-    embedded index is as `roost index` (or a running server) left it."""
-    index = open_search(home, cfg)
-    if cfg.backend == "postgres":
+def _postgres(ctx: Roost, embedder: Any | None, cfg: SearchConfig) -> SearchBackend:
+    from roost.search.pgsearch import PgSearch
+
+    return PgSearch(str(ctx.store), embedder=embedder, cfg=cfg)
+
+
+_OPEN = {SearchKind.EMBEDDED: _embedded, SearchKind.POSTGRES: _postgres}  # by the registry's kinds, never by name
+
+
+def current_search(ctx: Roost, cfg: SearchConfig | None = None) -> SearchBackend:
+    """`open_search`, caught up with the store (cheap when nothing changed) when the index lives in the store's
+    database; the embedded index is as `roost index` (or a running server) left it."""
+    index = open_search(ctx, cfg=cfg)
+    if index.shared:
         index.catch_up()
     return index
 
 
-def build_index(home: Path, cfg: SearchConfig, on_batch: Any = None, rebuild: bool = False) -> dict[str, Any]:
+def index_exists(ctx: Roost) -> bool:
+    """Whether the configured index has been built (`roost index`, or a server made it)."""
+    if search_kind(ctx.settings.search.backend, ctx.store) is SearchKind.POSTGRES:
+        from roost.search.pgsearch import search_tables_exist
+
+        return search_tables_exist(ctx.store)
+    return (ctx.ws.index_dir / "meta.json").is_file()
+
+
+def build_index(ctx: Roost, on_batch: Any = None, rebuild: bool = False) -> dict[str, Any]:
     """`roost index`: build or catch up the configured backend; {posts, added, removed, seconds, vectors, where}."""
     import time
 
-    from roost.workspace import Workspace
-
-    if cfg.backend != "postgres":
+    cfg = ctx.settings.search
+    if search_kind(cfg.backend, ctx.store) is SearchKind.EMBEDDED:
         from roost.search.hybrid import SearchIndex
 
-        meta = SearchIndex.build(home, on_batch=on_batch, cfg=cfg, rebuild=rebuild)
-        return {**meta, "where": str(Workspace(home).index_dir)}
+        meta = SearchIndex.build(ctx, on_batch=on_batch, rebuild=rebuild)
+        return {**meta, "where": str(ctx.ws.index_dir)}
     if rebuild:
         from roost.errors import UsageError
 
         raise UsageError("--rebuild/--vectors apply to the embedded index; the PostgreSQL index only catches up")
     t0 = time.perf_counter()
-    index = open_search(home, cfg)
+    index = open_search(ctx)
     try:
         added, removed = index.catch_up()
         posts = index.size()
@@ -113,23 +134,15 @@ def build_index(home: Path, cfg: SearchConfig, on_batch: Any = None, rebuild: bo
             "vectors": "pgvector", "where": "the store's PostgreSQL database"}  # fmt: skip
 
 
-def keep_current(home: Path, cfg: SearchConfig) -> dict[str, Any] | None:
+def keep_current(ctx: Roost) -> dict[str, Any] | None:
     """After an ingest: catch the configured index up with the new posts when it has been built (so `roost search`
     is current at once). None when there is no index yet; {"busy": True} when a running `roost serve` holds the
     embedded index (its live indexer adds them within a second); else `build_index`'s summary."""
-    from roost.workspace import Workspace
-
-    if cfg.backend == "postgres":
-        from roost.search.pgsearch import search_tables_exist
-
-        if not search_tables_exist(Workspace(home).store):
-            return None
-        return build_index(home, cfg)
-    if not (Workspace(home).index_dir / "meta.json").is_file():
+    if not index_exists(ctx):
         return None
     from roost.search.keyword import IndexBusy
 
     try:
-        return build_index(home, cfg)
+        return build_index(ctx)
     except IndexBusy:
         return {"busy": True}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.context import Roost
 from roost.corpus.backend import open_reader
 from roost.errors import UsageError
 from roost.search.backend import SearchBackend, current_search
@@ -60,14 +61,14 @@ def _half(key: str) -> bool:
     return hashlib.sha1(key.encode()).digest()[0] % 2 == 0
 
 
-def known_item_set(home: Path, generate: Callable[[list[str]], list[str]], n: int, min_chars: int = 60) -> EvalSet:
+def known_item_set(ctx: Roost, generate: Callable[[list[str]], list[str]], n: int, min_chars: int = 60) -> EvalSet:
     """n posts spread evenly over the store (English training text of at least min_chars), one query each."""
-    d = Workspace(home).index_dir / "eval" / "known-item"
+    d = ctx.ws.index_dir / "eval" / "known-item"
     if (d / "queries.jsonl").is_file():
         cached = load_beir_queries(d)
         if len(cached.queries) == n:
             return cached
-    with open_reader(Workspace(home).store) as store:
+    with open_reader(ctx.store) as store:
         rows = store.posts_in("en", min_chars)
     if len(rows) < n:
         raise UsageError(
@@ -111,8 +112,8 @@ def load_beir_queries(d: Path) -> EvalSet:
     return es
 
 
-def beir_workspace(d: Path, max_docs: int, on_batch: Callable[[int, int], None] | None = None) -> tuple[Path, Any]:
-    """Ingest a BEIR corpus.jsonl into a scratch workspace and index it; (home, TemporaryDirectory)."""
+def beir_workspace(d: Path, max_docs: int, on_batch: Callable[[int, int], None] | None = None) -> tuple[Roost, Any]:
+    """Ingest a BEIR corpus.jsonl into a scratch workspace and index it; (its context, TemporaryDirectory)."""
     from roost.config import CorpusConfig
     from roost.corpus.importers import ImportOptions
     from roost.corpus.importers.generic import parse_mapping
@@ -122,8 +123,8 @@ def beir_workspace(d: Path, max_docs: int, on_batch: Callable[[int, int], None] 
     if not src.is_file():
         raise UsageError(f"{src}: missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv)")
     tmp = tempfile.TemporaryDirectory(prefix="roost-beir-")
-    home = Path(tmp.name)
-    posts = home / "corpus-posts.jsonl"
+    scratch = Roost(Workspace(Path(tmp.name)))  # a workspace of its own: defaults, its own SQLite store
+    posts = scratch.home / "corpus-posts.jsonl"
     with open(src) as f, open(posts, "w") as out:
         for n, line in enumerate(f):
             if n >= max_docs:
@@ -138,13 +139,13 @@ def beir_workspace(d: Path, max_docs: int, on_batch: Callable[[int, int], None] 
     cfg = CorpusConfig(max_post_chars=100_000, workers=1)
     ingest(
         [posts],
-        Workspace(home).corpus_db,
+        scratch.store,
         cfg,
         ImportOptions(format="jsonl", mapping=parse_mapping(None), source="beir"),
         False,
     )
-    SearchIndex.build(home, on_batch=on_batch)
-    return home, tmp
+    SearchIndex.build(scratch, on_batch=on_batch)
+    return scratch, tmp
 
 
 def as_query(text: str) -> Query:
@@ -274,8 +275,7 @@ class EvalRun:
 
 
 def run_eval(
-    home: Path,
-    search_cfg: Any,
+    ctx: Roost,
     engine: Any = None,
     template: Any = None,
     *,
@@ -289,26 +289,23 @@ def run_eval(
 ) -> EvalRun:
     """Known-item queries written by `engine` over this home's posts, or a BEIR folder indexed into a temporary
     workspace; scored in every mode (and tuned fusion / LLM expansion with `tune` / `expand`)."""
-    import dataclasses
-
     from roost.search.expand import expand_query, synthetic_queries
 
     if engine is None and (beir is None or expand or tune):
         raise UsageError("give -m MODEL (it writes the known-item queries and expands them), or --beir DIR")
-    tmp, prefix = None, ""
+    tmp, prefix, search_cfg = None, "", ctx.settings.search
     try:
         if beir is not None:
             es = load_beir_queries(beir)
-            home, tmp = beir_workspace(beir, max_docs, on_index)
+            ctx, tmp = beir_workspace(beir, max_docs, on_index)
             prefix = "beir:"
             if not tune:
                 es.tune = set()
         else:
             say(f"building {queries} known-item queries (cached under index/eval/)…")
-            es = known_item_set(home, lambda posts: synthetic_queries(engine, template, posts), queries)
-        cfg = dataclasses.replace(search_cfg)
+            es = known_item_set(ctx, lambda posts: synthetic_queries(engine, template, posts), queries)
         # BEIR builds its own embedded index in a temp workspace; a real home is scored on its configured backend
-        index = SearchIndex(home, cfg=cfg) if beir is not None else current_search(home, cfg)
+        index = SearchIndex(ctx, cfg=search_cfg) if beir is not None else current_search(ctx)
         expander = None
         if expand and engine is not None:
             cache: dict[str, list[str]] = {}

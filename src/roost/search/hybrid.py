@@ -27,25 +27,27 @@ from typing import Any
 import numpy as np
 
 from roost.config import SearchConfig
+from roost.context import Roost
 from roost.corpus.backend import PostReader, open_reader, store_exists
 from roost.errors import RoostError
 from roost.search.fusion import Hit, fuse, hits, live_posts, or_terms, tuned_weights  # noqa: F401 — Hit, or_terms re-exported
 from roost.search.keyword import KEYS_VERSION, KeywordIndex
 from roost.search.query import Query, parse
 from roost.search.vectors import VectorIndex
-from roost.workspace import Workspace
 
 
 class SearchIndex:
     exact_limit = 20_000  # semantic search is exact over the allowed posts when ≤ this many (or ≤ 5 %) pass
+    shared = False  # in this home's files; a running server's live indexer keeps it current
+    rewrite_pending = False  # erasures rewrite the files at once
 
-    def __init__(self, home: Path, embedder: Any | None = None, cfg: SearchConfig | None = None):
-        self.dir = Workspace(home).index_dir
-        self.db = Workspace(home).store
+    def __init__(self, ctx: Roost, embedder: Any | None = None, cfg: SearchConfig | None = None):
+        self.dir = ctx.ws.index_dir
+        self.db = ctx.store
         if not (self.dir / "meta.json").is_file():
             raise RoostError(f"{self.dir}: no search index; run `roost index` first")
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        self.cfg = cfg or SearchConfig()
+        self.cfg = cfg or ctx.settings.search
         self.keyword = KeywordIndex(self.dir / "tantivy")
         self.vectors = VectorIndex(self.dir / "vectors")
         self._embedder = embedder
@@ -66,17 +68,17 @@ class SearchIndex:
 
     # -- building and keeping up -------------------------------------------------------------------------------------
     @staticmethod
-    def create(home: Path, vectors: str = "f32") -> None:
+    def create(ctx: Roost, vectors: str = "f32") -> None:
         """An empty index (then `catch_up` fills it)."""
-        if not store_exists(Workspace(home).store):
-            raise RoostError(f"{Workspace(home).store}: no post store; `roost ingest` exports first")
-        d = Workspace(home).index_dir
+        if not store_exists(ctx.store):
+            raise RoostError(f"{ctx.describe_store()}: no post store; `roost ingest` exports first")
+        d = ctx.ws.index_dir
         d.mkdir(parents=True, exist_ok=True)
         KeywordIndex(d / "tantivy", create=True)
         for f in ("vectors.usearch", "keys.npy", "vecs.npy", "vectors.json"):
             (d / "vectors" / f).unlink(missing_ok=True)
         VectorIndex(d / "vectors", dtype=vectors).save()
-        with open_reader(Workspace(home).store) as store:
+        with open_reader(ctx.store) as store:
             erased = store.erasure_cursor()
         meta = {"posts": 0, "max_rowid": 0, "erased": erased, "keys": KEYS_VERSION, "embedding": "all-MiniLM-L6-v2",
                 "vectors": vectors}  # fmt: skip
@@ -84,18 +86,18 @@ class SearchIndex:
 
     @staticmethod
     def build(
-        home: Path,
+        ctx: Roost,
         embedder: Any | None = None,
         on_batch: Callable[[int, int], None] | None = None,
         cfg: SearchConfig | None = None,
         rebuild: bool = True,
     ) -> dict[str, Any]:
         """Index the whole store (`rebuild`) or only what changed since the last run; returns meta.json."""
-        cfg = cfg or SearchConfig()
+        cfg = cfg or ctx.settings.search
         t0 = time.perf_counter()
-        if rebuild or not (Workspace(home).index_dir / "meta.json").is_file():
-            SearchIndex.create(home, cfg.vectors)
-        idx = SearchIndex(home, embedder, cfg)
+        if rebuild or not (ctx.ws.index_dir / "meta.json").is_file():
+            SearchIndex.create(ctx, cfg.vectors)
+        idx = SearchIndex(ctx, embedder, cfg)
         added, removed = idx.catch_up(on_batch=on_batch, release=True)
         idx.save()
         idx.meta.update(

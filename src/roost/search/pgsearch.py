@@ -47,6 +47,7 @@ from roost.corpus.pgerase import owe_rewrite, pay_owed
 from roost.corpus.pgstore import PgStore, connect, has_schema, redact
 from roost.corpus.post import author_key
 from roost.errors import RoostError, UsageError
+from roost.registry import StoreKind, store_kind
 from roost.search import pgtext
 from roost.search.fusion import Hit, fuse, hits, live_posts, tuned_weights
 from roost.search.query import Query, parse
@@ -87,9 +88,7 @@ ALTER TABLE search_docs ALTER COLUMN id SET STATISTICS 0, ALTER COLUMN author_ke
 
 def search_tables_exist(url: Any) -> bool:
     """Whether the store at `url` (a PostgreSQL URL) has the search tables (`roost index` or a server made them)."""
-    from roost.corpus.backend import is_server
-
-    if not is_server(url):
+    if store_kind(url) is not StoreKind.POSTGRES:
         return False
     with connect(str(url)) as con:
         row = con.execute("SELECT to_regclass('search_state') IS NOT NULL").fetchone()
@@ -101,6 +100,7 @@ RETRY_S = 30.0  # how often a replica retries a search_docs rewrite an erasure s
 
 class PgSearch:
     exact_limit = 20_000  # the vector query is exact when ≤ this many posts (or ≤ 5 %) pass the operators
+    shared = True  # the tables are in the store's database: any replica's catch_up serves every replica
 
     def __init__(self, url: str, embedder: Any | None = None, cfg: SearchConfig | None = None, vectors: str = "f32"):
         """Opens (and on first use creates) the search tables in the store at `url`. `vectors`: f32 (`vector`) or

@@ -1,7 +1,7 @@
 """Build and run `roost serve` from its arguments, outside the CLI (as vLLM builds its engine from args):
 
 from roost.serve.launch import ServeArgs, build, run
-server = build(home, ServeArgs(model="smollm2", port=8000), corpus_cfg, search_cfg, say=print)
+server = build(Roost.at(home), ServeArgs(model="smollm2", port=8000), say=print)
 run(server)   # HTTP in a thread, the engine in this one; SIGTERM/SIGINT drain and save the search index
 """
 
@@ -13,10 +13,9 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -77,10 +76,9 @@ def check(args: ServeArgs) -> str | None:
     return key
 
 
-def build(
-    home: Path, args: ServeArgs, corpus: CorpusConfig, search_cfg: SearchConfig, say: Callable[[str], None]
-) -> Server:
-    """Load the model and open the search index as asked; `say` prints progress lines."""
+def build(ctx: Roost, args: ServeArgs, say: Callable[[str], None]) -> Server:
+    """Load the model and open the search index as asked (the context's `[corpus]` and `[search]` settings); `say`
+    prints progress lines."""
     from roost.infer.guard import LeakGuard
     from roost.infer.loading import load_engine
     from roost.probe import choose
@@ -89,24 +87,32 @@ def build(
     key = check(args)
     from roost.corpus.backend import store_exists
 
-    db = Workspace(home).store
+    db = ctx.store
     have_store = store_exists(db)
     if args.model is None and (args.no_search or not have_store):
         raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
     engine = name = sha = template = fleet = None
     if args.model is not None and (args.upstreams or args.vllm):
-        engine, name, sha, template, fleet = _upstream_engine(home, args, say)
+        engine, name, sha, template, fleet = _upstream_engine(ctx.ws, args, say)
     elif args.model is not None:
         engine, name, sha, template = load_engine(
-            home, args.model, args.max_batch, args.max_queue, args.max_seq, args.dtype, args.quant, start=False, say=say
+            ctx.ws,
+            args.model,
+            args.max_batch,
+            args.max_queue,
+            args.max_seq,
+            args.dtype,
+            args.quant,
+            start=False,
+            say=say,
         )
     search = None
     if not args.no_search and have_store:
         from roost.serve.search_api import SearchService
 
-        emb = choose("embed", search_cfg.embed_dtype).line()
+        emb = choose("embed", ctx.settings.search.embed_dtype).line()
         say(f"opening the search index (catching up with the store)… embeddings: {emb}")
-        search = SearchService.open(home, corpus, search_cfg)
+        search = SearchService.open(ctx)
     guard = LeakGuard(db) if have_store and engine is not None else None
     cfg = ServeConfig(
         host=args.host,
@@ -123,7 +129,7 @@ def build(
     return Server(app, engine, search, args.host, args.port, name, cfg, fleet)
 
 
-def _upstream_engine(home: Path, args: ServeArgs, say: Callable[[str], None]) -> tuple[Any, ...]:
+def _upstream_engine(ws: Workspace, args: ServeArgs, say: Callable[[str], None]) -> tuple[Any, ...]:
     """Generation by upstream replicas: the ones given, plus `--vllm N` started here on the model folder."""
     from roost.infer.loading import load_upstream
     from roost.model.imports import resolve_model
@@ -135,15 +141,14 @@ def _upstream_engine(home: Path, args: ServeArgs, say: Callable[[str], None]) ->
     if args.vllm:
         from roost.serve.vllm import VllmFleet
 
-        path = resolve_model(home, args.model or "")
+        path = resolve_model(ws, args.model or "")
         dtype = "bfloat16" if choose("decode", args.dtype).dtype == "bf16" else "float32"
-        say(f"starting {args.vllm} vLLM replica(s) on {path} ({dtype}; logs in {Workspace(home).root / 'logs'})…")
-        fleet = VllmFleet.start(path, path.name, args.vllm, dtype, args.max_seq, args.vllm_python,
-                                log_dir=Workspace(home).root / "logs")  # fmt: skip
+        say(f"starting {args.vllm} vLLM replica(s) on {path} ({dtype}; logs in {ws.logs})…")
+        fleet = VllmFleet.start(path, path.name, args.vllm, dtype, args.max_seq, args.vllm_python, log_dir=ws.logs)
         urls += fleet.urls
     try:
         engine, name, sha, template = load_upstream(
-            home, args.model or "", urls, args.max_seq, max_queue=args.max_queue + 64 * len(urls),
+            ws, args.model or "", urls, args.max_seq, max_queue=args.max_queue + 64 * len(urls),
             pin=args.upstream_sha256, say=say, own=fleet.urls if fleet is not None else (),
         )  # fmt: skip
     except BaseException:

@@ -15,20 +15,22 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from roost.config import CorpusConfig, SearchConfig
+from roost.context import Roost
 from roost.corpus.ingest import LiveIngest
 from roost.corpus.post import Post, RecordError, parse_iso_date
 from roost.erasure import ErasureReport, erase
 from roost.errors import RoostError
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import QueueFull
+from roost.registry import SearchKind
 from roost.search.answer import AnswerConfig, ask_events
+from roost.search.backend import SearchBackend
 from roost.search.expand import expand_query
 from roost.search.hybrid import SearchIndex
 from roost.search.live import LiveIndexer
@@ -42,28 +44,31 @@ from roost.serve.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from roost.workspace import Workspace
 
 
 @dataclass
 class SearchService:
-    index: SearchIndex
+    index: SearchBackend
     indexer: LiveIndexer
     ingest: LiveIngest
     cfg: SearchConfig
-    ws: Workspace
+    ctx: Roost
 
     @classmethod
-    def open(cls, home: Path, corpus_cfg: CorpusConfig, cfg: SearchConfig) -> SearchService:
-        from roost.search.backend import open_search
+    def open(cls, ctx: Roost, corpus_cfg: CorpusConfig | None = None, cfg: SearchConfig | None = None) -> SearchService:
+        """The server's search: the configured index (an empty embedded one is made, and fills as posts arrive),
+        caught up, with its live indexer running, and the live ingest. Settings default to the context's."""
+        from roost.search.backend import index_exists, open_search
 
-        if cfg.backend == "embedded" and not (Workspace(home).index_dir / "meta.json").is_file():
-            SearchIndex.create(home, cfg.vectors)  # an empty index that fills as posts arrive
-        index: Any = open_search(home, cfg)
+        cfg = cfg or ctx.settings.search
+        ctx = ctx.with_settings(search=cfg)
+        if ctx.search_kind is SearchKind.EMBEDDED and not index_exists(ctx):
+            SearchIndex.create(ctx, cfg.vectors)
+        index = open_search(ctx)
         index.embedder  # noqa: B018 — load MiniLM now, not on the first request
         index.catch_up()
-        ws = Workspace(home)
-        return cls(index, LiveIndexer(index).start(), LiveIngest(ws.store, corpus_cfg), cfg, ws)
+        ingest = LiveIngest(ctx.store, corpus_cfg or ctx.settings.corpus)
+        return cls(index, LiveIndexer(index).start(), ingest, cfg, ctx)
 
     def close(self) -> None:
         self.indexer.stop()
@@ -159,7 +164,7 @@ def add_search_routes(
 
         def run() -> ErasureReport:  # the one erasure cascade, with this server's store and index
             with svc.ingest.lock:
-                rep = erase(svc.ws, post_ids=[post_id], store=svc.ingest.store, index=svc.index)
+                rep = erase(svc.ctx, post_ids=[post_id], store=svc.ingest.store, index=svc.index)
             svc.ingest.forgotten()  # and this server's dedup state
             return rep
 

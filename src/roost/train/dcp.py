@@ -40,6 +40,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from roost.errors import RoostError
 from roost.seal import seal, verify
 from roost.train import checkpoint as ckpt
+from roost.workspace import Workspace
 
 
 def is_dcp(path: Path) -> bool:
@@ -60,7 +61,7 @@ class Pending:
     """An async save whose files are still being written."""
 
     future: Future[Any] | None
-    home: Path
+    ws: Workspace
     tmp: Path
     final: Path
     meta: dict[str, Any]
@@ -73,7 +74,7 @@ def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
 
 
 def save(
-    home: Path,
+    ws: Workspace,
     ckpt_dir: Path,
     step: int,
     model: nn.Module,
@@ -82,7 +83,7 @@ def save(
     keep: int = 3,
     async_save: bool = False,
 ) -> Pending:
-    """Collective: every rank calls it. Returns a Pending; `finish()` it (at once for a blocking save). `home` is
+    """Collective: every rank calls it. Returns a Pending; `finish()` it (at once for a blocking save). `ws` is
     the workspace whose secret seals the checkpoint."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
@@ -98,9 +99,9 @@ def save(
     full = {**meta, "step": step, "format": "dcp", "rng": rng_plain}
     if async_save:
         fut: Any = dcp.async_save(state, checkpoint_id=str(tmp))
-        return Pending(fut, home, tmp, final, full, keep)
+        return Pending(fut, ws, tmp, final, full, keep)
     dcp.save(state, checkpoint_id=str(tmp))
-    pending = Pending(None, home, tmp, final, full, keep)
+    pending = Pending(None, ws, tmp, final, full, keep)
     finish(pending)
     return pending
 
@@ -117,7 +118,7 @@ def finish(p: Pending) -> Path:
                 os.fsync(fh.fileno())
         p.meta["files"] = {str(f.relative_to(p.tmp)): f.stat().st_size for f in files}
         (p.tmp / "meta.json").write_text(json.dumps(p.meta, indent=1))
-        seal(p.home, p.tmp)
+        seal(p.ws, p.tmp)
         if p.final.exists():
             shutil.rmtree(p.final)
         p.tmp.rename(p.final)
@@ -127,9 +128,9 @@ def finish(p: Pending) -> Path:
     return p.final
 
 
-def read_meta(home: Path, path: Path) -> dict[str, Any]:
+def read_meta(ws: Workspace, path: Path) -> dict[str, Any]:
     """meta.json of a checkpoint roost wrote in this home (the seal is verified first: nothing else is read)."""
-    verify(home, path, "checkpoint")
+    verify(ws, path, "checkpoint")
     try:
         meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -141,9 +142,9 @@ def read_meta(home: Path, path: Path) -> dict[str, Any]:
     return meta
 
 
-def load(home: Path, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load(ws: Workspace, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Load a DCP checkpoint into `model`/`opt` in whatever layout they have now (collective under torchrun)."""
-    meta = read_meta(home, path)
+    meta = read_meta(ws, path)
     state = _state(model, opt)
     # per-parameter state (moments, step) is matched by parameter name; the param groups stay this run's own,
     # since a new layout may group the parameters differently (tensor parallelism splits groups by tensor type)
@@ -160,9 +161,9 @@ def load(home: Path, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -
     return meta
 
 
-def model_tensors(home: Path, path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def model_tensors(ws: Workspace, path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """HF-named model tensors of a DCP checkpoint with their global shapes, read from its metadata only."""
-    verify(home, path, "checkpoint")
+    verify(ws, path, "checkpoint")
     return _model_tensors(path)
 
 
@@ -175,10 +176,10 @@ def _model_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]
     return out
 
 
-def read_tensors(home: Path, path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+def read_tensors(ws: Workspace, path: Path, names: list[str]) -> dict[str, torch.Tensor]:
     """Full values of some model tensors, loaded piece by piece from the shards (one process, no process group):
     memory is the size of these tensors, not of the model."""
-    verify(home, path, "checkpoint")
+    verify(ws, path, "checkpoint")
     return _read_tensors(path, names, _model_tensors(path))
 
 
@@ -193,7 +194,7 @@ def _read_tensors(
 
 
 def export(
-    home: Path,
+    ws: Workspace,
     path: Path,
     out: Path,
     tokenizer_path: Path,
@@ -207,7 +208,7 @@ def export(
     from roost.model.config import from_dict
     from roost.model.convert import save_weights_dir
 
-    meta = read_meta(home, path)  # verifies the seal once for the whole export
+    meta = read_meta(ws, path)  # verifies the seal once for the whole export
     cfg = from_dict(meta["model_config"], f"{path}/meta.json")
     shapes = _model_tensors(path)
     names = [n for n in shapes if not (cfg.tie_embeddings and n == "lm_head.weight")]

@@ -9,7 +9,6 @@ checkpointing — against the named GPU.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,15 +24,15 @@ from roost.train.parallel import check_tp, mesh_shape
 from roost.workspace import Workspace
 
 
-def model_config(home: Path, cfg: Any) -> ModelConfig:
+def model_config(ws: Workspace, cfg: Any) -> ModelConfig:
     if cfg.init:
         from roost.model.convert import config_from_hf
         from roost.train.run import resolve_init
 
-        path = resolve_init(home, cfg.init) / "config.json"
+        path = resolve_init(ws, cfg.init) / "config.json"
         return config_from_hf(json.loads(path.read_text()), str(path))
     vocab: dict[str, int] = {}
-    manifest = Workspace(home).shard_dir(cfg.shards) / "manifest.json"
+    manifest = ws.shard_dir(cfg.shards) / "manifest.json"
     if manifest.is_file():
         vocab = {"vocab_size": int(json.loads(manifest.read_text())["tokenizer"]["vocab_size"])}
     if cfg.depth:
@@ -55,8 +54,8 @@ def counted_flops_per_token(mcfg: ModelConfig, seq_len: int) -> tuple[int, float
     return params, fc.get_total_flops() / seq_len
 
 
-def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[str, Any]:
-    mcfg = model_config(home, cfg)
+def dry_run(ws: Workspace, cfg: Any, gpu: str, world: int | None = None) -> dict[str, Any]:
+    mcfg = model_config(ws, cfg)
     if cfg.seq_len > mcfg.max_seq_len:
         raise UsageError(f"--seq-len {cfg.seq_len} is longer than the model's max_seq_len {mcfg.max_seq_len}")
     if world is None:  # the mesh's product; dp_shard -1 without --world is one shard
@@ -90,8 +89,8 @@ def dry_run(home: Path, cfg: Any, gpu: str, world: int | None = None) -> dict[st
     }
 
 
-def print_dry_run(home: Path, cfg: Any, gpu: str, world: int | None, console: Console) -> dict[str, Any]:
-    r = dry_run(home, cfg, gpu, world)
+def print_dry_run(ws: Workspace, cfg: Any, gpu: str, world: int | None, console: Console) -> dict[str, Any]:
+    r = dry_run(ws, cfg, gpu, world)
     m = r["mesh"]
     console.print(
         f"[bold]{r['model']}[/]: {r['params'] / 1e9:.3f} B parameters (config says {r['params_config'] / 1e9:.3f} B) · "

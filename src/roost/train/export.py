@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from roost.context import Roost
 from roost.errors import UsageError
 from roost.model.imports import resolve_model
-from roost.workspace import Workspace, is_name, replace_dir, temp_dir_for
+from roost.workspace import is_name, replace_dir, temp_dir_for
 
 
 def check_out(out: Path, force: bool) -> Path:
@@ -35,23 +36,24 @@ def check_out(out: Path, force: bool) -> Path:
     return out
 
 
-def export(home: Path, source: str, out: Path, force: bool = False) -> dict[str, Any]:
+def export(ctx: Roost, source: str, out: Path, force: bool = False) -> dict[str, Any]:
     from roost.train import checkpoint as ckpt
     from roost.train import dcp
 
     out = check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    run = Workspace(home).run_dir(source) if is_name(source) else None
+    ws = ctx.ws
+    run = ws.run_dir(source) if is_name(source) else None
     found = ckpt.list_checkpoints(run / "checkpoints") if run else []
     if found and dcp.is_dcp(found[-1]):
-        m = dcp.read_meta(home, found[-1])
+        m = dcp.read_meta(ws, found[-1])
         prov = {**m["provenance"], "train_config": m["train_config"]}
-        return dcp.export(home, found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
+        return dcp.export(ws, found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
     if found:
         from roost.train.trainer import TrainConfig, Trainer
 
-        return Trainer(home, TrainConfig(name=source), resume=True).export(out)
-    src = resolve_model(home, source)
+        return Trainer(ctx, TrainConfig(name=source), resume=True).export(out)
+    src = resolve_model(ws, source)
     tmp = temp_dir_for(out)
     shutil.rmtree(tmp)
     shutil.copytree(src, tmp)

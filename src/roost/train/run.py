@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from roost.context import Roost
 from roost.errors import UsageError
 from roost.model.imports import resolve_model
 from roost.probe import Choice, choose, probe
+from roost.registry import Location
 from roost.train import checkpoint as ckpt
 from roost.workspace import Workspace
 
@@ -87,16 +89,16 @@ class TrainConfig:
 
 @dataclass
 class Paths:
-    home: Path
+    ws: Workspace
     run: Path
     shards: Path
     models: Path
-    corpus_db: Path | str  # the post store (a PostgreSQL URL when $ROOST_STORE says so)
+    corpus_db: Location  # the post store (the context's: a PostgreSQL URL with --store / [store] url)
 
     @classmethod
-    def of(cls, home: Path, cfg: TrainConfig) -> Paths:
-        ws = Workspace(home)
-        return cls(home, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ws.store)
+    def of(cls, ctx: Roost, cfg: TrainConfig) -> Paths:
+        ws = ctx.ws
+        return cls(ws, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ctx.store)
 
 
 def device_of(name: str) -> torch.device:
@@ -113,18 +115,17 @@ def pick_dtype(device: torch.device, requested: str) -> Choice:
     return choose("train", requested, hw)
 
 
-def resolve_init(home: Path, init: str) -> Path:
+def resolve_init(ws: Workspace, init: str) -> Path:
     try:
-        return resolve_model(home, init)
+        return resolve_model(ws, init)
     except UsageError:
         raise UsageError(
             f"--init {init}: no model directory there (config.json missing); `roost import` one first"
         ) from None
 
 
-def check_new_run(home: Path, name: str) -> None:
+def check_new_run(ws: Workspace, name: str) -> None:
     """A new run may not write over an existing run's checkpoints or an existing models/NAME."""
-    ws = Workspace(home)
     run, model = ws.run_dir(name), ws.model_dir(name)
     ours = {"config.json", "checkpoints", "metrics.jsonl", "tensorboard", "loss.png", "hang"}  # what roost writes
     if run.is_symlink() or (run.is_dir() and not (run / "config.json").is_file() and set(os.listdir(run)) - ours):
@@ -135,11 +136,10 @@ def check_new_run(home: Path, name: str) -> None:
         raise UsageError(f"model {name!r} exists ({model}): pass --force to replace it, or pick another --name")
 
 
-def start_over(home: Path, name: str, init: str = "") -> None:
+def start_over(ws: Workspace, name: str, init: str = "") -> None:
     """`roost train --force`: remove the run folder and models/NAME that roost wrote (their marker files say so);
     never the model this run fine-tunes from."""
-    ws = Workspace(home)
-    if init and resolve_init(home, init).resolve() == ws.model_dir(name).resolve():
+    if init and resolve_init(ws, init).resolve() == ws.model_dir(name).resolve():
         raise UsageError(f"--init {init} is models/{name}, which --force would replace: pick another --name")
     for path in (ws.run_dir(name), ws.model_dir(name)):
         ws.claim(path, force=True)  # refuses a folder roost did not write

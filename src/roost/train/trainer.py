@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from roost.context import Roost
 from roost.corpus.backend import describe
 from roost.data import tokenizer as toklib
 from roost.data.loader import TokenLoader
@@ -43,7 +44,6 @@ from roost.train.parallel import (
     step_stats,
 )
 from roost.train.run import Paths, TrainConfig, check_new_run, device_of, pick_dtype, resolve_init
-from roost.workspace import Workspace
 
 
 class Trainer:
@@ -52,7 +52,7 @@ class Trainer:
 
     def __init__(
         self,
-        home: Path,
+        ctx: Roost,
         cfg: TrainConfig,
         resume: bool = False,
         resume_from: str = "",
@@ -61,8 +61,8 @@ class Trainer:
     ):
         """`dist` (from `parallel.init_distributed`) trains across the torchrun job; None: this process alone."""
         self.dist = dist or Dist()
-        self.home = home
-        self.paths = Paths.of(home, cfg)
+        self.ctx, self.ws = ctx, ctx.ws
+        self.paths = Paths.of(ctx, cfg)
         self.on_step = on_step
         self.start_ckpt: Path | None = None
         if resume or resume_from:
@@ -75,7 +75,7 @@ class Trainer:
                 )
             self.start_ckpt = found[-1]
             if dcp.is_dcp(self.start_ckpt):  # sealed by this home, else refused before anything in it is read
-                meta = dcp.read_meta(home, self.start_ckpt)
+                meta = dcp.read_meta(self.ws, self.start_ckpt)
             else:
                 meta = json.loads((self.start_ckpt / "meta.json").read_text())
             saved = meta["train_config"]
@@ -89,7 +89,7 @@ class Trainer:
                 cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in free}, "name": cfg.name})
             except TypeError as e:
                 raise RoostError(f"{self.start_ckpt}/meta.json: train_config does not fit this roost ({e})") from None
-            self.paths = Paths.of(home, cfg)  # shards named in the file are checked as names here
+            self.paths = Paths.of(ctx, cfg)  # shards named in the file are checked as names here
             global_batch = int(meta.get("global_batch", saved["batch_size"]))
             if global_batch % self.dist.dp_size:
                 raise UsageError(
@@ -98,7 +98,7 @@ class Trainer:
                 )
             cfg = dataclasses.replace(cfg, batch_size=global_batch // self.dist.dp_size)
         else:
-            check_new_run(home, cfg.name)
+            check_new_run(self.ws, cfg.name)
         self.device = self.dist.device if self.dist.on else device_of(cfg.device)
         self.dtype_choice = pick_dtype(self.device, cfg.dtype)
         if self.start_ckpt is not None:  # a resumed run keeps the dtype it started with
@@ -119,7 +119,7 @@ class Trainer:
         manifest = read_manifest(p.shards) if not cfg.sft else None
         self.provenance: dict[str, Any] = {"source": "trained", "run": cfg.name}
         if cfg.init:
-            model_dir = resolve_init(p.home, cfg.init)
+            model_dir = resolve_init(p.ws, cfg.init)
             self.model, init_meta = load_model_dir(model_dir)
             self.tokenizer_path = model_dir / "tokenizer.json"
             self.tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
@@ -224,7 +224,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         if dcp.is_dcp(path):  # a sharded checkpoint: loads into this process's layout, whatever wrote it
-            meta = dcp.load(self.home, path, self.model, self.opt.opts[0])
+            meta = dcp.load(self.ws, path, self.model, self.opt.opts[0])
             if meta.get("model_config") != self.model.config.to_dict():
                 raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
             self.loader.load_state_dict(meta["loader"])
@@ -305,7 +305,7 @@ class Trainer:
             if self._pending is not None:
                 dcp.finish(self._pending)
             self._pending = dcp.save(
-                self.home,
+                self.ws,
                 self.paths.run / "checkpoints",
                 self.step,
                 self.model,
@@ -420,13 +420,13 @@ class Trainer:
     def export(self, out: Path | None = None) -> dict[str, Any]:
         """Write models/<name>/ (HF layout) from the current weights; LoRA adapters are merged first. Under
         torchrun, rank 0 streams the newest sharded checkpoint instead (no rank gathers the whole model)."""
-        out = out or Workspace(self.home).model_dir(self.cfg.name)
+        out = out or self.ws.model_dir(self.cfg.name)
         ck = ckpt.list_checkpoints(self.paths.run / "checkpoints")
         prov = {**self.provenance, "steps": self.step, "train_config": dataclasses.asdict(self.cfg)}
         if self.dist.on:
             meta: dict[str, Any] = {}
             if self.dist.main:
-                meta = dcp.export(self.home, ck[-1], out, self.tokenizer_path, self.tokenizer_config, prov)
+                meta = dcp.export(self.ws, ck[-1], out, self.tokenizer_path, self.tokenizer_config, prov)
             dcp.barrier()
             return meta
         model = merge_lora(self.model) if self.cfg.lora_rank else self.model
