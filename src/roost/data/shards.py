@@ -230,6 +230,33 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def stale_jobs(root: Path) -> list[tuple[str, Path, ShardConfig]]:
+    """(name, tokenizer, settings) of every stale set under `root`, to rebuild it as it was built
+    (`roost tokenize --rebuild-stale`); a RoostError when a stale set's tokenizer is gone."""
+    jobs = []
+    for d in shard_sets(root):
+        m = read_manifest(d)
+        if m.get("stale"):
+            tok = Path(m["tokenizer"]["path"])
+            if not tok.is_file():
+                raise RoostError(
+                    f"{d}: its tokenizer {tok} is gone; rebuild with `roost tokenize --name {d.name} --tokenizer NEW`"
+                )
+            jobs.append((d.name, tok, ShardConfig(**m["config"])))
+    return jobs
+
+
+def list_sets(root: Path) -> list[tuple[Path, dict[str, Any] | str]]:
+    """Every set under `root` with its manifest, or why it cannot be read (`roost shards list`)."""
+    out: list[tuple[Path, dict[str, Any] | str]] = []
+    for d in shard_sets(root):
+        try:
+            out.append((d, read_manifest(d)))
+        except RoostError as e:
+            out.append((d, str(e)))
+    return out
+
+
 def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
     """Check every file of a set against its manifest (existence, size, and sha256 when `checksums`)."""
     m = read_manifest(directory)

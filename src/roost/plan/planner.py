@@ -134,7 +134,7 @@ class Planner:
         c = self.cfg
         sc = SearchConfig(gpus=c.gpus, seq_len=c.seq_len, batch_tokens=c.batch_tokens, recipe=c.recipe)
         found = search(shape, self.acc, sc)
-        return [_candidate(c) for c in found if c.fits][: self.cfg.top]
+        return [candidate_json(c) for c in found if c.fits][: self.cfg.top]
 
     def flops_per_second(self, active: float, total: float | None = None) -> float:
         """Model FLOP/s of the whole fleet for a model of this size: GPUs × peak × MFU (by active parameters) ×
@@ -169,7 +169,7 @@ class Planner:
         return out
 
 
-def _candidate(c: Candidate) -> dict[str, Any]:
+def candidate_json(c: Candidate) -> dict[str, Any]:
     lay = c.layout
     return {
         "layout": c.describe(),
@@ -283,3 +283,36 @@ def validate(fm: FailureModel | None = None, path: Path | None = None) -> dict[s
         "tier_a_worst_ratio": max(ratios),
         "tier_a_within_published_mfu_10pct": [x["run"] for x in tier_a if abs(x.get("error_published_mfu", 1)) <= 0.10],
     }
+
+
+def check_layout(cfg: PlanConfig, tp: int, pp: int, cp: int, dp_shard: int, mb: int, recompute: str) -> dict[str, Any]:
+    """One layout the user gives (`roost plan --tp/--pp/--cp/--dp-shard`): its memory per GPU, throughput, fit."""
+    from roost.hardware import accelerator
+    from roost.model.budget import OVERHEAD_GIB, RECIPES, Layout
+    from roost.plan.layouts import fixed_layout
+
+    if not cfg.model:
+        raise UsageError("--tp/--pp/--cp/--dp-shard check one layout of one model: add --model NAME")
+    cells = tp * pp * cp
+    if tp < 1 or pp < 1 or cp < 1 or mb < 1 or cfg.gpus % cells:
+        raise UsageError(f"--gpus {cfg.gpus} is not divisible by tp·pp·cp = {tp}·{pp}·{cp}; each must be >= 1")
+    dp = cfg.gpus // cells
+    shard = dp_shard or dp
+    if dp % shard:
+        raise UsageError(f"--dp-shard {shard} does not divide the {dp} data-parallel ranks")
+    pb, gb, ob = RECIPES[cfg.recipe]  # PlanConfig checked the name
+    lay = Layout(
+        dp // shard, shard, tp, pp, cp, "fsdp", cfg.seq_len, mb, 2, recompute, "chunked", pb, gb, ob, OVERHEAD_GIB
+    )
+    acc = accelerator(cfg.gpu, Path(cfg.hardware_file) if cfg.hardware_file else None)
+    c = fixed_layout(shape_for(cfg.model, cfg.experts, cfg.top_k), acc, lay, cfg.batch_tokens)
+    return {**candidate_json(c), "fits": c.fits}
+
+
+def parse_usd(text: str) -> tuple[float, float]:
+    """`--usd-per-hour LOW,HIGH` → (low, high)."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--usd-per-hour LOW,HIGH (e.g. 2,4), got {text!r}") from None
+    return lo, hi

@@ -220,3 +220,18 @@ def plot_validation(v: dict[str, Any], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_plan(r: dict[str, Any], cfg: Any, outdir: Path) -> list[Path]:
+    """`roost plan --plot DIR`: the frontier (when the plan allocated a budget) and time against fleet size."""
+    from roost.plan.planner import DEFAULT_PRESETS, time_vs_gpus
+
+    written = []
+    if "allocation" in r:
+        written.append(plot_frontier(r, outdir / "plan_frontier.png"))
+    j = r["models"][-1]
+    counts = sorted({max(1, int(cfg.gpus * f)) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)})
+    rows = time_vs_gpus(cfg, cfg.model or DEFAULT_PRESETS[-1], j["tokens"], counts)
+    title = f"{j['model']} on {j['tokens'] / 1e12:.3g}T tokens, {r['gpu']}"
+    written.append(plot_scaling(rows, title, outdir / "plan_scaling.png"))
+    return written
