@@ -37,10 +37,10 @@ from rich.table import Table
 from bench.stores import generated_pg_store, generated_rows, generated_store
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
-from roost.corpus import pgserver
 from roost.corpus.backend import open_reader, open_store
 from roost.corpus.ingest import LiveIngest, ingest
 from roost.corpus.post import Post
+from roost.corpus.postgres import server as pgserver
 from roost.corpus.writers import synthetic_drafts, write_x_archive
 from roost.search.embed import Embedder
 

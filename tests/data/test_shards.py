@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from roost.config import ShardConfig
-from roost.corpus.store import TRAINING_WHERE, Store
+from roost.corpus.rows import TRAINING_WHERE
+from roost.corpus.sqlite import Store
 from roost.data import shards as shardlib
 from roost.data import tokenizer as toklib
 from roost.data.erase import Erasures, redact

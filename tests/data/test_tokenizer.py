@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roost.config import TokenizerConfig
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.rows import TRAINING_WHERE
 from roost.data import tokenizer as toklib
 from roost.errors import RoostError, UsageError
 from tests.conftest import run_roost

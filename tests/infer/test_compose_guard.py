@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.corpus.store import Store
+from roost.corpus.sqlite import Store
 from roost.infer.compose import fit, jaccard
 from roost.infer.guard import LeakGuard
 

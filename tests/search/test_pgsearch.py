@@ -19,9 +19,9 @@ import pytest
 
 from roost.config import CorpusConfig
 from roost.context import Roost
-from roost.corpus import pgserver
 from roost.corpus.backend import open_store
 from roost.corpus.ingest import ingest
+from roost.corpus.postgres import server as pgserver
 from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
 from roost.search.backend import SearchBackend
 from roost.search.hybrid import SearchIndex

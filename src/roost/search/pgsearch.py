@@ -1,5 +1,5 @@
 """Search inside PostgreSQL: keyword search with full-text search, vectors in pgvector, in the same database as
-the post store (roost.corpus.pgstore). A `SearchBackend`, like the embedded `SearchIndex`.
+the post store (roost.corpus.postgres). A `SearchBackend`, like the embedded `SearchIndex`.
 
     with PgSearch("postgresql://…", cfg=SearchConfig()) as s:   # `CREATE EXTENSION vector` must be allowed
         s.catch_up()                                             # index what the store holds
@@ -43,17 +43,17 @@ import numpy as np
 import psycopg
 
 from roost.config import SearchConfig
-from roost.corpus.pgerase import owe_rewrite, pay_owed
-from roost.corpus.pgstore import PgStore, connect, has_schema, redact
 from roost.corpus.post import author_key
+from roost.corpus.postgres import PgStore, connect, has_schema, owe_rewrite, pay_owed
 from roost.errors import RoostError, UsageError
+from roost.redact import redact
 from roost.registry import StoreKind, store_kind
 from roost.search import pgtext
 from roost.search.fusion import Hit, fuse, hits, live_posts, tuned_weights
 from roost.search.query import Query, parse
 
 KEYS_VERSION = 2  # as roost.search.keyword's: author_key, author_lc and mentions hold corpus.post.author_key
-INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (pgstore uses _01.._03)
+INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (the store uses _01.._03)
 DIM = 384
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_state (
@@ -280,7 +280,7 @@ class PgSearch:
 
     def _rewrite_owed(self, now: bool) -> None:
         """Do the rewrites erasures still owe (search_docs, and the store's tables when no erasure of the store's
-        could: `pgerase.pay_owed`), so deleted rows' bytes leave the tables and their GIN and HNSW indexes. `now`:
+        could: `roost.corpus.postgres.pay_owed`), so deleted rows' bytes leave the tables and their GIN and HNSW indexes. `now`:
         this call deleted rows (wait up to 10 s for older transactions); otherwise a retry that gives up at once
         and comes back in RETRY_S, so an old snapshot never makes every round stall searches."""
         left = pay_owed(self.con, wait_s=10.0 if now else 0.0)

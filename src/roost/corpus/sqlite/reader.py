@@ -15,18 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from roost.corpus.store import (
+from roost.corpus.rows import SEARCH_COLUMNS, SEARCHABLE, TRAINING_WHERE
+from roost.corpus.sqlite.store import (
     SCHEMA_VERSION,
-    TRAINING_WHERE,
     dead_in,
     erasure_cursor,
     existing_in,
     store_keys,
 )
 from roost.errors import RoostError
-
-SEARCHABLE = "repost_of IS NULL"
-SEARCH_COLUMNS = "seq, id, author, created_at, text, lang, reply_to, mentions"
 
 
 class StoreReader:
@@ -44,7 +41,7 @@ class StoreReader:
             self.con.close()
             raise RoostError(f"{db}: not a usable roost corpus database ({e})") from None
         if version is None or int(version[0]) < SCHEMA_VERSION:  # an older store: migrate it once, then read
-            from roost.corpus.store import Store
+            from roost.corpus.sqlite.store import Store
 
             Store(db).close()
         self.keys = store_keys(self.con)

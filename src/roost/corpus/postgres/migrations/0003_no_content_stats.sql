@@ -2,7 +2,7 @@
 -- — most common values, histogram bounds — of every column into pg_statistic, where an erasure of the posts
 -- cannot reach them (a catalog only a superuser may rewrite). The columns holding people's words, names and ids
 -- are not sampled; lookups on them go through their indexes, which need no statistics. New monthly partitions
--- get the same setting when roost creates them (roost.corpus.pgstore.PRIVATE_COLUMNS).
+-- get the same setting when roost creates them (roost.corpus.postgres.store.PRIVATE_COLUMNS).
 
 ALTER TABLE posts
     ALTER COLUMN id SET STATISTICS 0, ALTER COLUMN author SET STATISTICS 0, ALTER COLUMN author_key SET STATISTICS 0,

@@ -1,4 +1,4 @@
-"""The store's read API on PostgreSQL: the same calls and values as `corpus/reader.py` (SQLite), on a read-only
+"""The store's read API on PostgreSQL: the same calls and values as `corpus/sqlite/reader.py`, on a read-only
 connection (`default_transaction_read_only`).
 
     with open_reader("postgresql://postgres:@/roost?host=/path") as r:
@@ -18,9 +18,8 @@ from typing import Any
 
 import psycopg
 
-from roost.corpus.pgstore import connect, dead_in, existing_in, has_schema, redact, store_keys
-from roost.corpus.reader import SEARCH_COLUMNS, SEARCHABLE
-from roost.corpus.store import TRAINING_WHERE
+from roost.corpus.postgres.store import connect, dead_in, existing_in, has_schema, redact, store_keys
+from roost.corpus.rows import SEARCH_COLUMNS, SEARCHABLE, TRAINING_WHERE
 from roost.errors import RoostError
 
 PAGE = 2_048
@@ -36,7 +35,7 @@ class PgReader:
             self.con.close()
             raise RoostError(f"{redact(url)}: no post store here; run `roost ingest EXPORTS` first")
         if self.con.execute("SELECT to_regclass('store_secret') IS NULL").fetchone()[0]:  # type: ignore[index]
-            from roost.corpus.pgstore import PgStore  # an older store: migrate it once, then read
+            from roost.corpus.postgres.store import PgStore  # an older store: migrate it once, then read
 
             PgStore(url).close()
         try:

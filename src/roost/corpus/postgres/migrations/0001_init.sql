@@ -1,5 +1,5 @@
--- 0001: the post store on PostgreSQL, the same rows as the SQLite store (corpus/store.py), applied on open by
--- roost.corpus.pgstore.migrate (one transaction per file, recorded in schema_migrations).
+-- 0001: the post store on PostgreSQL, the same rows as the SQLite store (corpus/sqlite/store.py), applied on open by
+-- roost.corpus.postgres.store.migrate (one transaction per file, recorded in schema_migrations).
 --
 -- posts is partitioned BY RANGE (created_at), one partition per month (posts_YYYY_MM, made on demand by the
 -- writer) plus posts_default for a timestamp outside 'YYYY-MM'; an old month is archived by detaching or

@@ -1,5 +1,5 @@
 -- 0005: tombstones keep keyed hashes, never a forgotten name or id (roost.corpus.tombkeys), and erasures are
--- followed by the seqs they erased. After this file, roost.corpus.pgstore.migrate runs the Python step of this
+-- followed by the seqs they erased. After this file, roost.corpus.postgres.store.migrate runs the Python step of this
 -- version in the same transaction: it writes the store's random key into store_secret, replaces every
 -- clear-text tombstone key with its hash, brings posts.author_key to today's normalisation (NFKC_Casefold), and
 -- owes the tombstones table a rewrite (erase_pending) so the old keys' bytes leave its files.

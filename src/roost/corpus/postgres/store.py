@@ -1,11 +1,11 @@
-"""The post store on PostgreSQL: the same rows and calls as the SQLite store (`corpus/store.py`), for many ingest
+"""The post store on PostgreSQL: the same rows and calls as the SQLite store (`corpus/sqlite/store.py`), for many ingest
 workers and server replicas writing and reading one database at once.
 
     roost db start                                  # a local server under the home (or bring your own)
     roost --store postgresql://postgres:@/roost?host=/path ingest EXPORTS
     with open_store("postgresql://…") as s: ...     # roost.corpus.backend picks PgStore for a URL
 
-Schema: numbered SQL files in `corpus/pg_migrations/`, applied in order on open (one transaction each, recorded in
+Schema: numbered SQL files in `corpus/postgres/migrations/`, applied in order on open (one transaction each, recorded in
 `schema_migrations`; concurrent openers wait on an advisory lock). Posts are partitioned by month of `created_at`
 (partitions made on demand by the writer). `write_lock()` is a session advisory lock: the server releases it when
 the writer's connection ends, however the writer died. Every insert into `posts` happens under it and commits
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from roost.corpus.pgerase import owe_rewrite, pay_owed
 from roost.corpus.post import author_key
-from roost.corpus.store import COLUMNS, now, reposts_of, summarize
+from roost.corpus.postgres.erase import owe_rewrite, pay_owed
+from roost.corpus.rows import COLUMNS, now, reposts_of, summarize
 from roost.corpus.tombkeys import TombKeys
 from roost.errors import RoostError
 from roost.redact import redact
 
-MIGRATIONS = Path(__file__).with_name("pg_migrations")
+MIGRATIONS = Path(__file__).with_name("migrations")
 # advisory lock keys (one database = one store): writers, schema migrations, partition creation
 WRITE_LOCK, MIGRATE_LOCK, PARTITION_LOCK = 0x726F6F7374_01, 0x726F6F7374_02, 0x726F6F7374_03
 # columns whose values are people's words or names: never sampled into pg_statistic, where an erasure cannot reach
@@ -449,7 +449,7 @@ class PgStore:
                 self.con.execute(f"UPDATE posts SET {col} = %s WHERE id = %s", (new, pid))
 
     def checkpoint(self, wait_s: float = 10.0) -> bool:
-        """Do every rewrite an erasure still owes (`pgerase.pay_owed`: one month's partition per month touched, not
+        """Do every rewrite an erasure still owes (`erase.pay_owed`: one month's partition per month touched, not
         the whole store), then CHECKPOINT where allowed. False when some rewrite is still owed: it stays recorded
         for the next try (any erasure, any running server's indexer every 30 s)."""
         left = pay_owed(self.con, wait_s)
