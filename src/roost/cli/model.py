@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.cli.app import app, state
-from roost.errors import UsageError
+from roost.errors import RoostError, UsageError
 from roost.model.imports import import_model, resolve_model
 
 console = Console()
@@ -79,40 +79,33 @@ def generate(
     """
     import torch
 
-    from roost.data import tokenizer as toklib
-    from roost.infer.simple import SampleConfig
+    from roost.infer.compose import chat_prompt
+    from roost.infer.loading import text_side
+    from roost.infer.sampling import SamplingParams
     from roost.infer.simple import generate as run_generate
     from roost.model.convert import load_model_dir
-    from roost.model.shapes import read_json
     from roost.probe import choose
 
     if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise UsageError("--max-tokens >= 1, --temperature >= 0, --top-p in (0, 1], --top-k >= 0")
     choice = choose("decode", dtype)
     Console(stderr=True).print(f"[dim]{choice.line()}[/]", highlight=False)
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     results = []
     for name in [model, *(vs or [])]:
         path = resolve_model(state(ctx).ws, name)
         m, meta = load_model_dir(path)
         if choice.dtype == "bf16":
             m.to(torch.bfloat16)
-        tok = toklib.load(path / "tokenizer.json")
-        tc_file = path / "tokenizer_config.json"
-        tc = read_json(tc_file) if tc_file.is_file() else {}
-        tc = tc if isinstance(tc, dict) else {}
-        # a from-scratch base model continues text; imported and fine-tuned models get the chat template
+        tok, stops, template = text_side(path)  # as `roost serve` renders and stops a chat
+        # a from-scratch base model continues text; imported and fine-tuned models get their chat template
         base_only = meta.get("source") == "trained" and not meta.get("init")
-        use_chat = (
-            chat and not base_only and tok.token_to_id("<|im_start|>") is not None and bool(tc.get("chat_template"))
-        )
-        text = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n" if use_chat else prompt
-        ids = tok.encode(text, add_special_tokens=False).ids
-        stops = {
-            i
-            for i in (tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>", tc.get("eos_token") or ""))
-            if i is not None
-        }
-        out = run_generate(m, ids, SampleConfig(max_tokens, temperature, top_k, top_p, seed), stops)
+        use_chat = chat and not base_only and template.from_model
+        try:
+            text = chat_prompt(None, prompt, template) if use_chat else prompt
+        except ValueError as e:  # the model's template rejected the turn or broke a budget
+            raise RoostError(str(e)) from None
+        out = run_generate(m, tok.encode(text, add_special_tokens=False).ids, params, stops)
         label = f"ai_generated: true · model {path.name} · sha256 {meta.get('model_sha256', '?')[:12]}…"
         results.append((path.name, ("" if use_chat else prompt) + tok.decode(out), label))
     if len(results) == 1:

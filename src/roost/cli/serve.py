@@ -117,29 +117,21 @@ def _suggest(
     title: str,
     dtype: str = "auto",
 ) -> None:
-    from roost.infer.compose import ComposeConfig, suggest
+    from roost.corpus.backend import store_exists
+    from roost.infer.compose import ComposeConfig, chat_prompt, suggest
     from roost.infer.guard import LeakGuard
 
     if not 1 <= n <= 8 or max_chars < 20:
         raise UsageError("-n must be in 1..8 and --max-chars >= 20")
-    engine, name, sha, template = load_engine(state(ctx).ws, model, max_batch=max(n, 1), dtype=dtype, say=_say)
-    from roost.infer.compose import chat_prompt
-
-    prompt = chat_prompt(system, user, template)
-    from roost.corpus.backend import store_exists
-
+    loaded = load_engine(state(ctx).ws, model, max_batch=max(n, 1), dtype=dtype, say=_say)
+    prompt = chat_prompt(system, user, loaded.template)
     db = state(ctx).store
     guard = LeakGuard(db) if store_exists(db) else None
+    prov = {"model": loaded.name, "model_sha256": loaded.sha256}
     try:
-        out = suggest(
-            engine,
-            prompt,
-            ComposeConfig(n=n, max_chars=max_chars, seed=seed, max_tokens=min(256, max(48, max_chars // 2))),
-            guard,
-            {"model": name, "model_sha256": sha},
-        )
+        out = suggest(loaded.engine, prompt, ComposeConfig.of(n, max_chars, seed=seed), guard, prov)
     finally:
-        engine.shutdown()
+        loaded.engine.shutdown()
     _print_suggestions(out, title)
 
 

@@ -67,6 +67,7 @@ class ChatTemplate:
             raise RoostError(f"{origin or 'the model'}: chat_template must be a string (or HF's list of named ones)")
         self.source = template or CHATML
         self.trusted = template is None
+        self.from_model = bool(template)  # the model folder has its own template (not roost's ChatML fallback)
         self.origin = origin or ("ChatML" if self.trusted else "the model's chat_template")
         try:  # a model's template is only parsed here (no constant folding, nothing runs); the worker compiles it
             env = _environment()

@@ -12,13 +12,14 @@ import queue
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from roost.corpus.dedup import shingles
 from roost.infer.chat import ChatTemplate
-from roost.infer.engine import Engine, Event, check_done
+from roost.infer.engine import Event, check_done
 from roost.infer.guard import LeakGuard
+from roost.infer.protocol import GenerationEngine
 from roost.infer.sampling import SamplingParams
 
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
@@ -26,14 +27,19 @@ _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
 
 @dataclass
 class ComposeConfig:
+    """How many candidates, how long, how hard to try; `sampling` is each generation's (its seed is the first
+    candidate's: candidate i of round r gets seed + 1000 r + i)."""
+
     n: int = 3
     max_chars: int = 280
-    temperature: float = 0.9
-    top_p: float = 0.95
-    max_tokens: int = 96
     attempts: int = 3  # generations per requested candidate before giving up on it
     near_dup: float = 0.6  # Jaccard of character 5-shingles above which a candidate is a near-duplicate
-    seed: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams.for_suggestions)
+
+    @classmethod
+    def of(cls, n: int, max_chars: int, temperature: float = 0.9, seed: int | None = None) -> ComposeConfig:
+        """The config of `roost compose`/`reply` and `/v1/compose`/`/v1/reply`: their sampling defaults."""
+        return cls(n=n, max_chars=max_chars, sampling=SamplingParams.for_suggestions(max_chars, temperature, seed))
 
 
 def fit(text: str, limit: int) -> str | None:
@@ -94,7 +100,7 @@ REPLY_SYSTEM = "You write short, friendly replies to social media posts. Answer 
 
 
 def suggest(
-    engine: Engine,
+    engine: GenerationEngine,
     prompt: str,
     cfg: ComposeConfig,
     guard: LeakGuard | None,
@@ -115,14 +121,7 @@ def suggest(
         texts = [""] * want
         reqs: list[Any] = []
         for i in range(want):
-            seed = None if cfg.seed is None else cfg.seed + round_ * 1000 + i
-            params = SamplingParams(
-                max_tokens=cfg.max_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                seed=seed,
-                repetition_penalty=1.1,
-            )
+            params = cfg.sampling.nth(round_ * 1000 + i)
             reqs.append(engine.submit(ids, params, functools.partial(_put, q, i)))
         done = 0
         while done < want:

@@ -1,6 +1,7 @@
 """The inference engine behind `roost serve`, `roost compose` and `roost reply`: a preallocated GQA KV cache with one
 row per running request, prefill then decode, and continuous batching — requests join and leave the running batch
-between decode steps, new ones wait in a bounded queue.
+between decode steps, new ones wait in a bounded queue. It is one of the two `GenerationEngine`s
+(roost.infer.protocol); the other generates on upstream replicas (roost.infer.upstream).
 
     engine = Engine(model, tokenizer, max_batch=8)        # starts its worker thread
     req = engine.submit(prompt_ids, SamplingParams(max_tokens=60, seed=1), on_event)
@@ -16,18 +17,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from roost.infer.protocol import GenerationEngine, UpstreamHook
 from roost.infer.sampling import RequestSampler, SamplingParams
 from roost.model.llama import Llama
+
+if TYPE_CHECKING:
+    from roost.infer.upstream import Upstream
 
 
 class QueueFull(Exception):
@@ -74,7 +78,11 @@ class Request:
         self.cancelled = True
 
 
-class Engine:
+class Engine(GenerationEngine):
+    """The in-process `GenerationEngine`: the model on this machine, continuous batching over its KV cache."""
+
+    on_upstream: UpstreamHook | None = None  # no upstreams: never called
+
     def __init__(
         self,
         model: Llama,
@@ -133,18 +141,6 @@ class Engine:
             self.cv.notify()
         return req
 
-    def complete(self, prompt_ids: list[int], params: SamplingParams, timeout: float = 600) -> tuple[str, Event]:
-        """Blocking: the whole text and the final event."""
-        q: queue.Queue[Event] = queue.Queue()
-        self.submit(prompt_ids, params, q.put)
-        parts = []
-        deadline = time.monotonic() + timeout
-        while True:
-            ev = q.get(timeout=max(0.1, deadline - time.monotonic()))
-            parts.append(ev.text)
-            if ev.kind == "done":
-                return "".join(parts), ev
-
     def queue_depth(self) -> int:
         return len(self.waiting)
 
@@ -154,6 +150,9 @@ class Engine:
 
     def active(self) -> int:
         return sum(r is not None for r in self.slots)
+
+    def upstreams(self) -> Sequence[Upstream]:
+        return ()  # generates in process
 
     def shutdown(self, drain_timeout: float = 10.0) -> None:
         with self.cv:

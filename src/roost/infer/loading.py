@@ -1,18 +1,41 @@
 """Build a generation engine from a model name and arguments (as vLLM builds one from `EngineArgs`): used by
-`roost serve`, `roost compose`/`reply` and `roost ask`, e.g. `load_engine(ctx.ws, "smollm2", max_batch=8)`.
+`roost serve`, `roost compose`/`reply` and `roost ask`. Both loaders return a `LoadedModel`:
+
+    loaded = load_engine(ctx.ws, "smollm2", max_batch=8)          # or load_upstream(ctx.ws, "smollm2", urls)
+    loaded.engine.submit(...); loaded.name, loaded.sha256, loaded.template
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from roost.errors import UsageError
 from roost.model.imports import resolve_model
 from roost.model.shapes import read_json
 from roost.workspace import Workspace
+
+if TYPE_CHECKING:
+    from roost.infer.chat import ChatTemplate
+    from roost.infer.protocol import GenerationEngine
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate: its engine, the name it is served as, the sha256 of its weights (what every label
+    carries) and its chat template."""
+
+    engine: GenerationEngine
+    name: str
+    sha256: str
+    template: ChatTemplate
+
+    def __iter__(self) -> Iterator[Any]:
+        """`engine, name, sha256, template = loaded`: for callers not yet moved to the fields (cli/search.py)."""
+        return iter((self.engine, self.name, self.sha256, self.template))
 
 
 def load_engine(
@@ -25,7 +48,7 @@ def load_engine(
     quant: str | None = None,
     start: bool = True,
     say: Callable[[str], None] | None = None,
-) -> tuple[Any, str, str, Any]:
+) -> LoadedModel:
     """An `Engine` on `models/NAME` (or a model directory) in the dtype the probe picks for decode (or `dtype`),
     with its name, weights sha256 and chat template; `say` gets the one-line dtype choice."""
     import torch
@@ -58,12 +81,19 @@ def load_engine(
         quant=quant,
         start=start,
     )
-    return engine, path.name, str(meta.get("model_sha256", "unknown")), template
+    return LoadedModel(engine, path.name, str(meta.get("model_sha256", "unknown")), template)
 
 
-def text_side(path: Path) -> tuple[Any, set[int], Any]:
-    """The model folder's tokenizer, its end-of-turn ids and its chat template (what roost renders and encodes
-    itself, whichever backend generates)."""
+class TextSide(NamedTuple):
+    """What roost renders and encodes itself, whichever engine generates."""
+
+    tok: Any  # the folder's tokenizer.json
+    eos_ids: set[int]  # its end-of-turn ids
+    template: ChatTemplate  # its chat template (ChatML when it has none)
+
+
+def text_side(path: Path) -> TextSide:
+    """The model folder's tokenizer, its end-of-turn ids and its chat template."""
     from roost.data import tokenizer as toklib
     from roost.infer.chat import ChatTemplate
 
@@ -78,7 +108,7 @@ def text_side(path: Path) -> tuple[Any, set[int], Any]:
         if i is not None
     }
     template = ChatTemplate(tc.get("chat_template"), tc, origin=f"{path}/tokenizer_config.json chat_template")
-    return tok, eos, template
+    return TextSide(tok, eos, template)
 
 
 def vouch(path: Path, local_sha: str, url: str, card: dict[str, Any], pin: str | None, own: bool = False) -> str:
@@ -150,7 +180,7 @@ def load_upstream(
     wait_s: float = 30.0,
     say: Callable[[str], None] | None = None,
     own: Collection[str] = (),
-) -> tuple[Any, str, str, Any]:
+) -> LoadedModel:
     """An `UpstreamEngine` over `urls` for `models/NAME`: the folder gives the tokenizer, chat template and the
     sha256 the labels carry; every upstream must serve those weights (see `vouch`) under one served name. `own`:
     the URLs of replicas roost started itself on that folder."""
@@ -188,4 +218,4 @@ def load_upstream(
     engine = UpstreamEngine(urls, tok, eos, limit, str(served), max_queue=max_queue)
     for u, card in zip(engine.router.upstreams, cards, strict=True):
         u.card = (card.get("id"), card.get("root"))
-    return engine, path.name, str(local), template
+    return LoadedModel(engine, path.name, str(local), template)

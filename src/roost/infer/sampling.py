@@ -1,12 +1,15 @@
 """Sampling parameters and the per-request logits pipeline of the engine: repetition / frequency / presence
 penalties, temperature, top-k, top-p, min-p, a per-request seeded generator, and log-probabilities.
 
-Used by `roost.infer.engine` (and so by `roost serve`, `roost compose`, `roost reply`).
+`SamplingParams` is the one sampling type of every route and verb; each keeps its own defaults where it builds one:
+the OpenAI routes from the request (`roost.serve.generation.params_of`), `/v1/compose`, `/v1/reply`, `roost
+compose` and `roost reply` from `SamplingParams.for_suggestions`, `roost generate` from its flags. Used by
+`roost.infer.engine` and `roost.infer.simple` (`RequestSampler`) and sent upstream by `roost.infer.upstream`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -26,6 +29,22 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # None: none; 0: the chosen token's; n: also the top n
     ignore_eos: bool = False
+
+    @classmethod
+    def for_suggestions(cls, max_chars: int = 280, temperature: float = 0.9, seed: int | None = None) -> SamplingParams:
+        """Compose and reply candidates (API and CLI): enough tokens for `max_chars` characters (half as many, in
+        48..256), nucleus 0.95 and a mild repetition penalty."""
+        return cls(
+            max_tokens=min(256, max(48, max_chars // 2)),
+            temperature=temperature,
+            top_p=0.95,
+            repetition_penalty=1.1,
+            seed=seed,
+        )
+
+    def nth(self, k: int) -> SamplingParams:
+        """These parameters for the k-th of several samples: seed + k (no seed stays none)."""
+        return replace(self, seed=None if self.seed is None else self.seed + k)
 
     def check(self) -> None:
         """Raise ValueError (a client error) for values that cannot work."""

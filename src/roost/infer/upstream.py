@@ -1,5 +1,5 @@
 """Generation from OpenAI-compatible upstream servers (vLLM replicas) behind roost's product layer: `UpstreamEngine`
-has the in-process `Engine`'s interface (submit / complete / queue_depth / active / shutdown / run), so compose,
+is a `GenerationEngine` (roost.infer.protocol) like the in-process `Engine`, so compose,
 reply, the leak guard, `/v1/ask`, query expansion, labels, keys, metrics and error shapes work unchanged on it.
 
     roost serve smollm2 --upstream http://10.0.0.5:8000 --upstream http://10.0.0.6:8000
@@ -29,13 +29,14 @@ import json
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from roost.infer.engine import Engine, EngineStopped, Event, QueueFull, Request, Unavailable, check_request
+from roost.infer.engine import EngineStopped, Event, QueueFull, Request, Unavailable, check_request
+from roost.infer.protocol import GenerationEngine, UpstreamHook
 from roost.infer.sampling import SamplingParams
 from roost.infer.upstream_io import (
     IDENTITY,
@@ -227,10 +228,8 @@ def _logprobs(lp: Any, ids: list[int], vocab: int) -> list[dict[str, Any]]:
     return out
 
 
-class UpstreamEngine:
-    """The `Engine` interface over OpenAI-compatible upstream servers (see the module docstring)."""
-
-    complete = Engine.complete
+class UpstreamEngine(GenerationEngine):
+    """The `GenerationEngine` over OpenAI-compatible upstream servers (see the module docstring)."""
 
     def __init__(
         self,
@@ -242,7 +241,7 @@ class UpstreamEngine:
         max_queue: int = 256,
         health_interval: float = 1.0,
         chunk_timeout: float = CHUNK_TIMEOUT,
-        on_upstream: Callable[[str, str, float | None], None] | None = None,
+        on_upstream: UpstreamHook | None = None,
     ):
         self.tok, self.eos_ids, self.max_seq, self.served = tokenizer, eos_ids, max_seq, served
         self.vocab = tokenizer.get_vocab_size()
@@ -272,7 +271,7 @@ class UpstreamEngine:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    # -- the Engine interface ------------------------------------------------------------------------------------
+    # -- the GenerationEngine interface ----------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> Request:
         """Send a request upstream; raises ValueError (client error), QueueFull, Unavailable or EngineStopped."""
         check_request(prompt_ids, params, self.max_seq, self.vocab)
@@ -301,6 +300,9 @@ class UpstreamEngine:
 
     def kv_usage(self) -> float:
         return 0.0  # the upstreams' own metrics say this
+
+    def upstreams(self) -> Sequence[Upstream]:
+        return self.router.upstreams
 
     def run(self) -> None:
         """Block until `shutdown()` (the server's main thread waits here, as it drives the in-process engine)."""

@@ -106,8 +106,7 @@ def add_generation_routes(
         try:
             for ids in ids_list:
                 for i in range(n):
-                    pi = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
-                    reqs.append(submit(ids, pi, q, k))
+                    reqs.append(submit(ids, p.nth(i), q, k))
                     k += 1
             t0, first, done = time.perf_counter(), True, 0
             gone = client_gone(request.scope)
@@ -331,9 +330,7 @@ def add_generation_routes(
     async def suggestions(
         prompt: str, n: int, max_chars: int, temperature: float, seed: int | None, request: Request
     ) -> SuggestResponse:
-        cfg_c = ComposeConfig(
-            n=n, max_chars=max_chars, temperature=temperature, seed=seed, max_tokens=min(256, max(48, max_chars // 2))
-        )
+        cfg_c = ComposeConfig.of(n, max_chars, temperature, seed)
         if guard is not None:
             guard.refresh()
         gone = client_gone(request.scope)
