@@ -154,7 +154,7 @@ def _time(index: Any, queries: list[str], mode: str) -> tuple[list[float], list[
 
 
 def bench_search(root: Path, admin: str, n: int, vector_posts: int, n_queries: int) -> Table:
-    from roost.search.hybrid import SearchIndex
+    from roost.search.embedded import SearchIndex
     from roost.search.pgsearch import PgSearch
 
     console.print(f"generating {n:,} posts into SQLite and PostgreSQL …")

@@ -30,7 +30,7 @@ from bench.stores import generated_store
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
 from roost.corpus.post import Post
-from roost.search.hybrid import SearchIndex
+from roost.search.embedded import SearchIndex
 from roost.search.keyword import KeywordIndex
 from roost.search.query import parse
 from roost.search.vectors import VectorIndex

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -130,3 +131,38 @@ def test_demo_corpus_sample(tmp_path: Path) -> None:
     ]
     bad = run_roost("--home", str(tmp_path / "c"), "demo-corpus", "--posts", "0", *extra, check=False)
     assert bad.returncode == 2 and "--posts must be >= 1" in bad.stderr
+
+
+def _verbs(*group: str) -> list[tuple[str, ...]]:
+    """The verbs `roost [group] --help` lists (its Commands panel), as argument tuples."""
+    out = run_roost(*group, "--help").stdout
+    panel = out.split("Commands", 1)[1] if "Commands" in out else ""
+    return [(*group, m) for m in re.findall(r"^│ ([a-z][a-z-]*) ", panel, flags=re.M)]
+
+
+def test_help_keeps_bracketed_words() -> None:
+    """Every bracketed word in the CLI's help texts (`[search] k`, `[store] url`) reaches the printed help: Rich
+    markup swallowed them ("default  k, 10"). Style tags (`[bold]…[/]`) stay markup."""
+    import ast
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = Path(__file__).parents[1] / "src" / "roost" / "cli"
+    words = set()
+    for path in src.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # help= texts and the verbs' docstrings
+            texts = [node.value] if isinstance(node, ast.keyword) and node.arg == "help" else []
+            if isinstance(node, ast.FunctionDef) and (doc := ast.get_docstring(node)):
+                texts.append(ast.Constant(doc))
+            for text in texts:
+                for part in ast.walk(text):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        words.update(re.findall(r"\[[a-z_]+\](?= )", part.value))
+    words -= {"[bold]", "[dim]", "[red]", "[yellow]", "[green]", "[cyan]", "[italic]"}
+    assert {"[search]", "[store]"} <= words
+    verbs = _verbs()
+    for group in [v for v in verbs if "Commands" in run_roost(*v, "--help").stdout]:
+        verbs += _verbs(*group)
+    assert ("corpus", "stats") in verbs and ("search",) in verbs
+    with ThreadPoolExecutor(4) as pool:
+        printed = "\n".join(pool.map(lambda v: run_roost(*v, "--help").stdout, [(), *verbs]))
+    assert not [w for w in sorted(words) if w not in printed]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roost.context import Roost
-from roost.search.hybrid import SearchIndex
+from roost.search.embedded import SearchIndex
 from tests.data.conftest import store_db, tok_path  # noqa: F401
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from roost.context import Roost
 from roost.search import eval as ev
-from roost.search.hybrid import SearchIndex
+from roost.search.embedded import SearchIndex
 from tests.conftest import run_roost
 from tests.search.conftest import copy_home
 from tests.serve.conftest import model_dir  # noqa: F401

@@ -24,7 +24,7 @@ from roost.corpus.ingest import ingest
 from roost.corpus.postgres import server as pgserver
 from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
 from roost.search.backend import SearchBackend
-from roost.search.hybrid import SearchIndex
+from roost.search.embedded import SearchIndex
 from roost.search.pgsearch import PgSearch
 from tests.security.test_search_operators import NEGATED, POSTS, T0, RememberingEmbedder, _contains, _ops_of
 

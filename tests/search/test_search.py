@@ -11,7 +11,7 @@ import pytest
 
 from roost.context import Roost
 from roost.errors import UsageError
-from roost.search.hybrid import SearchIndex
+from roost.search.embedded import SearchIndex
 from roost.search.query import parse
 from tests.conftest import run_roost
 

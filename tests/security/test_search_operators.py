@@ -25,7 +25,8 @@ from roost.corpus.ingest import ingest
 from roost.corpus.writers import Draft, write_x_archive
 from roost.errors import UsageError
 from roost.search.embed import Embedder
-from roost.search.hybrid import Hit, SearchIndex
+from roost.search.embedded import SearchIndex
+from roost.search.hybrid import Hit
 from roost.search.query import parse
 
 MODES = ("keyword", "semantic", "hybrid")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-from roost.cli.app import app
+from roost.cli.app import app, command
+
+__all__ = ["app", "main"]
 
 # the verb groups, in the order `roost --help` lists them (each module registers its verbs on `app`)
 VERB_MODULES = ("corpus", "data", "demo", "model", "train", "serve", "search", "plan", "db")
@@ -19,7 +21,7 @@ for _name in VERB_MODULES:
 
 
 def main() -> None:
-    app()
+    command()()  # as app() does, with bracketed words in help texts kept
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ stage function and printing.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import typer.core
+import typer.main
 from rich.console import Console
 
 from roost.config import RoostConfig
@@ -83,12 +85,43 @@ def main_options(
         str | None,
         typer.Option(
             "--store",
-            help="Post store: a postgresql:// URL (else $ROOST_STORE, else \\[store] url in roost.toml, else "
+            help="Post store: a postgresql:// URL (else $ROOST_STORE, else [store] url in roost.toml, else "
             "<home>/corpus.db). Every command then reads and writes that store.",
         ),
     ] = None,
 ) -> None:
     ctx.obj = State(Roost.at(home, config, store))  # a bad --store or --config is a usage error here
+
+
+STYLE_TAG = re.compile(r"\[(/?(?:bold|dim|italic|red|yellow|green|cyan)?)\]")
+
+
+def literal_brackets(text: str | None) -> str | None:
+    """Help text with every bracketed word kept (`[search] k`, `[store] url`): Rich markup would swallow it. Only
+    the style tags the help texts use (`[bold]…[/]`) stay markup."""
+    if not text:
+        return text
+    out, at = [], 0
+    for m in re.finditer(r"\\?\[", text):
+        out.append(text[at : m.start()])
+        tag = STYLE_TAG.match(text, m.start())
+        out.append(m.group() if m.group().startswith("\\") or tag else "\\[")
+        at = m.end()
+    return "".join(out) + text[at:]
+
+
+def command() -> Any:
+    """The app as the command line runs it (typer's click command), every help text through `literal_brackets`."""
+    root = typer.main.get_command(app)
+    todo = [root]
+    while todo:
+        cmd = todo.pop()
+        cmd.help = literal_brackets(cmd.help)
+        for param in cmd.params:
+            if hasattr(param, "help"):  # options and typer's arguments
+                param.help = literal_brackets(param.help)
+        todo += getattr(cmd, "commands", {}).values()  # a group's verbs
+    return root
 
 
 def progress_bar(show: bool) -> Any:

@@ -26,7 +26,8 @@ from typing import Any
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import check_done
 from roost.infer.sampling import SamplingParams
-from roost.search.hybrid import Hit, SearchIndex, or_terms
+from roost.search.backend import SearchBackend
+from roost.search.hybrid import Hit, or_terms
 from roost.search.query import STOPWORDS, Query, parse
 
 ASK_SYSTEM = (
@@ -112,7 +113,7 @@ def post_json(h: Hit, n: int) -> dict[str, Any]:
 def ask_events(
     engine: Any,
     template: ChatTemplate,
-    index: SearchIndex,
+    index: SearchBackend,
     question: str,
     cfg: AnswerConfig,
     provenance: dict[str, Any],
@@ -234,7 +235,7 @@ def _final(
 def ask(
     engine: Any,
     template: ChatTemplate,
-    index: SearchIndex,
+    index: SearchBackend,
     question: str,
     cfg: AnswerConfig,
     provenance: dict[str, Any],

@@ -1,10 +1,14 @@
-"""The interface every search backend implements (docs/search.md, "Backends"). `SearchIndex` (tantivy + usearch,
-embedded, no server) is the one that ships; an OpenSearch or Postgres + pgvector adapter implements the same four
-methods, and `roost serve`, `roost ask` and `roost eval search` work unchanged on top of it.
+"""The interface every search backend implements, and the one place a backend is opened (docs/search.md,
+"Backends"). `roost serve`, `roost ask`, `roost eval search` and the erasure cascade use only this protocol.
 
-`roost.search.pgsearch.PgSearch(url)` is the PostgreSQL one: full-text search (roost's analyser, ts_rank_cd) and
-pgvector (HNSW, cosine, optional halfvec) in the store's own database, so several `roost serve` replicas share one
-index (`catch_up` on any of them makes new posts searchable, and forgotten ones gone, on all).
+    index = open_search(ctx)            # the backend `[search] backend` names (roost.registry decides)
+    index.catch_up(); index.search("lighthouse lang:en")
+
+Two ship, both `HybridSearch` (roost.search.hybrid: one orchestration over a keyword source, a vector source and a
+post lookup): `roost.search.embedded.SearchIndex` (tantivy + usearch under <home>/index, no server) and
+`roost.search.pgsearch.PgSearch` (full-text search and pgvector in the PostgreSQL store's own database, so several
+`roost serve` replicas share one index: `catch_up` on any of them makes new posts searchable, and forgotten ones
+gone, on all).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def open_search(ctx: Roost, embedder: Any | None = None, cfg: SearchConfig | Non
 
 
 def _embedded(ctx: Roost, embedder: Any | None, cfg: SearchConfig) -> SearchBackend:
-    from roost.search.hybrid import SearchIndex
+    from roost.search.embedded import SearchIndex
 
     return SearchIndex(ctx, embedder=embedder, cfg=cfg)
 
@@ -115,7 +119,7 @@ def build_index(ctx: Roost, on_batch: Any = None, rebuild: bool = False) -> dict
 
     cfg = ctx.settings.search
     if search_kind(cfg.backend, ctx.store) is SearchKind.EMBEDDED:
-        from roost.search.hybrid import SearchIndex
+        from roost.search.embedded import SearchIndex
 
         meta = SearchIndex.build(ctx, on_batch=on_batch, rebuild=rebuild)
         return {**meta, "where": str(ctx.ws.index_dir)}

@@ -26,7 +26,8 @@ from roost.context import Roost
 from roost.corpus.backend import open_reader
 from roost.errors import UsageError
 from roost.search.backend import SearchBackend, current_search
-from roost.search.hybrid import SearchIndex, or_terms
+from roost.search.embedded import SearchIndex
+from roost.search.hybrid import or_terms
 from roost.search.query import MAX_QUERY_CHARS, Query, parse
 from roost.workspace import Workspace
 

@@ -235,6 +235,10 @@ class KeywordIndex:
             out.append((d["id"][0], int(d["rowid"][0]), float(score)))
         return out
 
+    def ranked(self, q: Query, depth: int, within: Query | None = None) -> list[tuple[int, float]]:
+        """(rowid, BM25 score) best first: the `KeywordSource` of roost.search.hybrid."""
+        return [(rowid, score) for _, rowid, score in self.search(q, depth, within=within)]
+
     def rowids(self, query: Any, cap: int) -> list[int] | None:
         """Rowids of every post matching a query (None when there are more than `cap`)."""
         searcher = self.index.searcher()

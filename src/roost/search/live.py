@@ -13,13 +13,13 @@ import logging
 import threading
 import time
 
-from roost.search.hybrid import SearchIndex
+from roost.search.backend import SearchBackend
 
 log = logging.getLogger(__name__)
 
 
 class LiveIndexer:
-    def __init__(self, index: SearchIndex, save_every_s: float = 300.0):
+    def __init__(self, index: SearchBackend, save_every_s: float = 300.0):
         self.index = index
         self.period = index.cfg.refresh_ms / 1000
         self.save_every_s = save_every_s

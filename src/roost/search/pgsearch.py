@@ -23,7 +23,7 @@ word weighs no more than a common one; matters mostly for OR queries) and no ter
 posts the two mostly agree on which posts match and differ in order (tests/search/test_pgsearch.py measures the
 overlap). Queries with filters only are ordered newest first. Semantic: cosine similarity of the MiniLM
 embeddings. Hybrid: reciprocal rank fusion with `search.rrf_k` and the configured weights, plus the optional
-recency boost, as in `SearchIndex` (roost.search.hybrid).
+recency boost, as in `SearchIndex` (both run roost.search.hybrid).
 
 Operators hold in every mode: filters, #tags, @mentions, "phrases" and exclusions are SQL conditions in the
 WHERE of both the keyword and the vector query (roost.search.pgtext). When they leave few posts (≤ 5 % of the
@@ -49,8 +49,9 @@ from roost.errors import RoostError, UsageError
 from roost.redact import redact
 from roost.registry import StoreKind, store_kind
 from roost.search import pgtext
-from roost.search.fusion import Hit, fuse, hits, live_posts, tuned_weights
-from roost.search.query import Query, parse
+from roost.search.fusion import live_posts
+from roost.search.hybrid import HybridSearch
+from roost.search.query import Query
 
 KEYS_VERSION = 2  # as roost.search.keyword's: author_key, author_lc and mentions hold corpus.post.author_key
 INDEX_LOCK = 0x726F6F7374_10  # advisory lock: one catch_up batch at a time across replicas (the store uses _01.._03)
@@ -98,7 +99,7 @@ def search_tables_exist(url: Any) -> bool:
 RETRY_S = 30.0  # how often a replica retries a search_docs rewrite an erasure still owes
 
 
-class PgSearch:
+class PgSearch(HybridSearch):
     exact_limit = 20_000  # the vector query is exact when ≤ this many posts (or ≤ 5 %) pass the operators
     shared = True  # the tables are in the store's database: any replica's catch_up serves every replica
 
@@ -108,8 +109,7 @@ class PgSearch:
         if vectors not in ("f32", "f16"):
             raise UsageError(f"vectors must be f32 or f16, got {vectors!r}")
         self.url = url
-        self.cfg = cfg or SearchConfig()
-        self._embedder = embedder
+        super().__init__(cfg or SearchConfig(), embedder, keyword=self, vectors=self, posts=self)  # all three sources
         self._local = threading.local()  # one connection per thread (searches set transaction-local options)
         self._cons: list[psycopg.Connection[Any]] = []
         self._readers: list[Any] = []
@@ -182,24 +182,10 @@ class PgSearch:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def embedder(self) -> Any:
-        if not self._embedder:
-            from roost.search.embed import Embedder
-
-            self._embedder = Embedder(dtype=self.cfg.embed_dtype)
-        return self._embedder
-
-    @property
-    def weights(self) -> tuple[float, float]:
-        """RRF weights: `[search]`'s, else the tuned ones kept in search_state (`roost eval search --tune`), else 1:1."""
-        kw, sem = self.cfg.keyword_weight, self.cfg.semantic_weight
-        row = (
-            None
-            if kw is not None and sem is not None
-            else self.con.execute("SELECT fusion FROM search_state").fetchone()
-        )
-        return tuned_weights(row[0] if row else None, kw, sem)
+    def stored_fusion(self) -> Any:
+        """The tuned weights kept in search_state (`roost eval search --tune`), shared by every replica."""
+        row = self.con.execute("SELECT fusion FROM search_state").fetchone()
+        return row[0] if row else None
 
     def store_fusion(self, weights: dict[str, float] | None) -> None:
         """Tuned fusion weights into search_state, for every replica (None: back to 1 : 1)."""
@@ -314,9 +300,9 @@ class PgSearch:
         seq, tomb, docs, vectors = self.con.execute("SELECT seq, tomb_seq, docs, vectors FROM search_state").fetchone()  # type: ignore[misc]
         return {"posts": int(docs), "max_rowid": int(seq), "erased": int(tomb), "vectors": vectors}
 
-    # -- searching -----------------------------------------------------------------------------------------------------
-    def _keyword(self, q: Query, limit: int, within: Query | None = None) -> list[tuple[int, float]]:
-        """(seq, score) best first: ts_rank_cd for a text query, newest first for filters only."""
+    # -- the three sources of roost.search.hybrid ---------------------------------------------------------------------
+    def ranked(self, q: Query, limit: int, within: Query | None = None) -> list[tuple[int, float]]:
+        """(seq, score) best first: ts_rank_cd for a text query, newest first for filters only (`KeywordSource`)."""
         built = pgtext.keyword(q, within)
         if built is None:
             return []
@@ -331,11 +317,9 @@ class PgSearch:
         )
         return [(int(s), float(r)) for s, r in self.con.execute(sql, (rank, *params, limit))]
 
-    def _semantic(self, q: Query, k: int) -> list[tuple[int, float]]:
-        """(seq, cosine similarity) of the posts nearest the free text, among the posts q's operators allow."""
-        if not q.text.strip():
-            return []
-        v = self._vec(self.embedder.encode([q.text])[0])
+    def nearest(self, q: Query, vec: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(seq, cosine similarity) of the posts nearest `vec`, among the posts q's operators allow (`VectorSource`)."""
+        v = self._vec(vec)
         where, params = pgtext.constraint(q)
         cond = " AND ".join(where) or "true"
         dist = f"embedding <=> %s::{self._vcast}"
@@ -362,29 +346,6 @@ class PgSearch:
         )
         return [(int(s), float(sim)) for s, sim in self.con.execute(sql, (v, *params, v, k))]
 
-    def search(
-        self,
-        query: str | Query,
-        mode: str | None = None,
-        k: int | None = None,
-        recency: float | None = None,
-        extra_terms: list[str] | None = None,
-    ) -> list[Hit]:
-        """Ranked posts, as `SearchIndex.search`. `extra_terms` (from LLM query expansion) add a third, optional
-        keyword ranking under the same operators."""
-        q = parse(query) if isinstance(query, str) else query
-        k = k or self.cfg.k
-        recency = self.cfg.recency if recency is None else recency
-
-        def keyword(qq: Query, depth: int, within: Query | None) -> list[tuple[int, float]]:
-            return self._keyword(qq, depth, within=within)
-
-        scores, kw_rank, sem_rank, sims = fuse(
-            q, mode or self.cfg.mode, max(k * 5, 50), keyword, self._semantic, self.weights, self.cfg.rrf_k,
-            extra_terms,
-        )  # fmt: skip
-        return hits(scores, kw_rank, sem_rank, sims, k, recency, self._lookup)
-
-    def _lookup(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
-        """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned."""
+    def live(self, seqs: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """seq → (id, author, created_at, text) of those posts still in the store and not tombstoned (`PostLookup`)."""
         return {int(s): row for s, row in live_posts(self.store, list(seqs)).items()}
