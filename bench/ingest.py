@@ -19,7 +19,7 @@ from rich.table import Table
 
 from roost.config import CorpusConfig
 from roost.corpus.ingest import ingest
-from roost.corpus.writers import synthetic_drafts, write_x_archive
+from roost.demo.writers import synthetic_drafts, write_x_archive
 
 
 def bare(archive: Path, db: Path) -> int:

@@ -41,7 +41,7 @@ from roost.corpus.backend import open_reader, open_store
 from roost.corpus.ingest import LiveIngest, ingest
 from roost.corpus.post import Post
 from roost.corpus.postgres import server as pgserver
-from roost.corpus.writers import synthetic_drafts, write_x_archive
+from roost.demo.writers import synthetic_drafts, write_x_archive
 from roost.search.embed import Embedder
 
 console = Console()

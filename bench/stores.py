@@ -8,11 +8,11 @@ from pathlib import Path
 
 from roost.config import CorpusConfig
 from roost.corpus.backend import open_store
-from roost.corpus.demo import build, find_vader_sdist
 from roost.corpus.ingest import ingest
 from roost.corpus.rows import COLUMNS
 from roost.corpus.sqlite import Store
-from roost.corpus.writers import synthetic_drafts
+from roost.demo.build import build, find_vader_sdist
+from roost.demo.writers import synthetic_drafts
 
 
 def demo_store(root: Path) -> Path:

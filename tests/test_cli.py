@@ -75,7 +75,7 @@ def test_config_file_in_workspace_is_used(tmp_path: Path, cli) -> None:  # type:
     (cli.home / "roost.toml").write_text('[corpus]\nkeep_visibility = ["public"]\n')
     from datetime import UTC, datetime
 
-    from roost.corpus.writers import Draft, write_mastodon_outbox
+    from roost.demo.writers import Draft, write_mastodon_outbox
 
     t = datetime(2024, 1, 1, tzinfo=UTC)
     out = write_mastodon_outbox(

@@ -16,7 +16,7 @@ import pytest
 
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
-from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
+from roost.demo.writers import Draft, synthetic_drafts, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
 from tests.conftest import Cli, pg_relation_files

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from roost.corpus.importers import ImportOptions, detect_format, read_export
 from roost.corpus.importers.generic import parse_mapping
 from roost.corpus.post import BadRecord, Post
-from roost.corpus.writers import Draft, write_bluesky_car, write_mastodon_outbox
+from roost.demo.writers import Draft, write_bluesky_car, write_mastodon_outbox
 
 V2_PAGE = {
     "data": [

@@ -10,7 +10,7 @@ import pytest
 
 from roost.corpus.importers import ImportOptions, detect_format, read_export
 from roost.corpus.post import BadRecord, Post
-from roost.corpus.writers import Draft, write_bluesky_car
+from roost.demo.writers import Draft, write_bluesky_car
 from roost.errors import FormatError
 from tests.conftest import posts, run_roost
 from tests.corpus.test_x_archive import ACCOUNT, tweet, ytd

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roost.corpus.writers import Draft, mastodon_activity, synthetic_drafts, write_x_archive
+from roost.demo.writers import Draft, mastodon_activity, synthetic_drafts, write_x_archive
 from tests.conftest import run_roost
 
 

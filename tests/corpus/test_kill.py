@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.corpus.writers import synthetic_drafts, write_x_archive
+from roost.demo.writers import synthetic_drafts, write_x_archive
 from tests.conftest import run_roost
 
 N = 30_000

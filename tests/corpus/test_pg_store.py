@@ -26,7 +26,7 @@ from roost.config import CorpusConfig
 from roost.corpus.backend import Location, open_reader, open_store
 from roost.corpus.dedup import NearDupIndex
 from roost.corpus.ingest import ingest
-from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
+from roost.demo.writers import Draft, synthetic_drafts, write_x_archive
 from tests.conftest import run_roost
 
 T0 = datetime(2021, 11, 20, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from roost.corpus.dedup import NearDupIndex, signature
-from roost.corpus.writers import Draft, write_x_archive
+from roost.demo.writers import Draft, write_x_archive
 from tests.conftest import Cli, posts
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 
 from roost.config import CorpusConfig, TokenizerConfig
 from roost.corpus.ingest import ingest
-from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
 from roost.data import tokenizer as toklib
+from roost.demo.writers import Draft, synthetic_drafts, write_x_archive
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 WORLD = [

@@ -14,7 +14,7 @@ import pytest
 
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
-from roost.corpus.writers import Draft, write_x_archive
+from roost.demo.writers import Draft, write_x_archive
 from roost.search.answer import NO_SUPPORTED, Sentence, _best, first_sentence, support
 from roost.search.hybrid import Hit
 from roost.serve.app import ServeConfig, build_app

@@ -16,7 +16,7 @@ import pytest
 
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
-from roost.corpus.writers import Draft, write_x_archive
+from roost.demo.writers import Draft, write_x_archive
 from roost.search.embedded import SearchIndex
 from roost.search.query import parse
 from roost.search.vectors import VectorIndex

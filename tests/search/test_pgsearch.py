@@ -22,7 +22,7 @@ from roost.context import Roost
 from roost.corpus.backend import open_store
 from roost.corpus.ingest import ingest
 from roost.corpus.postgres import server as pgserver
-from roost.corpus.writers import Draft, synthetic_drafts, write_x_archive
+from roost.demo.writers import Draft, synthetic_drafts, write_x_archive
 from roost.search.backend import SearchBackend
 from roost.search.embedded import SearchIndex
 from roost.search.pgsearch import PgSearch

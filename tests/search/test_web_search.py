@@ -14,7 +14,7 @@ import pytest
 
 from roost.config import CorpusConfig, SearchConfig
 from roost.context import Roost
-from roost.corpus.writers import Draft, write_x_archive
+from roost.demo.writers import Draft, write_x_archive
 from roost.serve.app import ServeConfig, build_app
 from roost.serve.search_api import SearchService
 from roost.workspace import Workspace

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from roost.corpus.post import author_key
 from roost.corpus.sqlite import Store
-from roost.corpus.writers import Draft, synthetic_drafts, write_mastodon_outbox, write_x_archive
+from roost.demo.writers import Draft, synthetic_drafts, write_mastodon_outbox, write_x_archive
 from roost.search.keyword import KeywordIndex
 from roost.search.vectors import VectorIndex
 from tests.conftest import Cli, pg_relation_files

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from roost.corpus.importers import ImportOptions, read_export
 from roost.corpus.ingest import guarded
 from roost.corpus.post import BadRecord, Post
-from roost.corpus.writers import Draft, mastodon_activity, write_bluesky_car, write_x_archive
+from roost.demo.writers import Draft, mastodon_activity, write_bluesky_car, write_x_archive
 from roost.errors import RoostError
 from tests.corpus.test_x_archive import ACCOUNT, tweet
 
@@ -334,7 +334,7 @@ def test_bad_record_cap_spares_a_file_that_is_mostly_good(tmp_path: Path) -> Non
 
 
 def _car(path: Path, root: bytes, blocks: list[tuple[bytes, bytes]]) -> Path:
-    from roost.corpus.writers import _varint
+    from roost.demo.writers import _varint
 
     header = libipld.encode_dag_cbor({"version": 1, "roots": [root]})
     body = b"".join(_varint(len(c) + len(d)) + c + d for c, d in blocks)
@@ -343,7 +343,7 @@ def _car(path: Path, root: bytes, blocks: list[tuple[bytes, bytes]]) -> Path:
 
 
 def _post_blocks(n: int) -> tuple[list[tuple[bytes, bytes]], list[dict]]:
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     blocks, entries = [], []
     for i in range(n):
@@ -359,7 +359,7 @@ def _post_blocks(n: int) -> tuple[list[tuple[bytes, bytes]], list[dict]]:
 def test_bluesky_tree_that_loops_on_itself_is_cut(tmp_path: Path) -> None:
     """Node A's left subtree is B, B's is A, and A's last entry points at A: the walk ends, says where the tree
     loops, and every post is kept under its real record key."""
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     posts, entries = _post_blocks(3)
     a_cid, b_cid = _cid(b"node a"), _cid(b"node b")  # a CAR names its blocks: a node can name itself
@@ -380,7 +380,7 @@ def test_bluesky_deep_cbor_rejects_its_block_alone(tmp_path: Path) -> None:
     """A 50,000-deep CBOR array block and a post record nested 50,000 deep (past libipld's guard) and 100 deep
     (past the depth budget): each rejected by block or record, no RecursionError, the other posts kept. (50,000:
     a block of more than 100,000 items is refused for its item count before it is decoded.)"""
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     posts, _ = _post_blocks(4)
     deep_block = b"\x81" * 50_000 + b"\x01"
@@ -400,7 +400,7 @@ def test_bluesky_deep_cbor_rejects_its_block_alone(tmp_path: Path) -> None:
 
 def _repo(tmp_path: Path, name: str, extra: list[tuple[bytes, bytes]]) -> tuple[Path, set[str]]:
     """A repository CAR: commit, one tree node over three posts, the posts, then `extra` blocks (not in the tree)."""
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     posts, entries = _post_blocks(3)
     node = libipld.encode_dag_cbor({"l": None, "e": entries})
@@ -416,7 +416,7 @@ def test_bluesky_oversized_block_is_refused_whatever_the_decoder(tmp_path: Path)
     """A well-formed 17 MiB block (one byte string) in an otherwise valid repository: refused by its index and CID
     at the 16 MiB record budget before it is decoded, and the posts around it kept under their real keys. (The
     whole-file decoder used to take it, so the budget held only on the damaged-file path.)"""
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     big = libipld.encode_dag_cbor({"blob": b"\x00" * (17 * MB)})
     car, ids = _repo(tmp_path, "big.car", [(_cid(big), big)])
@@ -431,7 +431,7 @@ def test_bluesky_cbor_bomb_block_is_refused_in_bounded_memory(tmp_path: Path, ba
     of 100,000 empty arrays each (6 MB more, each under the item budget): the bomb is refused by block, from a
     count of its CBOR items, before it is decoded; the others are decoded one at a time and dropped. Peak memory
     stays near a one-post ingest (it reached ~1.2 GB when the whole file was decoded at once), the posts kept."""
-    from roost.corpus.writers import _cid
+    from roost.demo.writers import _cid
 
     n = 8_000_000
     bomb = b"\x9a" + n.to_bytes(4, "big") + b"\x80" * n
@@ -549,7 +549,7 @@ def _render(kind: str, records: list) -> bytes:
         return json.dumps({"type": "OrderedCollection", "orderedItems": records}, indent=1, default=str).encode()
     if kind == "jsonl":
         return b"\n".join(json.dumps(r, default=str).encode() for r in records)
-    from roost.corpus.writers import _varint
+    from roost.demo.writers import _varint
 
     header = libipld.encode_dag_cbor({"version": 1, "roots": [records[0][0]]})
     frames = []

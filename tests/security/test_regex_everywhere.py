@@ -14,7 +14,7 @@ Attacks and outcomes:
   (`\\s*https?://t\\.co/\\w+\\s*$`, searched over the whole text) was quadratic, 67 s for a 974-byte zip. Now the
   text is stripped first and an anchored, linear pattern looks at a bounded tail: the zip ingests in well under
   a second (`test_x_archive_with_long_blank_tweet_and_note_is_fast`).
-- `roost.corpus.demo`'s `[ \\t]*\\n[ \\t]*` had the same quadratic shape on a run of blanks without a newline:
+- `roost.demo.build`'s `[ \\t]*\\n[ \\t]*` had the same quadratic shape on a run of blanks without a newline:
   now str methods.
 - a new pattern anywhere under `roost.corpus` is timed here without anyone listing it
   (`test_collector_finds_every_pattern` proves the source scan and the module walk agree).

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from roost.config import CorpusConfig
 from roost.context import Roost
 from roost.corpus.ingest import ingest
-from roost.corpus.writers import Draft, write_x_archive
+from roost.demo.writers import Draft, write_x_archive
 from roost.errors import UsageError
 from roost.search.embed import Embedder
 from roost.search.embedded import SearchIndex

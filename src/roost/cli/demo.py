@@ -1,5 +1,5 @@
 """`roost demo-corpus`: the demo's exports (real-format X archives and Mastodon outboxes of real text) into
-`<home>/exports` (roost.corpus.demo).
+`<home>/exports` (roost.demo.build).
 
     roost demo-corpus --posts 6000 && roost ingest roost-home/exports
 """
@@ -29,7 +29,7 @@ def demo_corpus(
 
     Example: [bold]roost demo-corpus && roost ingest roost-home/exports[/]
     """
-    from roost.corpus.demo import build, find_vader_sdist
+    from roost.demo.build import build, find_vader_sdist
 
     ws = state(ctx).ws.ensure()
     summary = build(ws.exports, find_vader_sdist(vader_sdist, ws.cache), seed, posts)

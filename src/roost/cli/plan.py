@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -66,7 +66,6 @@ def plan(
     validate: Annotated[bool, typer.Option("--validate", help="Predict the published runs and compare.")] = False,
 ) -> None:
     """Plan a training run on a fleet: compute-optimal size, days, layouts that fit, energy and cost."""
-    from roost.plan import report
     from roost.plan.compute import parse_count
     from roost.plan.goodput import FailureModel
     from roost.plan.planner import PlanConfig, check_layout, parse_usd
@@ -79,14 +78,7 @@ def plan(
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
     if validate:
-        v = run_validation(fm)
-        if as_json:
-            print(json.dumps(v, indent=1))
-        else:
-            report.print_validation(v, console)
-        if outdir is not None:
-            console.print(f"wrote {report.plot_validation(v, outdir / 'planner_validation.png')}")
-        return
+        return show_validation(run_validation(fm), as_json, outdir, console)
     usd = parse_usd(usd_per_hour) if usd_per_hour else None
     cfg = PlanConfig(
         gpus=gpus,
@@ -113,6 +105,23 @@ def plan(
     r = make_plan(cfg)
     if tp:
         r["layout_check"] = check_layout(cfg, tp, pp, cp, dp_shard, micro_batch, recompute)
+    show_plan(r, cfg, as_json, outdir, console)
+
+
+def show_validation(v: dict[str, Any], as_json: bool, outdir: Path | None, console: Console) -> None:
+    from roost.plan import report
+
+    if as_json:
+        print(json.dumps(v, indent=1))
+    else:
+        report.print_validation(v, console)
+    if outdir is not None:
+        console.print(f"wrote {report.plot_validation(v, outdir / 'planner_validation.png')}")
+
+
+def show_plan(r: dict[str, Any], cfg: Any, as_json: bool, outdir: Path | None, console: Console) -> None:
+    from roost.plan import report
+
     if as_json:
         print(json.dumps(r, indent=1))
     else:

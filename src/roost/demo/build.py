@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from roost.corpus.writers import Draft, write_mastodon_outbox, write_x_archive
+from roost.demo.writers import Draft, write_mastodon_outbox, write_x_archive
 from roost.errors import RoostError, UsageError
 
 VADER = "vaderSentiment-3.3.2.tar.gz"

@@ -162,6 +162,33 @@ def write_x_archive(
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 
 
+def mastodon_html(par: str, host: str) -> str:
+    """One paragraph as Mastodon renders it: escaped, links, #tags and @mentions as anchors."""
+    out = html.escape(par, quote=False)
+    out = URL_RE.sub(
+        lambda m: (
+            f'<a href="{m.group()}" rel="nofollow noopener" target="_blank">'
+            f'<span class="invisible">{m.group().split("//")[0]}//</span>'
+            f'<span class="">{m.group().split("//", 1)[1]}</span></a>'
+        ),
+        out,
+    )
+    out = HASHTAG_RE.sub(
+        lambda m: (
+            f'<a href="https://{host}/tags/{m.group(1)}" class="mention hashtag" '
+            f'rel="tag">#<span>{m.group(1)}</span></a>'
+        ),
+        out,
+    )
+    return MENTION_RE.sub(
+        lambda m: (
+            f'<span class="h-card"><a href="https://{host}/@{m.group(1)}" '
+            f'class="u-url mention">@<span>{m.group(1)}</span></a></span>'
+        ),
+        out,
+    )
+
+
 def mastodon_activity(d: Draft, actor: str) -> dict:
     """One outbox item: Create{Note} with HTML content and tags, or Announce for a repost."""
     followers = actor + "/followers"
@@ -184,33 +211,8 @@ def mastodon_activity(d: Draft, actor: str) -> dict:
         }
     host = actor.split("/")[2]
 
-    def linkify(par: str) -> str:
-        out = html.escape(par, quote=False)
-        out = URL_RE.sub(
-            lambda m: (
-                f'<a href="{m.group()}" rel="nofollow noopener" target="_blank">'
-                f'<span class="invisible">{m.group().split("//")[0]}//</span>'
-                f'<span class="">{m.group().split("//", 1)[1]}</span></a>'
-            ),
-            out,
-        )
-        out = HASHTAG_RE.sub(
-            lambda m: (
-                f'<a href="https://{host}/tags/{m.group(1)}" class="mention hashtag" '
-                f'rel="tag">#<span>{m.group(1)}</span></a>'
-            ),
-            out,
-        )
-        return MENTION_RE.sub(
-            lambda m: (
-                f'<span class="h-card"><a href="https://{host}/@{m.group(1)}" '
-                f'class="u-url mention">@<span>{m.group(1)}</span></a></span>'
-            ),
-            out,
-        )
-
     paras = [p for p in d.text.split("\n\n")]
-    content = "".join("<p>" + linkify(p).replace("\n", "<br />") + "</p>" for p in paras)
+    content = "".join("<p>" + mastodon_html(p, host).replace("\n", "<br />") + "</p>" for p in paras)
     tags = [
         {"type": "Hashtag", "href": f"https://{host}/tags/{t.lower()}", "name": f"#{t}"}
         for t in HASHTAG_RE.findall(d.text)
