@@ -56,6 +56,26 @@ def test_from_scratch_learns_and_exports(home: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), t.model.eval()(x), atol=1e-5)
     assert meta["tokenizer_sha256"] == t.tokenizer_sha
+    _export_matches(home, "a", tmp_path=home / "exported")
+
+
+def _export_matches(home: Path, name: str, tmp_path: Path) -> None:
+    """`roost export RUN OUT` of a plain checkpoint loads the weights through the checkpointer, without a Trainer,
+    and writes the model the run's own export wrote."""
+    from roost.train import trainer as trainer_mod
+    from roost.train.export import export
+
+    def no_trainer(*a: object, **k: object) -> None:
+        raise AssertionError("roost export built a Trainer")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_mod.Trainer, "__init__", no_trainer)
+        meta = export(Roost.at(home), name, tmp_path)
+    want, want_meta = load_model_dir(home / "models" / name)
+    got, got_meta = load_model_dir(tmp_path)
+    assert meta["steps"] == want_meta["steps"] and got_meta["model_sha256"] == want_meta["model_sha256"]
+    for (k, a), (k2, b) in zip(want.state_dict().items(), got.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b), k
 
 
 def _train_proc(home: Path, name: str, steps: int, *extra: str) -> subprocess.Popen[str]:
@@ -185,6 +205,7 @@ def test_lora_finetune_merges_on_export(home: Path) -> None:
     x = torch.randint(0, 1000, (1, 20))
     with torch.no_grad():
         assert (hf(x).logits - merged.eval()(x)).abs().max().item() <= 1e-4
+    _export_matches(home, "lora", tmp_path=home / "exported")
 
 
 def test_sft_trains_on_replies_only(home: Path) -> None:

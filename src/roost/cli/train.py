@@ -1,11 +1,16 @@
 """CLI verb `roost train`: one process, a torchrun job on this machine (`--nproc N`), one rank of a cluster job
 (launched by torchrun/srun: scripts/slurm/train.sbatch), or a dry run that sizes a run without running it.
 
-Registered on the main typer app by `roost.cli`; a thin call into `roost.train` (docs/scale.md).
+Registered on the main typer app by `roost.cli`; a thin call into `roost.train.run` (docs/scale.md). The options
+that set a `TrainConfig` are generated from its fields (roost.train.config: one declaration per setting, so the
+`[train]` section and the flags cannot drift); this module declares only how to run (resume, processes, dry run).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from typing import Annotated, Any
 
 import typer
@@ -13,77 +18,73 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.cli.app import app, state
+from roost.train.config import FLAG, TrainConfig
+
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 console = Console()
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Run name: runs/NAME and models/NAME.")] = "run",
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="Model shape from configs/: tiny, small, gpt2-124m, ...")
-    ] = None,
-    depth: Annotated[
-        int | None, typer.Option("--depth", help="One size dial: width 64·depth, heads and LR derived.")
-    ] = None,
-    init: Annotated[
-        str | None, typer.Option("--init", help="Fine-tune this model (models/NAME or a directory).")
-    ] = None,
-    shards: Annotated[str | None, typer.Option("--shards", help="Shard set under <home>/shards.")] = None,
-    sft: Annotated[bool, typer.Option("--sft", help="Train on (post → reply) pairs with the chat template.")] = False,
-    steps: Annotated[int | None, typer.Option("--steps")] = None,
-    seq_len: Annotated[int | None, typer.Option("--seq-len")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    grad_accum: Annotated[int | None, typer.Option("--grad-accum")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak LR (default from the dial / mode).")] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", help="cosine, wsd or constant.")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw or muon.")] = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="auto (by CPU class, roost.probe), fp32 or bf16 (autocast).")
-    ] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
-    doc_mask: Annotated[bool, typer.Option("--doc-mask", help="Attention stays inside each packed post.")] = False,
-    lora_rank: Annotated[
-        int | None, typer.Option("--lora-rank", help="LoRA adapters of this rank (with --init).")
-    ] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
-    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every")] = None,
-    keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the newest checkpoint of --name.")] = False,
-    resume_from: Annotated[str | None, typer.Option("--resume-from", help="Continue this checkpoint (step_N).")] = None,
-    no_export: Annotated[bool, typer.Option("--no-export", help="Do not write models/NAME at the end.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Start over: replace an existing run and models/NAME of this name.")
-    ] = False,
-    nproc: Annotated[
-        int | None, typer.Option("--nproc", help="Run N processes on this machine (torchrun for you).")
-    ] = None,
-    max_restarts: Annotated[
-        int, typer.Option("--max-restarts", help="With --nproc: restart the group this often after a failure.")
-    ] = 0,
-    parallel: Annotated[str | None, typer.Option("--parallel", help="fsdp (FSDP2/HSDP) or ddp.")] = None,
-    dp_replicate: Annotated[int | None, typer.Option("--dp-replicate", help="HSDP replica groups.")] = None,
-    dp_shard: Annotated[int | None, typer.Option("--dp-shard", help="FSDP shard degree (-1: the ranks left).")] = None,
-    tp: Annotated[int | None, typer.Option("--tp", help="Tensor-parallel degree (within a node).")] = None,
-    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="FSDP2 keeps state in host memory.")] = False,
-    async_ckpt: Annotated[bool, typer.Option("--async-ckpt", help="Write checkpoints in the background.")] = False,
-    hang_timeout: Annotated[
-        float | None, typer.Option("--hang-timeout", help="Seconds before a stuck step dumps stacks and exits.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Build on the meta device; print params, FLOPs and memory per rank.")
-    ] = False,
-    gpu: Annotated[str, typer.Option("--gpu", help="With --dry-run: the GPU to check the fit on.")] = "h100",
-    world: Annotated[
-        int | None, typer.Option("--world", help="With --dry-run: ranks in the job (default: the mesh's product).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
+def config_options(cls: type) -> list[inspect.Parameter]:
+    """One typer option per field of a config dataclass with `flag(...)` metadata (roost.train.config), in field
+    order: `--seq-len` for `seq_len`, its help text from the metadata. A switch (bool) defaults to off; any other
+    flag to None (left out: `[train]` or the field's default), unless the field says its default always applies."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        if FLAG not in f.metadata:
+            continue
+        kind, default = hints[f.name], f.default
+        if kind is not bool and not f.metadata["always"]:
+            kind, default = kind | None, None
+        option = typer.Option(f"--{f.name.replace('_', '-')}", help=f.metadata[FLAG] or None)
+        params.append(inspect.Parameter(f.name, KEYWORD, default=default, annotation=Annotated[kind, option]))
+    return params
+
+
+def given(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `cls` that flags set: a value flag when given, a switch when turned on."""
+    names = {f.name for f in dataclasses.fields(cls) if FLAG in f.metadata}
+    return {k: v for k, v in options.items() if k in names and v is not None and v is not False}
+
+
+def _option(name: str, kind: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, KEYWORD, default=default, annotation=Annotated[kind, typer.Option(*decls, help=help)]
+    )
+
+
+# the verb's own options (how to run, not what to train), placed in --help after the settings they follow
+LAUNCH = [
+    _option("resume", bool, False, "--resume", help="Continue the newest checkpoint of --name."),
+    _option("resume_from", str | None, None, "--resume-from", help="Continue this checkpoint (step_N)."),
+    _option("no_export", bool, False, "--no-export", help="Do not write models/NAME at the end."),
+    _option("force", bool, False, "--force", help="Start over: replace an existing run and models/NAME of this name."),
+    _option("nproc", int | None, None, "--nproc", help="Run N processes on this machine (torchrun for you)."),
+    _option(
+        "max_restarts", int, 0, "--max-restarts", help="With --nproc: restart the group this often after a failure."
+    ),
+]
+DRY_RUN = [
+    _option(
+        "dry_run", bool, False, "--dry-run", help="Build on the meta device; print params, FLOPs and memory per rank."
+    ),
+    _option("gpu", str, "h100", "--gpu", help="With --dry-run: the GPU to check the fit on."),
+    _option(
+        "world", int | None, None, "--world", help="With --dry-run: ranks in the job (default: the mesh's product)."
+    ),
+    _option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+]
+
+
+def _signature() -> inspect.Signature:
+    settings = config_options(TrainConfig)
+    cut = next(i for i, p in enumerate(settings) if p.name == "device") + 1
+    ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    return inspect.Signature([ctx, *settings[:cut], *LAUNCH, *settings[cut:], *DRY_RUN])
+
+
+def train(ctx: typer.Context, **options: Any) -> None:
     """Train from scratch on token shards, or fine-tune an imported model (full, LoRA, or SFT on replies).
 
     Example: [bold]roost train --name demo --preset small --steps 300[/]   ·
@@ -92,63 +93,30 @@ def train(
     --dp-shard 64 --tp 8 --gpu h100[/]
     """
     from roost.config import build_section
-    from roost.train.entry import Launch, run
-    from roost.train.run import TrainConfig
+    from roost.train.run import Launch, run
 
-    st = state(ctx)
-    flags = {
-        "name": name,
-        "preset": preset,
-        "depth": depth,
-        "init": init,
-        "shards": shards,
-        "steps": steps,
-        "seq_len": seq_len,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "lr": lr,
-        "warmup": warmup,
-        "schedule": schedule,
-        "optimizer": optimizer,
-        "dtype": dtype,
-        "lora_rank": lora_rank,
-        "eval_every": eval_every,
-        "ckpt_every": ckpt_every,
-        "keep": keep,
-        "seed": seed,
-        "device": device,
-        "parallel": parallel,
-        "dp_replicate": dp_replicate,
-        "dp_shard": dp_shard,
-        "tp": tp,
-        "hang_timeout": hang_timeout,
-    }
-    switches = {
-        "sft": sft,
-        "compile": compile,
-        "activation_checkpointing": activation_checkpointing,
-        "doc_mask": doc_mask,
-        "cpu_offload": cpu_offload,
-        "async_ckpt": async_ckpt,
-    }
-    table = {**st.config.train, **{k: v for k, v in flags.items() if v is not None}}
-    table.update({k: True for k, v in switches.items() if v})
-    cfg = build_section(TrainConfig, table, "[train] / flags")
-    if dry_run:
+    st, o = state(ctx), options
+    cfg = build_section(TrainConfig, {**st.config.train, **given(TrainConfig, o)}, "[train] / flags")
+    if o["dry_run"]:
         from roost.train.dryrun import print_dry_run
 
-        print_dry_run(st.ws, cfg, gpu, world, console)
+        print_dry_run(st.ws, cfg, o["gpu"], o["world"], console)
         return
-    opts = Launch(resume, resume_from or "", force, nproc, max_restarts, export=not no_export)
+    opts = Launch(o["resume"], o["resume_from"] or "", o["force"], o["nproc"], o["max_restarts"], not o["no_export"])
     rc = run(
         st.ctx,
         cfg,
         opts,
         say=lambda line: console.print(line, highlight=False),
-        drive=lambda trainer: _train_with_progress(trainer, quiet or not trainer.dist.main),
+        drive=lambda trainer: _train_with_progress(trainer, o["quiet"] or not trainer.dist.main),
     )
     if rc:
         raise typer.Exit(rc)
+
+
+train.__signature__ = _signature()  # type: ignore[attr-defined]
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command()(train)
 
 
 def _train_with_progress(trainer: Any, quiet: bool) -> None:

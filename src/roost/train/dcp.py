@@ -197,18 +197,23 @@ def export(
     ws: Workspace,
     path: Path,
     out: Path,
-    tokenizer_path: Path,
-    tokenizer_config: dict[str, Any],
-    provenance: dict[str, Any],
+    tokenizer_path: Path | None = None,
+    tokenizer_config: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
     group_bytes: int = 2 << 30,
 ) -> dict[str, Any]:
     """A HF model directory from a DCP checkpoint, streamed: tensors are read from the shards a group of about
     `group_bytes` at a time and written as one safetensors file per group (HF's sharded layout), so no process ever
-    holds the whole model. Runs in one process, with or without the job that wrote the checkpoint."""
+    holds the whole model. Runs in one process, with or without the job that wrote the checkpoint. The tokenizer
+    and the provenance default to the ones the checkpoint records (its run's provenance and train config)."""
     from roost.model.config import from_dict
     from roost.model.convert import save_weights_dir
 
     meta = read_meta(ws, path)  # verifies the seal once for the whole export
+    tokenizer_path = tokenizer_path or Path(meta["tokenizer_path"])
+    tokenizer_config = tokenizer_config if tokenizer_config is not None else meta["tokenizer_config"]
+    if provenance is None:
+        provenance = {**meta["provenance"], "train_config": meta["train_config"]}
     cfg = from_dict(meta["model_config"], f"{path}/meta.json")
     shapes = _model_tensors(path)
     names = [n for n in shapes if not (cfg.tie_embeddings and n == "lm_head.weight")]

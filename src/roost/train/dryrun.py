@@ -27,7 +27,7 @@ from roost.workspace import Workspace
 def model_config(ws: Workspace, cfg: Any) -> ModelConfig:
     if cfg.init:
         from roost.model.convert import config_from_hf
-        from roost.train.run import resolve_init
+        from roost.train.build import resolve_init
 
         path = resolve_init(ws, cfg.init) / "config.json"
         return config_from_hf(json.loads(path.read_text()), str(path))

@@ -1,5 +1,6 @@
-"""`roost export SOURCE OUT [--force]`: a HF Llama directory from `models/NAME` or from a run's newest checkpoint
-(sharded DCP checkpoints are streamed tensor group by tensor group, never whole in memory).
+"""`roost export SOURCE OUT [--force]`: a HF Llama directory from `models/NAME` or from a run's newest checkpoint,
+read through roost.train.checkpointer (sharded DCP checkpoints are streamed tensor group by tensor group, never
+whole in memory; a plain one is loaded into a model of its own config, LoRA adapters merged).
 
 OUT is the operator's path, outside the workspace if they like; an existing OUT is replaced only with `force` and
 only when it is a model directory (config.json), through a temp folder and a rename.
@@ -37,22 +38,18 @@ def check_out(out: Path, force: bool) -> Path:
 
 
 def export(ctx: Roost, source: str, out: Path, force: bool = False) -> dict[str, Any]:
+    """models/SOURCE copied, or a run's newest checkpoint (either format) written as a HF folder: the weights come
+    through the checkpointer, the shape from the checkpoint's own model config (no Trainer, no data)."""
     from roost.train import checkpoint as ckpt
-    from roost.train import dcp
+    from roost.train.checkpointer import checkpointer_for
 
     out = check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     ws = ctx.ws
     run = ws.run_dir(source) if is_name(source) else None
     found = ckpt.list_checkpoints(run / "checkpoints") if run else []
-    if found and dcp.is_dcp(found[-1]):
-        m = dcp.read_meta(ws, found[-1])
-        prov = {**m["provenance"], "train_config": m["train_config"]}
-        return dcp.export(ws, found[-1], out, Path(m["tokenizer_path"]), m["tokenizer_config"], prov)
     if found:
-        from roost.train.trainer import TrainConfig, Trainer
-
-        return Trainer(ctx, TrainConfig(name=source), resume=True).export(out)
+        return checkpointer_for(ws, path=found[-1]).export(found[-1], out)
     src = resolve_model(ws, source)
     tmp = temp_dir_for(out)
     shutil.rmtree(tmp)

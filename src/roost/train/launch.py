@@ -1,5 +1,5 @@
-"""`roost train --nproc N ...`: runs the same command as N ranks under torchrun on this machine
-(`python -m torch.distributed.run --standalone`), with elastic restarts, and reports hung ranks afterwards.
+"""The torchrun command line of `roost train --nproc N ...` (started by roost.train.run): the same command as N
+ranks on this machine (`python -m torch.distributed.run --standalone`), with elastic restarts.
 
 Each rank is `python -m roost <the same arguments, less --nproc/--max-restarts>`; it sees RANK/WORLD_SIZE and joins
 the job (roost.train.parallel.init_distributed). After a failure torchrun restarts the whole group (up to
@@ -9,13 +9,10 @@ the job (roost.train.parallel.init_distributed). After a failure torchrun restar
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from roost.train import checkpoint as ckpt
-from roost.train.parallel import report_hangs
 
 _OWN = ("--nproc", "--max-restarts")
 
@@ -48,22 +45,6 @@ def torchrun_argv(nproc: int, max_restarts: int, args: list[str]) -> list[str]:
         "roost",
         *args,
     ]
-
-
-def run_local(nproc: int, max_restarts: int, run_dir: Path, say: Callable[[str], None]) -> int:
-    """Run torchrun, wait, and name the ranks that hung (their stacks are in run_dir/hang/); `say` prints a line
-    (rich markup)."""
-    argv = torchrun_argv(nproc, max_restarts, rank_argv(sys.argv[1:]))
-    for stale in (run_dir / "hang").glob("rank*.txt"):
-        stale.unlink()
-    say(f"[dim]torchrun: {nproc} ranks, up to {max_restarts} restart(s)[/]")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    rc = subprocess.call(argv, env=env)
-    for line in report_hangs(run_dir):
-        say(f"[red]{line}[/]")
-    if rc:
-        say(f"[red]error:[/] the job failed (torchrun exit code {rc}); see the rank tracebacks above")
-    return rc
 
 
 def restarted_with_checkpoint(run_dir: Path) -> bool:

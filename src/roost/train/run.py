@@ -1,7 +1,14 @@
-"""A training run's settings and folder: `TrainConfig` (the `[train]` section / `roost train` flags), its paths in
-the workspace, the dtype it runs in (roost.probe), and the rules for starting a run over an existing one.
+"""The one start path of a training run, `run`: `roost train` parses flags into a `TrainConfig` and calls it, and
+so can a script. It trains in this process (alone, or as one rank of a job that torchrun/srun started:
+scripts/slurm/train.sbatch), or with `nproc` starts torchrun on this machine, whose ranks come back here.
 
-Used by `roost train` through `roost.train.trainer.Trainer`; `roost train --force` calls `start_over`.
+    roost train --name demo --preset tiny --steps 50          # this process
+    roost train --name demo --nproc 2 --dp-shard 2 ...        # torchrun: 2 ranks, each `python -m roost train ...`
+
+    from roost.train.run import Launch, run
+    run(Roost.at(home), TrainConfig(name="demo", preset="tiny", steps=50), Launch(), say=print, drive=lambda t: t.train())
+
+`--force` starts over (`start_over`: only the folders roost wrote); `--resume` continues the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -9,131 +16,97 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from roost.context import Roost
 from roost.errors import UsageError
-from roost.model.imports import resolve_model
-from roost.probe import Choice, choose, probe
-from roost.registry import Location
-from roost.train import checkpoint as ckpt
+from roost.train import launch
+from roost.train.build import resolve_init
+from roost.train.config import TrainConfig
+from roost.train.parallel import init_distributed, launched_by_torchrun, report_hangs, shutdown
 from roost.workspace import Workspace
 
 
 @dataclass
-class TrainConfig:
-    """Settings of `roost train` (`[train]` in roost.toml)."""
+class Launch:
+    """How to run (not what to train): resume, start over, processes, export at the end."""
 
-    name: str = "run"
-    preset: str = "small"  # model shape for from-scratch runs (configs/*.toml); ignored with init or depth
-    depth: int = 0  # > 0: derive width, heads and LR from this one dial instead of the preset
-    init: str = ""  # models/<name> directory to fine-tune
-    shards: str = "default"
-    sft: bool = False  # (post → reply) pairs from the store with the chat template, loss on replies only
-    seq_len: int = 256
-    batch_size: int = 16
-    grad_accum: int = 1
-    steps: int = 200
-    lr: float = 0.0  # 0 → the depth dial's LR, 1e-3 from scratch, 1e-4 fine-tuning (1e-3 with LoRA)
-    min_lr_ratio: float = 0.1
-    warmup: int = 20
-    schedule: str = "cosine"  # cosine | wsd | constant
-    optimizer: str = "adamw"  # adamw | muon
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    dtype: str = "auto"  # auto (roost.probe: bf16 only where the hardware runs it natively) | fp32 | bf16 (autocast)
-    compile: bool = False
-    activation_checkpointing: bool = False
-    doc_mask: bool = False  # attention stays inside each packed document
-    lora_rank: int = 0  # > 0: train LoRA adapters only (merged into the weights on export)
-    lora_alpha: float = 16.0
-    eval_every: int = 50
-    eval_batches: int = 8
-    ckpt_every: int = 50
-    keep: int = 3
-    seed: int = 0
-    device: str = "auto"
-    peak_tflops: float = 0.0  # 0 → detected
-    log_every: int = 1
-    # at scale (`--nproc N` or torchrun): see roost.train.parallel and docs/scale.md
-    parallel: str = "fsdp"  # fsdp (FSDP2, HSDP with dp_replicate > 1) | ddp
-    dp_replicate: int = 1
-    dp_shard: int = -1  # -1: the ranks dp_replicate and tp leave
-    tp: int = 1  # tensor-parallel degree (keep it within a node)
-    cpu_offload: bool = False  # FSDP2 keeps parameters, gradients and optimizer state in host memory
-    async_ckpt: bool = False  # DCP async save: training goes on while the checkpoint is written
-    hang_timeout: float = 600.0  # seconds a step may take before every rank dumps its stacks and exits; 0: off
-
-    def __post_init__(self) -> None:
-        for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_batches", "ckpt_every", "log_every"):
-            if getattr(self, k) < 1:
-                raise UsageError(f"train.{k} must be >= 1, got {getattr(self, k)}")
-        if self.warmup < 0 or self.lr < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.lora_rank < 0:
-            raise UsageError("train.warmup, lr, weight_decay, grad_clip and lora_rank must be >= 0")
-        if self.schedule not in ("cosine", "wsd", "constant"):
-            raise UsageError(f"train.schedule must be cosine, wsd or constant, got {self.schedule!r}")
-        if self.optimizer not in ("adamw", "muon"):
-            raise UsageError(f"train.optimizer must be adamw or muon, got {self.optimizer!r}")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise UsageError(f"train.dtype must be auto, fp32 or bf16, got {self.dtype!r}")
-        if self.parallel not in ("fsdp", "ddp"):
-            raise UsageError(f"train.parallel must be fsdp or ddp, got {self.parallel!r}")
-        if self.hang_timeout < 0:
-            raise UsageError("train.hang_timeout must be >= 0 (0 turns the watchdog off)")
-        if self.lora_rank and not self.init:
-            raise UsageError("--lora-rank fine-tunes an imported model: give --init models/NAME")
+    resume: bool = False
+    resume_from: str = ""
+    force: bool = False
+    nproc: int | None = None
+    max_restarts: int = 0
+    export: bool = True
 
 
-@dataclass
-class Paths:
-    ws: Workspace
-    run: Path
-    shards: Path
-    models: Path
-    corpus_db: Location  # the post store (the context's: a PostgreSQL URL with --store / [store] url)
-
-    @classmethod
-    def of(cls, ctx: Roost, cfg: TrainConfig) -> Paths:
-        ws = ctx.ws
-        return cls(ws, ws.run_dir(cfg.name), ws.shard_dir(cfg.shards), ws.models, ctx.store)
-
-
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def run(ctx: Roost, cfg: TrainConfig, opts: Launch, say: Callable[[str], None], drive: Callable[[Any], None]) -> int:
+    """Start a run: train here (alone or as a rank of a torchrun job), or with `nproc` start torchrun on this
+    machine and wait for it; returns the exit code. `drive(trainer)` runs the steps (the CLI wraps
+    `trainer.train()` in a progress bar); `say` prints one line of news (rich markup), on rank 0 only."""
+    by_torchrun = launched_by_torchrun()
+    if opts.force and not opts.resume and not opts.resume_from and not by_torchrun:
+        start_over(ctx.ws, cfg.name, cfg.init)  # the folders this run would write, checked as roost's own first
+    if opts.nproc is not None and not by_torchrun:
+        if opts.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {opts.nproc}")
+        return _torchrun(ctx.ws.run_dir(cfg.name), opts.nproc, opts.max_restarts, say)
+    return _train_here(ctx, cfg, opts, say, drive, by_torchrun)
 
 
-def pick_dtype(device: torch.device, requested: str) -> Choice:
-    """The training dtype for `device`: `requested`, or by the probe's table when it is "auto"."""
-    hw = probe()
-    if device.type != "cuda":
-        hw = dataclasses.replace(hw, cuda_name="", cuda_bf16=False)
-    return choose("train", requested, hw)
+def _torchrun(run_dir: Path, nproc: int, max_restarts: int, say: Callable[[str], None]) -> int:
+    """Run this command as `nproc` ranks under torchrun, wait, and name the ranks that hung (their stacks are in
+    run_dir/hang/)."""
+    argv = launch.torchrun_argv(nproc, max_restarts, launch.rank_argv(sys.argv[1:]))
+    for stale in (run_dir / "hang").glob("rank*.txt"):
+        stale.unlink()
+    say(f"[dim]torchrun: {nproc} ranks, up to {max_restarts} restart(s)[/]")
+    rc = subprocess.call(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in report_hangs(run_dir):
+        say(f"[red]{line}[/]")
+    if rc:
+        say(f"[red]error:[/] the job failed (torchrun exit code {rc}); see the rank tracebacks above")
+    return rc
 
 
-def resolve_init(ws: Workspace, init: str) -> Path:
+def _train_here(
+    ctx: Roost, cfg: TrainConfig, opts: Launch, say: Callable[[str], None], drive: Callable[[Any], None], rank: bool
+) -> int:
+    """Build the trainer in this process (joining the job first when torchrun started it: `rank`), drive it,
+    export at the end."""
+    from roost.train.trainer import Trainer
+
+    ws = ctx.ws
+    if cfg.init:
+        cfg = dataclasses.replace(cfg, init=str(resolve_init(ws, cfg.init)))
+    dist, resume = None, opts.resume
+    if rank:
+        # the collectives' own timeout sits well past the hang watchdog's, so a frozen rank is always reported by
+        # the watchdog (stacks of every rank) rather than by a bare gloo/NCCL timeout first
+        timeout = cfg.hang_timeout * 2 + 30 if cfg.hang_timeout else 600
+        dist = init_distributed(cfg.dp_replicate, cfg.dp_shard, cfg.tp, cfg.device, timeout_s=timeout)
+        resume = resume or launch.restarted_with_checkpoint(ws.run_dir(cfg.name))
     try:
-        return resolve_model(ws, init)
-    except UsageError:
-        raise UsageError(
-            f"--init {init}: no model directory there (config.json missing); `roost import` one first"
-        ) from None
-
-
-def check_new_run(ws: Workspace, name: str) -> None:
-    """A new run may not write over an existing run's checkpoints or an existing models/NAME."""
-    run, model = ws.run_dir(name), ws.model_dir(name)
-    ours = {"config.json", "checkpoints", "metrics.jsonl", "tensorboard", "loss.png", "hang"}  # what roost writes
-    if run.is_symlink() or (run.is_dir() and not (run / "config.json").is_file() and set(os.listdir(run)) - ours):
-        raise UsageError(f"{run} exists and was not written by roost; move it away or pick another --name")
-    if ckpt.list_checkpoints(run / "checkpoints"):
-        raise UsageError(f"run {name!r} exists ({run}): --resume continues it, --force starts it over")
-    if model.exists():
-        raise UsageError(f"model {name!r} exists ({model}): pass --force to replace it, or pick another --name")
+        trainer = Trainer(ctx, cfg, resume=resume, resume_from=opts.resume_from, dist=dist)
+        main = trainer.dist.main
+        if main:
+            say(trainer.dtype_choice.line())
+        drive(trainer)
+        if opts.export:
+            meta = trainer.export()
+            if main:
+                say(
+                    f"model → {ws.model_dir(trainer.cfg.name)} (sha256 {meta['model_sha256'][:12]}…); "
+                    f'try: roost generate {trainer.cfg.name} "your prompt"'
+                )
+    finally:
+        if dist is not None:
+            shutdown()
+    return 0
 
 
 def start_over(ws: Workspace, name: str, init: str = "") -> None:
@@ -147,3 +120,6 @@ def start_over(ws: Workspace, name: str, init: str = "") -> None:
             tmp = path.parent / f".{path.name}.old-{os.getpid()}"
             path.rename(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["Launch", "TrainConfig", "run", "start_over"]
