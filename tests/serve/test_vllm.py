@@ -54,7 +54,7 @@ def fleet(home: Path) -> Iterator[VllmFleet]:
 
 def _ours(home: Path, model: str, prompts: list[list[int]], n: int = 24) -> list[list[int]]:
     """Greedy token ids from roost's in-process engine in fp32."""
-    engine, *_ = load_engine(Workspace(home), model, max_batch=1, dtype="fp32")
+    engine = load_engine(Workspace(home), model, max_batch=1, dtype="fp32").engine
     out = []
     try:
         for ids in prompts:
@@ -95,9 +95,7 @@ def _check_parity(home: Path, model: str, url: str) -> None:
     theirs = _theirs(url, model, prompts, eos)
     assert all(len(x) > 0 for x in ours)
     assert ours == theirs  # token ids, not just text
-    up, *_ = load_upstream(
-        Workspace(home), model, [url], pin=_sha(home, model)
-    )  # a replica roost did not start: pinned
+    up = load_upstream(Workspace(home), model, [url], pin=_sha(home, model)).engine  # roost did not start it: pinned
     try:
         via = []
         for ids in prompts:

@@ -92,13 +92,15 @@ def serve(
     Example: [bold]roost serve smollm2-replies --port 8000[/] then open http://127.0.0.1:8000/
     """
     from roost.serve import launch
+    from roost.serve.config import ServeConfig
 
     st = state(ctx)
-    args = launch.ServeArgs(
-        model, host, port, api_key, max_batch, max_queue, max_seq, dtype, quant, no_search,
-        header_timeout, body_timeout, max_connections,
-        upstream or st.config.serve.upstreams, upstream_sha256 or st.config.serve.upstream_sha256,
-        vllm, vllm_python,
+    args = ServeConfig(
+        model=model, host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+        max_seq=max_seq, dtype=dtype, quant=quant, no_search=no_search, header_timeout=header_timeout,
+        body_timeout=body_timeout, max_connections=max_connections,
+        upstreams=upstream or st.config.serve.upstreams,
+        upstream_sha256=upstream_sha256 or st.config.serve.upstream_sha256, vllm=vllm, vllm_python=vllm_python,
     )  # fmt: skip
     server = launch.build(st.ctx, args, say=_say)
     for line in launch.hints(server):

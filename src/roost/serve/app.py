@@ -10,113 +10,42 @@ page itself (`/`, which asks for the key) and `/health` needs it: the API, `/met
 
 from __future__ import annotations
 
-import functools
 import hmac
 import html
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost.infer.chat import ChatTemplate
-from roost.infer.engine import Engine, EngineStopped, Unavailable
+from roost.infer.engine import EngineStopped, Unavailable
 from roost.infer.guard import LeakGuard
+from roost.infer.protocol import GenerationEngine
+from roost.serve.config import ServeConfig
 from roost.serve.errors import ApiError, _error
-from roost.serve.http import WRITE_TIMEOUT, Guard
+from roost.serve.http import Guard
+from roost.serve.metrics import Metrics
 from roost.serve.schemas import ErrorResponse, ModelCard, ModelList
+
+__all__ = ["ServeConfig", "build_app", "csp", "render_page"]
 
 WEB = Path(__file__).parent / "web" / "index.html"
 OPEN_ROUTES = frozenset({"/", "/health"})  # answered without the API key (the page, and liveness for probes)
-
-
-@dataclass
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    max_batch: int = 8
-    max_queue: int = 32
-    max_seq: int = 2048
-    max_body_bytes: int = 1 << 20
-    body_timeout: float = 30.0  # the whole request body must arrive within this (408)
-    header_timeout: float = 10.0  # request headers must be complete within this (the connection is closed)
-    max_connections: int = 256  # open connections; more are answered 503 and closed
-    write_timeout: float = WRITE_TIMEOUT  # an answer making no progress this long ends its connection
-    dtype: str = "auto"  # weights for decoding: auto (roost.probe's table, by CPU class), bf16 or fp32
 
 
 if TYPE_CHECKING:
     from roost.serve.search_api import SearchService
 
 
-class Metrics:
-    def __init__(self, engine: Engine | None):
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter("roost_requests", "HTTP requests", ["route", "status"], registry=r)
-        self.latency = Histogram(
-            "roost_request_seconds",
-            "request latency",
-            ["route"],
-            registry=r,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-        self.ttft = Histogram(
-            "roost_time_to_first_token_seconds",
-            "time to first token",
-            registry=r,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-        )
-        self.tokens = Counter("roost_generated_tokens", "generated tokens", registry=r)
-        self.tps = Histogram(
-            "roost_request_tokens_per_second",
-            "decode tokens/s per request",
-            registry=r,
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
-        )
-        if engine is not None:
-            Gauge("roost_queue_depth", "requests waiting", registry=r).set_function(engine.queue_depth)
-            Gauge("roost_running_requests", "requests in the running batch", registry=r).set_function(engine.active)
-            Gauge("roost_kv_cache_usage", "share of KV cache positions in use", registry=r).set_function(
-                engine.kv_usage
-            )
-        router = getattr(engine, "router", None)
-        if router is not None:  # generation by upstream replicas: per-upstream series
-            self._upstream_metrics(engine, router)
-
-    def _upstream_metrics(self, engine: Any, router: Any) -> None:
-        r = self.registry
-        reqs = Counter("roost_upstream_requests", "requests sent to each upstream", ["upstream", "outcome"], registry=r)
-        ttft = Histogram(
-            "roost_upstream_time_to_first_token_seconds",
-            "time to first token through each upstream",
-            ["upstream"],
-            registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-        )
-        out = Gauge("roost_upstream_outstanding", "requests in flight at each upstream", ["upstream"], registry=r)
-        up = Gauge("roost_upstream_healthy", "1 when the upstream passes its health check", ["upstream"], registry=r)
-        for u in router.upstreams:  # labelled by the URL without its credentials
-            out.labels(u.label).set_function(functools.partial(getattr, u, "outstanding"))
-            up.labels(u.label).set_function(functools.partial(lambda x: float(x.healthy), u))
-
-        def on_upstream(url: str, outcome: str, first: float | None) -> None:
-            reqs.labels(url, outcome).inc()
-            if first is not None:
-                ttft.labels(url).observe(first)
-
-        engine.on_upstream = on_upstream
-
-
 def build_app(
-    engine: Engine | None,
+    engine: GenerationEngine | None,
     model_name: str | None,
     model_sha256: str | None,
     cfg: ServeConfig,
@@ -137,22 +66,36 @@ def build_app(
     metrics = Metrics(engine)
     app.state.engine, app.state.closing = engine, False
     prov = {"model": model_name or "", "model_sha256": model_sha256 or ""}
-    created = int(time.time())
     template = chat_template or ChatTemplate(None)
-
-    want_key = f"Bearer {cfg.api_key}".encode() if cfg.api_key else b""
-
-    def _key_ok(header: str) -> bool:  # constant time: the comparison does not leak how much of a key matched
-        return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), want_key)
-
     app.add_middleware(
         Guard,
         max_body_bytes=cfg.max_body_bytes,
         body_timeout=cfg.body_timeout,
         loopback_only=_is_loopback(cfg.host) and not cfg.api_key,
     )
+    _add_error_handlers(app)
+    _add_access(app, cfg.api_key, metrics)
+    page_html = render_page(model_name, model_sha256, engine is not None, search is not None, bool(cfg.api_key))
+    _add_page_routes(app, page_html, engine, model_name, search, metrics)
+    _add_model_routes(app, engine, model_name, prov["model_sha256"])
+    if engine is not None and model_name is not None:
+        from roost.serve.completions_api import add_completion_routes
+        from roost.serve.generate_api import Generation
+        from roost.serve.suggest_api import add_suggest_routes
 
-    # -- errors in OpenAI's shape -----------------------------------------------------------------------------------
+        gen = Generation(engine, model_name, prov["model_sha256"], template, metrics, guard, store_db)
+        add_completion_routes(app, gen)
+        add_suggest_routes(app, gen)
+    if search is not None:
+        from roost.serve.search_api import add_search_routes
+
+        add_search_routes(app, search, engine, template, prov)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error in OpenAI's shape; a client's is a 4xx, a stopping or backend-less engine's a 503."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         return _error(e.status, e.message, e.type, e.param, e.code, e.headers)
@@ -181,12 +124,20 @@ def build_app(
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(e).__name__}", "server_error")
 
+
+def _add_access(app: FastAPI, api_key: str | None, metrics: Metrics) -> None:
+    """The API key on every route but OPEN_ROUTES, 503 for the API while closing, and per-route request metrics."""
+    want_key = f"Bearer {api_key}".encode() if api_key else b""
+
+    def key_ok(header: str) -> bool:  # constant time: the comparison does not leak how much of a key matched
+        return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), want_key)
+
     @app.middleware("http")
     async def guard_requests(request: Request, call_next: Any) -> Response:
         route = request.url.path
         t0 = time.perf_counter()
         resp: Response
-        if cfg.api_key and route not in OPEN_ROUTES and not _key_ok(request.headers.get("authorization", "")):
+        if api_key and route not in OPEN_ROUTES and not key_ok(request.headers.get("authorization", "")):
             resp = _error(
                 401,
                 "missing or wrong API key (Authorization: Bearer …)",
@@ -204,8 +155,16 @@ def build_app(
         metrics.latency.labels(known).observe(time.perf_counter() - t0)
         return resp
 
-    # -- routes --------------------------------------------------------------------------------------------------------
-    page_html = render_page(model_name, model_sha256, engine is not None, search is not None, bool(cfg.api_key))
+
+def _add_page_routes(
+    app: FastAPI,
+    page_html: str,
+    engine: GenerationEngine | None,
+    model_name: str | None,
+    search: SearchService | None,
+    metrics: Metrics,
+) -> None:
+    """The web page (`/`), liveness (`/health`) and Prometheus metrics (`/metrics`)."""
     page_headers = {
         "Content-Security-Policy": csp(page_html),
         "X-Content-Type-Options": "nosniff",
@@ -230,24 +189,17 @@ def build_app(
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_model_routes(app: FastAPI, engine: GenerationEngine | None, model_name: str | None, sha256: str) -> None:
+    """`GET /v1/models`: the served model's card (none when serving search only)."""
+    created = int(time.time())
+
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
         if engine is None or model_name is None:
             return ModelList(data=[])
-        card = ModelCard(
-            id=model_name, created=created, model_sha256=prov["model_sha256"], context_length=engine.max_seq
-        )
+        card = ModelCard(id=model_name, created=created, model_sha256=sha256, context_length=engine.max_seq)
         return ModelList(data=[card])
-
-    if engine is not None and model_name is not None:
-        from roost.serve.generate_api import add_generation_routes
-
-        add_generation_routes(app, engine, metrics, model_name, prov["model_sha256"], guard, store_db, template)
-    if search is not None:
-        from roost.serve.search_api import add_search_routes
-
-        add_search_routes(app, search, engine, template, prov, ApiError)
-    return app
 
 
 def _is_loopback(host: str) -> bool:

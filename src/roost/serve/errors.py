@@ -22,6 +22,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def queue_full(e: Exception) -> ApiError:
+    """The engine's queue is full (`QueueFull`): 429 with Retry-After."""
+    return ApiError(429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
+
+
 def _error(
     status: int,
     message: str,

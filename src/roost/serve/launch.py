@@ -1,7 +1,7 @@
 """Build and run `roost serve` from its arguments, outside the CLI (as vLLM builds its engine from args):
 
-from roost.serve.launch import ServeArgs, build, run
-server = build(Roost.at(home), ServeArgs(model="smollm2", port=8000), say=print)
+from roost.serve.launch import ServeConfig, build, run
+server = build(Roost.at(home), ServeConfig(model="smollm2", port=8000), say=print)
 run(server)   # HTTP in a thread, the engine in this one; SIGTERM/SIGINT drain and save the search index
 """
 
@@ -12,35 +12,22 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from roost.context import Roost
 from roost.errors import UsageError
+from roost.serve.config import ServeConfig
 from roost.workspace import Workspace
 
+if TYPE_CHECKING:
+    from roost.infer.loading import LoadedModel
+    from roost.infer.protocol import GenerationEngine
+    from roost.serve.search_api import SearchService
+    from roost.serve.vllm import VllmFleet
 
-@dataclass
-class ServeArgs:
-    """What `roost serve` was asked for (flags, or a script's values)."""
 
-    model: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    max_batch: int = 8
-    max_queue: int = 32
-    max_seq: int = 2048
-    dtype: str = "auto"
-    quant: str | None = None
-    no_search: bool = False
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 256
-    upstreams: list[str] = field(default_factory=list)  # OpenAI-compatible servers generating for the model
-    upstream_sha256: str | None = None
-    vllm: int = 0  # start this many vLLM replicas on the model folder and use them as upstreams
-    vllm_python: str | None = None
+ServeArgs = ServeConfig  # the name scripts and tests/security/test_upstream_bounds.py know: the same one type
 
 
 @dataclass
@@ -48,16 +35,16 @@ class Server:
     """A built server: the ASGI app, its engine (None: search only) and search service (None: generation only)."""
 
     app: Any
-    engine: Any
-    search: Any
+    engine: GenerationEngine | None
+    search: SearchService | None
     host: str
     port: int
     name: str | None
-    cfg: Any = None
-    fleet: Any = None  # vLLM replicas roost started (stopped with the server)
+    cfg: ServeConfig
+    fleet: VllmFleet | None = None  # vLLM replicas roost started (stopped with the server)
 
 
-def check(args: ServeArgs) -> str | None:
+def check(args: ServeConfig) -> str | None:
     """Refuse bad arguments before anything loads; returns the API key in force (flag or $ROOST_API_KEY)."""
     from roost.probe import choose
 
@@ -76,60 +63,45 @@ def check(args: ServeArgs) -> str | None:
     return key
 
 
-def build(ctx: Roost, args: ServeArgs, say: Callable[[str], None]) -> Server:
+def build(ctx: Roost, args: ServeConfig, say: Callable[[str], None]) -> Server:
     """Load the model and open the search index as asked (the context's `[corpus]` and `[search]` settings); `say`
     prints progress lines."""
+    from roost.corpus.backend import store_exists
     from roost.infer.guard import LeakGuard
     from roost.infer.loading import load_engine
     from roost.probe import choose
-    from roost.serve.app import ServeConfig, build_app
+    from roost.serve.app import build_app
 
-    key = check(args)
-    from roost.corpus.backend import store_exists
-
+    cfg = replace(args, api_key=check(args))  # the key in force: the flag's or $ROOST_API_KEY
     db = ctx.store
     have_store = store_exists(db)
-    if args.model is None and (args.no_search or not have_store):
+    if cfg.model is None and (cfg.no_search or not have_store):
         raise UsageError("nothing to serve: give a model, or ingest posts first to serve search alone")
-    engine = name = sha = template = fleet = None
-    if args.model is not None and (args.upstreams or args.vllm):
-        engine, name, sha, template, fleet = _upstream_engine(ctx.ws, args, say)
-    elif args.model is not None:
-        engine, name, sha, template = load_engine(
-            ctx.ws,
-            args.model,
-            args.max_batch,
-            args.max_queue,
-            args.max_seq,
-            args.dtype,
-            args.quant,
-            start=False,
-            say=say,
+    loaded: LoadedModel | None = None
+    fleet = None
+    if cfg.model is not None and (cfg.upstreams or cfg.vllm):
+        loaded, fleet = _upstream_engine(ctx.ws, cfg, say)
+    elif cfg.model is not None:
+        loaded = load_engine(
+            ctx.ws, cfg.model, cfg.max_batch, cfg.max_queue, cfg.max_seq, cfg.dtype, cfg.quant, start=False, say=say
         )
     search = None
-    if not args.no_search and have_store:
+    if not cfg.no_search and have_store:
         from roost.serve.search_api import SearchService
 
         emb = choose("embed", ctx.settings.search.embed_dtype).line()
         say(f"opening the search index (catching up with the store)… embeddings: {emb}")
         search = SearchService.open(ctx)
+    engine = loaded.engine if loaded else None
+    name, sha, template = (loaded.name, loaded.sha256, loaded.template) if loaded else (None, None, None)
     guard = LeakGuard(db) if have_store and engine is not None else None
-    cfg = ServeConfig(
-        host=args.host,
-        port=args.port,
-        api_key=key,
-        max_batch=args.max_batch,
-        max_queue=args.max_queue,
-        max_seq=args.max_seq,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        max_connections=args.max_connections,
-    )
     app = build_app(engine, name, sha, cfg, guard, db if have_store else None, template, search)
-    return Server(app, engine, search, args.host, args.port, name, cfg, fleet)
+    return Server(app, engine, search, cfg.host, cfg.port, name, cfg, fleet)
 
 
-def _upstream_engine(ws: Workspace, args: ServeArgs, say: Callable[[str], None]) -> tuple[Any, ...]:
+def _upstream_engine(
+    ws: Workspace, args: ServeConfig, say: Callable[[str], None]
+) -> tuple[LoadedModel, VllmFleet | None]:
     """Generation by upstream replicas: the ones given, plus `--vllm N` started here on the model folder."""
     from roost.infer.loading import load_upstream
     from roost.model.imports import resolve_model
@@ -147,7 +119,7 @@ def _upstream_engine(ws: Workspace, args: ServeArgs, say: Callable[[str], None])
         fleet = VllmFleet.start(path, path.name, args.vllm, dtype, args.max_seq, args.vllm_python, log_dir=ws.logs)
         urls += fleet.urls
     try:
-        engine, name, sha, template = load_upstream(
+        loaded = load_upstream(
             ws, args.model or "", urls, args.max_seq, max_queue=args.max_queue + 64 * len(urls),
             pin=args.upstream_sha256, say=say, own=fleet.urls if fleet is not None else (),
         )  # fmt: skip
@@ -155,7 +127,7 @@ def _upstream_engine(ws: Workspace, args: ServeArgs, say: Callable[[str], None])
         if fleet is not None:
             fleet.stop()
         raise
-    return engine, name, sha, template, fleet
+    return loaded, fleet
 
 
 def hints(server: Server) -> list[str]:

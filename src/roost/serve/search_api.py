@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,14 @@ from roost.erasure import ErasureReport, erase
 from roost.errors import RoostError
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import QueueFull
+from roost.infer.protocol import GenerationEngine
 from roost.registry import SearchKind
 from roost.search.answer import AnswerConfig, ask_events
 from roost.search.backend import SearchBackend
+from roost.search.embedded import SearchIndex
 from roost.search.expand import expand_query
-from roost.search.hybrid import SearchIndex
 from roost.search.live import LiveIndexer
+from roost.serve.errors import ApiError, queue_full
 from roost.serve.http import client_gone
 from roost.serve.schemas import (
     AskRequest,
@@ -84,128 +86,149 @@ def _post(p: Any) -> Post:
 
 
 def add_search_routes(
-    app: FastAPI,
-    svc: SearchService,
-    engine: Any | None,
-    template: ChatTemplate,
-    prov: dict[str, Any],
-    api_error: Callable[..., Exception],
+    app: FastAPI, svc: SearchService, engine: GenerationEngine | None, template: ChatTemplate, prov: dict[str, Any]
 ) -> None:
-    def bad_query(e: RoostError) -> Exception:
-        return api_error(400, str(e), param="query", code="invalid_query")
+    """The search routes over `svc`; `engine` (None: search only) answers `/v1/ask` and expands queries."""
+    routes = SearchRoutes(svc, engine, template, prov)
 
-    def need_engine(what: str) -> Any:
-        if engine is None:
-            raise api_error(
+    @app.post("/v1/search", response_model=SearchResponse)
+    async def search(req: SearchRequest) -> SearchResponse:
+        return await search_posts(routes, req)
+
+    @app.post("/v1/posts", response_model=PostsResponse)
+    async def add_posts(req: PostsRequest) -> PostsResponse:
+        return await ingest_posts(svc, req)
+
+    @app.delete("/v1/posts/{post_id:path}")
+    async def forget_post(post_id: str) -> dict[str, Any]:
+        return await forget(svc, post_id)
+
+    @app.post("/v1/ask", response_model=AskResponse)
+    async def ask(req: AskRequest, request: Request) -> Any:
+        return await answer(routes, req, request)
+
+
+@dataclass
+class SearchRoutes:
+    """What the search routes share: the search service, and the served model when there is one."""
+
+    svc: SearchService
+    engine: GenerationEngine | None
+    template: ChatTemplate
+    prov: dict[str, Any]
+
+    def need_engine(self, what: str) -> GenerationEngine:
+        if self.engine is None:
+            raise ApiError(
                 400,
                 f"{what} needs a model: this server serves search only (start `roost serve MODEL`)",
                 code="model_not_loaded",
             )
-        return engine
+        return self.engine
 
-    @app.post("/v1/search", response_model=SearchResponse)
-    async def search(req: SearchRequest) -> SearchResponse:
-        expand = svc.cfg.expand if req.expand is None else req.expand
-        terms: list[str] = []
+
+def _bad_query(e: RoostError) -> ApiError:
+    return ApiError(400, str(e), param="query", code="invalid_query")
+
+
+async def search_posts(routes: SearchRoutes, req: SearchRequest) -> SearchResponse:
+    """`POST /v1/search`: parse, expand with the model when asked (hybrid mode), search."""
+    from roost.search.query import parse
+
+    expand = routes.svc.cfg.expand if req.expand is None else req.expand
+    terms: list[str] = []
+    try:
+        q = parse(req.query)
+        if expand and req.mode == "hybrid":
+            eng = routes.need_engine("query expansion")
+            terms = await asyncio.to_thread(expand_query, eng, routes.template, q.text)
+        hits = await asyncio.to_thread(routes.svc.index.search, q, req.mode, req.k, req.recency, terms or None)
+    except RoostError as e:
+        raise _bad_query(e) from None
+    except QueueFull as e:
+        raise ApiError(429, f"server busy: {e}", "rate_limit_error", code="queue_full") from None
+    return SearchResponse(
+        query=req.query, mode=req.mode, expanded_terms=terms, data=[SearchHit(**h.to_json()) for h in hits]
+    )
+
+
+async def ingest_posts(svc: SearchService, req: PostsRequest) -> PostsResponse:
+    """`POST /v1/posts`: the good posts stored (and searchable once indexed, waited for when asked), the bad ones
+    listed with why."""
+    t0 = time.perf_counter()
+    posts, rejected, index_of = [], [], {}
+    for i, p in enumerate(req.posts):
         try:
-            from roost.search.query import parse
+            posts.append(_post(p))
+            index_of[posts[-1].id] = i
+        except RecordError as e:
+            rejected.append({"index": i, "id": p.id, "field": e.field, "message": e.message})
+    report, bad = await asyncio.to_thread(svc.ingest.add, posts, "request")
+    for b in bad:
+        pid = b.record.removeprefix("id ")
+        rejected.append({"index": index_of.get(pid), "id": pid, "field": b.field, "message": b.message})
+    searchable = await asyncio.to_thread(svc.indexer.flush, 5.0) if req.wait and report.stored else False
+    return PostsResponse(
+        stored=report.stored,
+        already=report.already,
+        forgotten=report.forgotten,
+        duplicates=report.duplicates + report.near_duplicates,
+        rejected=rejected,
+        searchable=bool(searchable),
+        seconds=round(time.perf_counter() - t0, 4),
+    )
 
-            q = parse(req.query)
-            if expand and req.mode == "hybrid":
-                eng = need_engine("query expansion")
-                terms = await asyncio.to_thread(expand_query, eng, template, q.text)
-            hits = await asyncio.to_thread(svc.index.search, q, req.mode, req.k, req.recency, terms or None)
-        except RoostError as e:
-            raise bad_query(e) from None
-        except QueueFull as e:
-            raise api_error(429, f"server busy: {e}", "rate_limit_error", code="queue_full") from None
-        return SearchResponse(
-            query=req.query, mode=req.mode, expanded_terms=terms, data=[SearchHit(**h.to_json()) for h in hits]
-        )
 
-    @app.post("/v1/posts", response_model=PostsResponse)
-    async def add_posts(req: PostsRequest) -> PostsResponse:
-        t0 = time.perf_counter()
-        posts, rejected, index_of = [], [], {}
-        for i, p in enumerate(req.posts):
-            try:
-                posts.append(_post(p))
-                index_of[posts[-1].id] = i
-            except RecordError as e:
-                rejected.append({"index": i, "id": p.id, "field": e.field, "message": e.message})
-        report, bad = await asyncio.to_thread(svc.ingest.add, posts, "request")
-        for b in bad:
-            pid = b.record.removeprefix("id ")
-            rejected.append(
-                {
-                    "index": index_of.get(pid),
-                    "id": pid,
-                    "field": b.field,
-                    "message": b.message,
-                }
-            )
-        searchable = await asyncio.to_thread(svc.indexer.flush, 5.0) if req.wait and report.stored else False
-        return PostsResponse(
-            stored=report.stored,
-            already=report.already,
-            forgotten=report.forgotten,
-            duplicates=report.duplicates + report.near_duplicates,
-            rejected=rejected,
-            searchable=bool(searchable),
-            seconds=round(time.perf_counter() - t0, 4),
-        )
+async def forget(svc: SearchService, post_id: str) -> dict[str, Any]:
+    """`DELETE /v1/posts/{id}`: the one erasure cascade, with this server's store and index."""
+    if not 0 < len(post_id) <= 4096 or not post_id.strip() or "\x00" in post_id:
+        raise ApiError(400, "post id must be 1..4096 characters, not blank", param="post_id", code="invalid_value")
+    if ":" not in post_id:  # a bare id is an API post's, as POST /v1/posts stored it
+        post_id = f"api:{post_id}"
 
-    @app.delete("/v1/posts/{post_id:path}")
-    async def forget_post(post_id: str) -> dict[str, Any]:
-        if not 0 < len(post_id) <= 4096 or not post_id.strip() or "\x00" in post_id:
-            raise api_error(400, "post id must be 1..4096 characters, not blank", param="post_id", code="invalid_value")
-        if ":" not in post_id:  # a bare id is an API post's, as POST /v1/posts stored it
-            post_id = f"api:{post_id}"
+    def run() -> ErasureReport:
+        with svc.ingest.lock:
+            rep = erase(svc.ctx, post_ids=[post_id], store=svc.ingest.store, index=svc.index)
+        svc.ingest.forgotten()  # and this server's dedup state
+        return rep
 
-        def run() -> ErasureReport:  # the one erasure cascade, with this server's store and index
-            with svc.ingest.lock:
-                rep = erase(svc.ctx, post_ids=[post_id], store=svc.ingest.store, index=svc.index)
-            svc.ingest.forgotten()  # and this server's dedup state
-            return rep
+    rep = await asyncio.to_thread(run)
+    return {**rep.to_json(), "object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True}
 
-        rep = await asyncio.to_thread(run)
-        return {**rep.to_json(), "object": "post.deleted", "id": post_id, "deleted": rep.posts > 0, "tombstoned": True}
 
-    @app.post("/v1/ask", response_model=AskResponse)
-    async def ask(req: AskRequest, request: Request) -> Any:
-        if req.model is not None and req.model != prov.get("model"):
-            raise api_error(404, f"model {req.model!r} does not exist", param="model", code="model_not_found")
-        eng = need_engine("/v1/ask")
-        cfg = AnswerConfig(posts=req.posts, min_similarity=svc.cfg.min_similarity)
-        gone = client_gone(request.scope)  # a client that leaves cancels the generation (and its upstream calls)
-        stop = None if gone is None else gone.is_set
-        gen = ask_events(eng, template, svc.index, req.question, cfg, prov, req.query, stop=stop)
-        events = _threaded(gen)
-        try:
-            first = await anext(events)  # search errors and a full queue surface as 4xx before any output
-        except RoostError as e:
-            raise bad_query(e) from None
-        except QueueFull as e:
-            raise api_error(
-                429, f"server busy: {e}", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
-            ) from None
-        except ValueError as e:
-            raise api_error(400, str(e), code="context_length_exceeded") from None
-        if req.stream:
+async def answer(routes: SearchRoutes, req: AskRequest, request: Request) -> Any:
+    """`POST /v1/ask`: a grounded answer with its cited posts, streamed as `ask.chunk` events or whole."""
+    if req.model is not None and req.model != routes.prov.get("model"):
+        raise ApiError(404, f"model {req.model!r} does not exist", param="model", code="model_not_found")
+    eng = routes.need_engine("/v1/ask")
+    cfg = AnswerConfig(posts=req.posts, min_similarity=routes.svc.cfg.min_similarity)
+    gone = client_gone(request.scope)  # a client that leaves cancels the generation (and its upstream calls)
+    stop = None if gone is None else gone.is_set
+    gen = ask_events(eng, routes.template, routes.svc.index, req.question, cfg, routes.prov, req.query, stop=stop)
+    events = _threaded(gen)
+    try:
+        first = await anext(events)  # search errors and a full queue surface as 4xx before any output
+    except RoostError as e:
+        raise _bad_query(e) from None
+    except QueueFull as e:
+        raise queue_full(e) from None
+    except ValueError as e:
+        raise ApiError(400, str(e), code="context_length_exceeded") from None
+    if req.stream:
 
-            async def chunks() -> AsyncIterator[str]:
-                yield f"data: {json.dumps({'object': 'ask.chunk', **first})}\n\n"
-                async for ev in events:
-                    yield f"data: {json.dumps({'object': 'ask.chunk', **ev})}\n\n"
-                yield "data: [DONE]\n\n"
+        async def chunks() -> AsyncIterator[str]:
+            yield f"data: {json.dumps({'object': 'ask.chunk', **first})}\n\n"
+            async for ev in events:
+                yield f"data: {json.dumps({'object': 'ask.chunk', **ev})}\n\n"
+            yield "data: [DONE]\n\n"
 
-            return StreamingResponse(chunks(), media_type="text/event-stream")
-        posts, final = first.get("posts", []), first
-        async for ev in events:
-            if ev["type"] == "answer":
-                final = ev
-        final = {k: v for k, v in final.items() if k != "type"}
-        return AskResponse(**final, retrieved_posts=posts)
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+    posts, final = first.get("posts", []), first
+    async for ev in events:
+        if ev["type"] == "answer":
+            final = ev
+    final = {k: v for k, v in final.items() if k != "type"}
+    return AskResponse(**final, retrieved_posts=posts)
 
 
 async def _threaded(gen: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
