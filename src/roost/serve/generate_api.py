@@ -106,8 +106,12 @@ class Generation:
 
     def submit(self, ids: list[int], p: SamplingParams, q: asyncio.Queue[tuple[int, Event]], idx: int) -> EngineRequest:
         loop = asyncio.get_running_loop()
+
+        def emit(ev: Event) -> None:  # on the engine's thread
+            loop.call_soon_threadsafe(q.put_nowait, (idx, ev))
+
         try:
-            return self.engine.submit(ids, p, lambda ev: loop.call_soon_threadsafe(q.put_nowait, (idx, ev)))
+            return self.engine.submit(ids, p, emit)
         except QueueFull as e:
             raise ApiError(
                 429,
@@ -126,7 +130,7 @@ class Generation:
         """Submit n requests per prompt; yield (choice index, event) until all are done. A client that leaves is
         noticed at its next event or within DISCONNECT_EVERY seconds, and its requests are cancelled."""
         q: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        reqs = []
+        reqs: list[EngineRequest] = []
         try:
             for ids in ids_list:
                 for i in range(n):

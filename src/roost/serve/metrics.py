@@ -6,6 +6,7 @@ Built by `roost.serve.app.build_app`; the generation routes observe into it (roo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -64,8 +65,8 @@ class Metrics:
         out = Gauge("roost_upstream_outstanding", "requests in flight at each upstream", ["upstream"], registry=r)
         up = Gauge("roost_upstream_healthy", "1 when the upstream passes its health check", ["upstream"], registry=r)
         for u in upstreams:  # labelled by the URL without its credentials
-            out.labels(u.label).set_function(lambda u=u: float(u.outstanding))
-            up.labels(u.label).set_function(lambda u=u: float(u.healthy))
+            out.labels(u.label).set_function(functools.partial(_outstanding, u))
+            up.labels(u.label).set_function(functools.partial(_healthy, u))
 
         def on_upstream(url: str, outcome: str, first: float | None) -> None:
             reqs.labels(url, outcome).inc()
@@ -73,3 +74,11 @@ class Metrics:
                 ttft.labels(url).observe(first)
 
         engine.on_upstream = on_upstream
+
+
+def _outstanding(u: Upstream) -> float:
+    return float(u.outstanding)
+
+
+def _healthy(u: Upstream) -> float:
+    return float(u.healthy)

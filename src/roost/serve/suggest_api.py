@@ -64,7 +64,9 @@ async def suggestions(gen: Generation, prompt: str, cfg: ComposeConfig, request:
         raise queue_full(e) from None
     except ValueError as e:
         raise ApiError(400, str(e), code="invalid_value") from None
-    return SuggestResponse(candidates=out["candidates"], dropped=out["dropped"], **gen.prov)
+    return SuggestResponse(
+        candidates=out["candidates"], dropped=out["dropped"], model=gen.model_name, model_sha256=gen.model_sha256
+    )
 
 
 def lookup_post(gen: Generation, post_id: str) -> str:
