@@ -57,7 +57,7 @@ def train_rate(dtype: str, steps: int) -> float:
 
 def embed_rate(dtype: str, n: int) -> float:
     """Texts/s of MiniLM embeddings."""
-    from roost.search.embed import Embedder
+    from roost.search.hybrid import Embedder
 
     texts = [f"post number {i}: the tram was late again this morning, #commute {i % 7}" for i in range(n)]
     e = Embedder(dtype=dtype)

@@ -42,7 +42,7 @@ from roost.corpus.ingest import LiveIngest, ingest
 from roost.corpus.post import Post
 from roost.corpus.postgres import server as pgserver
 from roost.demo.writers import synthetic_drafts, write_x_archive
-from roost.search.embed import Embedder
+from roost.search.hybrid import Embedder
 
 console = Console()
 

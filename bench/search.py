@@ -106,7 +106,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
     t_fts = fts5_build(db, root / "fts.db")
 
     console.print(f"embedding {args.vector_posts:,} posts (MiniLM, bf16) …")
-    from roost.search.embed import Embedder
+    from roost.search.hybrid import Embedder
 
     emb = Embedder()
     vec = VectorIndex(root / "index" / "vectors", dtype="f32")

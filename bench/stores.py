@@ -23,7 +23,7 @@ def demo_store(root: Path) -> Path:
 
 
 def generated_rows(n: int) -> list[tuple]:
-    """N generated posts as store rows (the COLUMNS of roost.corpus.store), the same for every backend."""
+    """N generated posts as store rows (the COLUMNS of roost.corpus.rows), the same for every backend."""
     rows = []
     for d in synthetic_drafts(n, seed=3):
         vals = {c: None for c in COLUMNS} | {

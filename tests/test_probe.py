@@ -105,7 +105,7 @@ def test_probe_reads_this_machine() -> None:
 
 def test_stages_take_the_probe_dtype(home: Path) -> None:
     """The embedder and the CLI follow the probe (and --dtype), and say which dtype they picked and why."""
-    from roost.search.embed import Embedder
+    from roost.search.hybrid import Embedder
 
     want = choose("embed").dtype
     assert Embedder().model.dtype == (torch.bfloat16 if want == "bf16" else torch.float32)

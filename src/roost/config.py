@@ -152,7 +152,7 @@ class RoostConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     serve: ServeSettings = field(default_factory=ServeSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
-    # [train] is checked by `roost train` against roost.train.run.TrainConfig (kept out of here: it needs torch)
+    # [train] is checked by `roost train` against roost.train.config.TrainConfig (the training stage owns it)
     train: dict[str, Any] = field(default_factory=dict)
 
 

@@ -8,8 +8,19 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.corpus.clean import extract_hashtags, extract_mentions, extract_urls, normalise
-from roost.corpus.pii import CARD, EMAIL, IP, MENTION, PHONE, luhn_ok, scrub
+from roost.corpus.clean import (
+    CARD,
+    EMAIL,
+    IP,
+    MENTION,
+    PHONE,
+    extract_hashtags,
+    extract_mentions,
+    extract_urls,
+    luhn_ok,
+    normalise,
+    scrub,
+)
 
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
 

@@ -11,7 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from roost.errors import UsageError
-from roost.infer.simple import SampleConfig, generate
+from roost.infer.sampling import SamplingParams
+from roost.infer.simple import generate
 from roost.model.config import ModelConfig, from_depth, load_preset, presets
 from roost.model.convert import hf_config, hf_state_dict, load_hf_dir, save_model_dir
 from roost.model.llama import Llama
@@ -111,14 +112,14 @@ def test_document_mask_isolates_packed_documents() -> None:
 def test_kv_cache_decoding_equals_full_forward() -> None:
     m = _model()
     prompt = [5, 17, 99, 3, 250]
-    out = generate(m, prompt, SampleConfig(max_tokens=15, temperature=0), stop_ids=set())
+    out = generate(m, prompt, SamplingParams(max_tokens=15, temperature=0), stop_ids=set())
     seq = list(prompt)
     with torch.no_grad():
         for _ in range(15):
             seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
     assert out == seq[len(prompt) :]
-    a = generate(m, prompt, SampleConfig(max_tokens=10, seed=3), set())
-    assert a == generate(m, prompt, SampleConfig(max_tokens=10, seed=3), set())
+    a = generate(m, prompt, SamplingParams(max_tokens=10, seed=3), set())
+    assert a == generate(m, prompt, SamplingParams(max_tokens=10, seed=3), set())
 
 
 @pytest.mark.parametrize("name", presets())

@@ -44,8 +44,11 @@ def test_page_search_and_ask(search_home: Path, tmp_path: Path) -> None:
     run_roost("--home", str(home), "ingest", str(write_x_archive(tmp_path / "e", "harbour", "9", drafts)))
     run_roost("--home", str(home), "import", "smollm2")
     svc = SearchService.open(Roost.at(home), CorpusConfig(workers=1), SearchConfig())
-    engine, name, sha, template = load_engine(Workspace(home), "smollm2", max_batch=4)
-    srv = Server(build_app(engine, name, sha, ServeConfig(), None, home / "corpus.db", template, svc))
+    loaded = load_engine(Workspace(home), "smollm2", max_batch=4)
+    engine = loaded.engine
+    srv = Server(
+        build_app(engine, loaded.name, loaded.sha256, ServeConfig(), None, home / "corpus.db", loaded.template, svc)
+    )
     only = Server(build_app(None, None, None, ServeConfig(), search=svc))
     try:
         with sync_playwright() as p:

@@ -24,9 +24,8 @@ from roost.context import Roost
 from roost.corpus.ingest import ingest
 from roost.demo.writers import Draft, write_x_archive
 from roost.errors import UsageError
-from roost.search.embed import Embedder
 from roost.search.embedded import SearchIndex
-from roost.search.hybrid import Hit
+from roost.search.hybrid import Embedder, Hit
 from roost.search.query import parse
 
 MODES = ("keyword", "semantic", "hybrid")

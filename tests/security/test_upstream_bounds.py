@@ -254,11 +254,12 @@ def test_upstream_logprobs_and_ids_are_checked(roost: Roost, up: Hostile, mode: 
 
 def _routes(model_dir: Path, upstream: str, home: Path) -> tuple[list[tuple[str, str]], list[str]]:  # noqa: F811
     """(method, path) of every route of the app `roost serve` builds with these arguments, and its banner."""
-    from roost.serve.launch import ServeArgs, build, hints
+    from roost.serve.config import ServeConfig
+    from roost.serve.launch import build, hints
 
     sha = json.loads((model_dir / "roost.json").read_text())["model_sha256"]
     said: list[str] = []
-    args = ServeArgs(str(model_dir), upstreams=[upstream], upstream_sha256=sha, api_key=KEY, no_search=True)
+    args = ServeConfig(str(model_dir), upstreams=[upstream], upstream_sha256=sha, api_key=KEY, no_search=True)
     server = build(Context.at(home), args, say=said.append)
     try:
         out = [(m, re.sub(r"\{[^}]*\}", "x:1", r.path)) for r in server.app.routes for m in sorted(r.methods or ())]

@@ -209,8 +209,8 @@ def test_a_card_naming_the_served_folder_vouches_for_nothing(model_dir: Path, tm
         with pytest.raises(UsageError, match="--upstream-sha256"):
             load_upstream(Workspace(tmp_path), str(model_dir), [up.url], wait_s=5)
         for kw in ({"pin": sha}, {"own": [up.url]}):
-            engine, _, label, _ = load_upstream(Workspace(tmp_path), str(model_dir), [up.url], wait_s=5, **kw)
-            engine.shutdown()
-            assert label == sha
+            loaded = load_upstream(Workspace(tmp_path), str(model_dir), [up.url], wait_s=5, **kw)
+            loaded.engine.shutdown()
+            assert loaded.sha256 == sha
     finally:
         up.stop()

@@ -39,7 +39,7 @@ def _progress(label: str, quiet: bool) -> Any:
 def _engine(ws: Workspace, model: str, max_batch: int = 8, dtype: str = "auto") -> tuple[Any, dict[str, str], Any]:
     from roost.infer.loading import load_engine
 
-    engine, name, sha, template = load_engine(
+    loaded = load_engine(
         ws,
         model,
         max_batch=max_batch,
@@ -47,7 +47,7 @@ def _engine(ws: Workspace, model: str, max_batch: int = 8, dtype: str = "auto") 
         dtype=dtype,
         say=lambda line: Console(stderr=True).print(f"[dim]{line}[/]", highlight=False),
     )
-    return engine, {"model": name, "model_sha256": sha}, template
+    return loaded.engine, {"model": loaded.name, "model_sha256": loaded.sha256}, loaded.template
 
 
 app.add_typer(eval_app, name="eval")

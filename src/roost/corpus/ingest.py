@@ -22,12 +22,10 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roost.config import CorpusConfig
-from roost.corpus import lang as langid
 from roost.corpus.backend import Location, PostStore, open_store
-from roost.corpus.clean import check_keys, clean_post
+from roost.corpus.clean import check_keys, choose_lang, clean_post, scrub
 from roost.corpus.dedup import signature, text_key
 from roost.corpus.importers import ImportOptions, find_exports, read_export
-from roost.corpus.pii import scrub
 from roost.corpus.post import BadRecord, Post, RecordError, iso, reposted_authors
 from roost.errors import RoostError, StrictModeError
 
@@ -89,7 +87,7 @@ def prepare(posts: list[Post], cfg: CorpusConfig, label: str = "") -> list[Prepa
             out.append(BadRecord(post.source, f"id {post.id}", e.field, e.message))
             continue
         scrubbed, hits = scrub(post.text, mentions=cfg.scrub_mentions)
-        post.lang = langid.choose(post.lang, post.text, cfg.min_lang_chars)
+        post.lang = choose_lang(post.lang, post.text, cfg.min_lang_chars)
         if post.repost_of is not None:
             out.append(Prepared(post, scrubbed, dict(hits), None, None))
             continue

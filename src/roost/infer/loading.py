@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,10 +32,6 @@ class LoadedModel:
     name: str
     sha256: str
     template: ChatTemplate
-
-    def __iter__(self) -> Iterator[Any]:
-        """`engine, name, sha256, template = loaded`: for callers not yet moved to the fields (cli/search.py)."""
-        return iter((self.engine, self.name, self.sha256, self.template))
 
 
 def load_engine(

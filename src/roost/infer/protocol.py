@@ -30,6 +30,7 @@ class GenerationEngine(Protocol):
     eos_ids: set[int]  # ids that end a turn
     max_seq: int  # the context length served (prompt + max_tokens must fit)
     max_queue: int  # requests waiting (or outstanding upstream) before `submit` raises QueueFull
+    max_batch: int  # requests this process generates together (1 upstream: the replicas batch on their side)
     on_upstream: UpstreamHook | None  # told of every upstream request's outcome (metrics); never called in process
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> Request:

@@ -9,8 +9,6 @@ import torch
 from roost.infer.sampling import RequestSampler, SamplingParams
 from roost.model.llama import Llama
 
-SampleConfig = SamplingParams  # the name tests/model/test_llama.py imports; the one sampling type is SamplingParams
-
 
 @torch.no_grad()
 def generate(model: Llama, prompt_ids: list[int], params: SamplingParams, stop_ids: set[int]) -> list[int]:

@@ -247,6 +247,7 @@ class UpstreamEngine(GenerationEngine):
         self.vocab = tokenizer.get_vocab_size()
         self.router = Router(urls, health_interval)
         self.max_queue = max_queue
+        self.max_batch = 1  # batching happens on the replicas
         self.chunk_timeout = chunk_timeout
         self.on_upstream = on_upstream  # (upstream url, outcome, time to first token or None) for metrics
         self.running = True

@@ -25,6 +25,7 @@ from typing import Any
 
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import check_done
+from roost.infer.protocol import GenerationEngine
 from roost.infer.sampling import SamplingParams
 from roost.search.backend import SearchBackend
 from roost.search.hybrid import Hit, or_terms
@@ -111,7 +112,7 @@ def post_json(h: Hit, n: int) -> dict[str, Any]:
 
 
 def ask_events(
-    engine: Any,
+    engine: GenerationEngine,
     template: ChatTemplate,
     index: SearchBackend,
     question: str,
@@ -233,7 +234,7 @@ def _final(
 
 
 def ask(
-    engine: Any,
+    engine: GenerationEngine,
     template: ChatTemplate,
     index: SearchBackend,
     question: str,

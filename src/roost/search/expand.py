@@ -16,6 +16,7 @@ from typing import Any
 
 from roost.infer.chat import ChatTemplate
 from roost.infer.engine import check_done
+from roost.infer.protocol import GenerationEngine
 from roost.infer.sampling import SamplingParams
 from roost.search.query import STOPWORDS
 
@@ -35,14 +36,14 @@ def _prompt(template: ChatTemplate, system: str, user: str) -> str:
 
 
 def _generate(
-    engine: Any, prompts: list[str], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+    engine: GenerationEngine, prompts: list[str], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0
 ) -> list[str]:
     """Generate for many prompts at once (the engine batches them); texts in prompt order."""
     out = [""] * len(prompts)
     q: queue.Queue[tuple[int, Any]] = queue.Queue()
     pending = 0
     nxt = 0
-    window = max(1, getattr(engine, "max_queue", 8) // 2 + getattr(engine, "max_batch", 1))
+    window = max(1, engine.max_queue // 2 + engine.max_batch)
     while nxt < len(prompts) or pending:
         while nxt < len(prompts) and pending < window:
             ids = engine.tok.encode(prompts[nxt], add_special_tokens=False).ids
@@ -73,7 +74,7 @@ def parse_terms(text: str, query: str, max_terms: int = 6) -> list[str]:
     return out
 
 
-def expand_query(engine: Any, template: ChatTemplate, query_text: str, max_terms: int = 6) -> list[str]:
+def expand_query(engine: GenerationEngine, template: ChatTemplate, query_text: str, max_terms: int = 6) -> list[str]:
     if not query_text.strip():
         return []
     (text,) = _generate(engine, [_prompt(template, EXPAND_SYSTEM, f"Search: {query_text}")], 32)
@@ -88,7 +89,7 @@ _META = re.compile(
 _REFUSAL = re.compile(r"\b(i'?m sorry|i can'?t|i cannot|unable to|as an ai)\b", re.I)
 
 
-def synthetic_queries(engine: Any, template: ChatTemplate, posts: list[str]) -> list[str]:
+def synthetic_queries(engine: GenerationEngine, template: ChatTemplate, posts: list[str]) -> list[str]:
     """One query per post (cleaned: one line, no quotes/operators or preambles, at most 12 words; '' for a refusal,
     which the caller skips)."""
     prompts = [_prompt(template, SYNTH_SYSTEM, "Post: " + " ".join(p.split())[:400]) for p in posts]

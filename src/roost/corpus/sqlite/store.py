@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS erased (n INTEGER PRIMARY KEY AUTOINCREMENT, seq INTE
 """
 )
 _INSERT = f"INSERT OR IGNORE INTO posts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
 class Store:
     def __init__(self, path: Path, readonly: bool = False, threads: bool = False):
         self.path = path
