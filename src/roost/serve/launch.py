@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from roost.serve.vllm import VllmFleet
 
 
-
-
 @dataclass
 class Server:
     """A built server: the ASGI app, its engine (None: search only) and search service (None: generation only)."""
