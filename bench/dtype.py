@@ -23,7 +23,7 @@ from rich.table import Table
 from roost.model.config import load_preset
 from roost.model.llama import Llama
 from roost.probe import choose, classify, probe
-from roost.train.optim import build_optimizer
+from roost.train.build import build_optimizer
 from roost.workspace import Workspace
 
 

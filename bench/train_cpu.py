@@ -21,7 +21,7 @@ from rich.table import Table
 from roost.model.config import ModelConfig, from_depth, load_preset
 from roost.model.convert import hf_config, hf_state_dict
 from roost.model.llama import Llama
-from roost.train.optim import build_optimizer
+from roost.train.build import build_optimizer
 
 SHAPES = {"small": (16, 256), "d6": (8, 512), "gpt2-124m": (4, 512)}
 

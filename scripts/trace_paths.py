@@ -70,7 +70,7 @@ class Tracer:
 
     def __init__(self, marker: str | None = None) -> None:
         self.marker = marker
-        self.seen: dict[str, None] = {}
+        self.seen: dict[str, str] = {}  # module → the first function that ran in it
         self.files: dict[str, str | None] = {}
 
     def hook(self, frame: Any, event: str, arg: Any) -> None:
@@ -83,13 +83,13 @@ class Tracer:
             return
         if self.marker is None:
             if event == "call":
-                self.seen[mod] = None
+                self.seen[mod] = code.co_qualname
             return
         carried = holds(arg, self.marker) if event == "return" else any(
             holds(frame.f_locals.get(name), self.marker) for name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
         )  # fmt: skip
         if carried:
-            self.seen[mod] = None
+            self.seen[mod] = code.co_qualname
 
     def __enter__(self) -> Tracer:
         sys.setprofile(self.hook)
@@ -167,15 +167,15 @@ def main() -> None:
             if args.only and not name.startswith(args.only) and not name.startswith(f"roost {args.only}"):
                 continue
             t = run(Path(tmp) / name.split()[0])
-            out[name] = {"stage_files": t.stage_files(), "modules_run": list(t.seen)}
+            out[name] = {"stage_files": {m: t.seen[m] for m in t.stage_files()}, "modules_run": t.seen}
     if args.json:
         print(json.dumps(out, indent=1))
         return
     for name, got in out.items():
         files = got["stage_files"]
         print(f"\n{name}: {len(files)} stage files ({len(got['modules_run'])} roost modules ran)")
-        for i, m in enumerate(files, 1):
-            print(f"  {i:2d}. src/{m.replace('.', '/')}.py")
+        for i, (m, first) in enumerate(files.items(), 1):
+            print(f"  {i:2d}. src/{m.replace('.', '/')}.py  ({first})")
 
 
 if __name__ == "__main__":

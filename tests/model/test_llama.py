@@ -176,7 +176,7 @@ def test_config_errors(bad: dict, match: str) -> None:
 def test_fused_head_loss_matches_cross_entropy(vocab: int, rows: int) -> None:
     import torch.nn.functional as F
 
-    from roost.model.loss import linear_cross_entropy
+    from roost.model.llama import linear_cross_entropy
 
     torch.manual_seed(0)
     h = torch.randn(rows, 48, requires_grad=True)

@@ -23,8 +23,8 @@ from roost.model.config import ModelConfig, load_preset
 from roost.model.convert import load_model_dir
 from roost.train import checkpoint as ckpt
 from roost.train import dcp
-from roost.train.metrics import read_metrics
 from roost.train.parallel import check_tp, mesh_shape
+from roost.train.trainer import read_metrics
 from roost.workspace import Workspace
 from tests.conftest import run_roost
 

@@ -18,8 +18,7 @@ from roost.context import Roost
 from roost.errors import RoostError, UsageError
 from roost.model.convert import load_model_dir
 from roost.train import checkpoint as ckpt
-from roost.train.metrics import read_metrics
-from roost.train.trainer import TrainConfig, Trainer
+from roost.train.trainer import TrainConfig, Trainer, read_metrics
 from tests.conftest import run_roost
 
 # fp32 pinned: the default (auto) depends on the CPU class, and these tests compare numbers

@@ -168,7 +168,7 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
             f"{last['peak_mem_gb']:.2f} GB",
         )
     console.print(t)
-    from roost.train.metrics import plot_losses
+    from roost.train.trainer import plot_losses
 
     png = plot_losses(trainer.paths.run / "metrics.jsonl", trainer.paths.run / "loss.png", f"roost train {cfg.name}")
     console.print(

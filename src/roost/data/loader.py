@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roost.data.shards import verify
+from roost.data.manifest import verify
 from roost.errors import RoostError, UsageError
 
 _M64 = np.uint64((1 << 64) - 1)

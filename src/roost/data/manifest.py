@@ -1,5 +1,6 @@
 """A shard set's manifest and ids files: read and written by `roost tokenize` (roost.data.shards) and by erasure
-inside shards (roost.data.erase); nothing here opens a token file.
+inside shards (roost.data.erase), and `verify`, which checks a set's files against its manifest (the loader
+calls it before training; `roost shards verify`). Nothing here reads tokens.
 
     m = read_manifest(home / "shards/default")      # RoostError naming the file when absent, corrupt or foreign
     ids = read_ids(home / "shards/default/train.ids", m["splits"]["train"]["docs"])
@@ -14,7 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from roost.errors import RoostError
+from roost.hashing import sha256_file
 
 MANIFEST_VERSION = 1
 
@@ -71,3 +75,34 @@ def sets_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
+    """Check every file of a set against its manifest (existence, size, and sha256 when `checksums`)."""
+    m = read_manifest(directory)
+    if m.get("redacting"):
+        raise RoostError(
+            f"{directory}: an erasure was interrupted while overwriting forgotten posts' tokens; the next "
+            "`roost forget` (any target) finishes it, or rebuild with `roost tokenize --rebuild-stale`"
+        )
+    size = np.dtype(m["dtype"]).itemsize
+    for split, info in m["splits"].items():
+        for f in info["files"]:
+            p = directory / f["file"]
+            if not p.is_file():
+                raise RoostError(f"{p}: shard file missing (split {split}); rebuild with `roost tokenize`")
+            if p.stat().st_size != f["tokens"] * size:
+                raise RoostError(
+                    f"{p}: {p.stat().st_size} bytes, manifest says {f['tokens']} tokens × {size} bytes; "
+                    "the shard is truncated or corrupt — rebuild with `roost tokenize`"
+                )
+            if checksums and sha256_file(p) != f["sha256"]:
+                raise RoostError(f"{p}: sha256 differs from manifest.json; the shard is corrupt — rebuild it")
+        ids = directory / info["ids_file"]
+        if checksums and info.get("ids_sha256") and (not ids.is_file() or sha256_file(ids) != info["ids_sha256"]):
+            raise RoostError(f"{ids}: missing or its sha256 differs from manifest.json; rebuild with `roost tokenize`")
+        read_ids(ids, int(info["docs"]))
+        docs = directory / info["docs_file"]
+        if not docs.is_file() or docs.stat().st_size != info["docs"] * 8:
+            raise RoostError(f"{docs}: document index missing or of the wrong size; rebuild with `roost tokenize`")
+    return m

@@ -33,7 +33,15 @@ import numpy as np
 from roost.config import ShardConfig
 from roost.corpus.backend import describe, open_reader
 from roost.data import tokenizer as toklib
-from roost.data.manifest import MANIFEST_VERSION, read_ids, read_manifest, sets_lock, shard_sets, write_manifest  # noqa: F401
+from roost.data.manifest import (  # noqa: F401 — re-exported: shardlib.verify, shardlib.read_manifest, …
+    MANIFEST_VERSION,
+    read_ids,
+    read_manifest,
+    sets_lock,
+    shard_sets,
+    verify,
+    write_manifest,
+)
 from roost.errors import RoostError
 
 SPLITS = ("train", "val")
@@ -255,38 +263,3 @@ def list_sets(root: Path) -> list[tuple[Path, dict[str, Any] | str]]:
         except RoostError as e:
             out.append((d, str(e)))
     return out
-
-
-def verify(directory: Path, checksums: bool = True) -> dict[str, Any]:
-    """Check every file of a set against its manifest (existence, size, and sha256 when `checksums`)."""
-    m = read_manifest(directory)
-    if m.get("redacting"):
-        raise RoostError(
-            f"{directory}: an erasure was interrupted while overwriting forgotten posts' tokens; the next "
-            "`roost forget` (any target) finishes it, or rebuild with `roost tokenize --rebuild-stale`"
-        )
-    size = np.dtype(m["dtype"]).itemsize
-    for split, info in m["splits"].items():
-        for f in info["files"]:
-            p = directory / f["file"]
-            if not p.is_file():
-                raise RoostError(f"{p}: shard file missing (split {split}); rebuild with `roost tokenize`")
-            if p.stat().st_size != f["tokens"] * size:
-                raise RoostError(
-                    f"{p}: {p.stat().st_size} bytes, manifest says {f['tokens']} tokens × {size} bytes; "
-                    "the shard is truncated or corrupt — rebuild with `roost tokenize`"
-                )
-            if checksums and toklib.sha256_file(p) != f["sha256"]:
-                raise RoostError(f"{p}: sha256 differs from manifest.json; the shard is corrupt — rebuild it")
-        ids = directory / info["ids_file"]
-        if (
-            checksums
-            and info.get("ids_sha256")
-            and (not ids.is_file() or toklib.sha256_file(ids) != info["ids_sha256"])
-        ):
-            raise RoostError(f"{ids}: missing or its sha256 differs from manifest.json; rebuild with `roost tokenize`")
-        read_ids(ids, int(info["docs"]))
-        docs = directory / info["docs_file"]
-        if not docs.is_file() or docs.stat().st_size != info["docs"] * 8:
-            raise RoostError(f"{docs}: document index missing or of the wrong size; rebuild with `roost tokenize`")
-    return m

@@ -27,7 +27,7 @@ import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -41,6 +41,11 @@ from roost.errors import RoostError
 from roost.seal import seal, verify
 from roost.train import checkpoint as ckpt
 from roost.workspace import Workspace
+
+if TYPE_CHECKING:
+    from roost.model.llama import Llama
+    from roost.train.build import Optimizers
+    from roost.train.parallel import Dist
 
 
 def is_dcp(path: Path) -> bool:
@@ -237,3 +242,35 @@ def export(
         prov,
         n_groups=len(groups),
     )
+
+
+class Sharded:
+    """A torchrun job: DCP shards written by every rank, sealed; loads into any layout (dcp.py)."""
+
+    def __init__(self, ws: Workspace, dist: Dist, async_save: bool = False):
+        self.ws, self.dist, self.async_save = ws, dist, async_save
+        self.pending: Pending | None = None
+
+    def save(self, ckpt_dir: Path, step: int, model: Llama, opt: Optimizers, meta: dict[str, Any], keep: int) -> Path:
+        self.finish()  # one save in flight at a time
+        pending = save(self.ws, ckpt_dir, step, model, opt.opts[0], meta, keep=keep, async_save=self.async_save)
+        self.pending = pending if self.async_save else None
+        return ckpt_dir / f"step_{step:08d}"
+
+    def finish(self) -> None:
+        if self.pending is not None:
+            finish(self.pending)
+            self.pending = None
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        return read_meta(self.ws, path)  # sealed by this home, else refused before anything in it is read
+
+    def restore(self, path: Path, model: Llama, opt: Optimizers) -> dict[str, Any]:
+        meta = load(self.ws, path, model, opt.opts[0])
+        if meta.get("model_config") != model.config.to_dict():
+            raise RoostError(f"{path}: checkpoint of another model config; it cannot be resumed into this one")
+        return meta
+
+    def export(self, path: Path, out: Path, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Streams the shards a tensor group at a time (one process; no rank gathers the whole model)."""
+        return export(self.ws, path, out, provenance=provenance)

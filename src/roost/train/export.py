@@ -1,5 +1,5 @@
 """`roost export SOURCE OUT [--force]`: a HF Llama directory from `models/NAME` or from a run's newest checkpoint,
-read through roost.train.checkpointer (sharded DCP checkpoints are streamed tensor group by tensor group, never
+read through roost.train.checkpoint (sharded DCP checkpoints are streamed tensor group by tensor group, never
 whole in memory; a plain one is loaded into a model of its own config, LoRA adapters merged).
 
 OUT is the operator's path, outside the workspace if they like; an existing OUT is replaced only with `force` and
@@ -41,7 +41,7 @@ def export(ctx: Roost, source: str, out: Path, force: bool = False) -> dict[str,
     """models/SOURCE copied, or a run's newest checkpoint (either format) written as a HF folder: the weights come
     through the checkpointer, the shape from the checkpoint's own model config (no Trainer, no data)."""
     from roost.train import checkpoint as ckpt
-    from roost.train.checkpointer import checkpointer_for
+    from roost.train.build import checkpointer_for
 
     out = check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)

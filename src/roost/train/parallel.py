@@ -54,10 +54,6 @@ class Dist:
         return self.mesh is not None
 
 
-def launched_by_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
-
-
 def mesh_shape(world: int, dp_replicate: int, dp_shard: int, tp: int) -> tuple[int, int, int]:
     """(dp_replicate, dp_shard, tp) for `world` ranks; dp_shard -1 takes whatever the others leave."""
     for k, v in (("dp_replicate", dp_replicate), ("tp", tp)):

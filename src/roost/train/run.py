@@ -28,7 +28,7 @@ from roost.errors import UsageError
 from roost.train import launch
 from roost.train.build import resolve_init
 from roost.train.config import TrainConfig
-from roost.train.parallel import init_distributed, launched_by_torchrun, report_hangs, shutdown
+from roost.train.parallel import init_distributed, report_hangs, shutdown
 from roost.workspace import Workspace
 
 
@@ -42,6 +42,11 @@ class Launch:
     nproc: int | None = None
     max_restarts: int = 0
     export: bool = True
+
+
+def launched_by_torchrun() -> bool:
+    """This process is one rank of a torchrun job (the single-process path never touches distributed code)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
 def run(ctx: Roost, cfg: TrainConfig, opts: Launch, say: Callable[[str], None], drive: Callable[[Any], None]) -> int:

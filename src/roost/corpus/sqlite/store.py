@@ -239,7 +239,9 @@ class Store:
         dead = []
         for rid, pid in self.db.execute("SELECT id, pid FROM ingest_runs WHERE status = 'running'").fetchall():
             try:
-                alive = pid is not None and pid != os.getpid() and (os.kill(pid, 0) or True)
+                alive = pid is not None and pid != os.getpid()
+                if alive:
+                    os.kill(pid, 0)  # raises when the process is gone
             except ProcessLookupError:
                 alive = False
             except PermissionError:
