@@ -1,7 +1,7 @@
 """The house rules that keep holding after a restructure (docs/architecture.md): the floors (an import-linter
 layers contract in pyproject.toml: the CLI on top, nothing importing back up), no import cycle between modules,
-no file over 500 lines, no function body over 80 lines (a verb's option declarations, its signature, not
-counted), and backend names compared only in roost.registry.
+no file over 500 lines, no function over 80 lines (a verb with many options declares them as data: roost.cli.app
+`declare`, or generates them from its config dataclass), and backend names compared only in roost.registry.
 
     pytest tests/test_layout.py
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "roost"
-MAX_FILE, MAX_BODY = 500, 80
+MAX_FILE, MAX_FUNCTION = 500, 80
 BACKEND_NAMES = {"sqlite", "postgres", "postgresql", "embedded", "postgresql://", "postgres://"}
 
 
@@ -88,9 +88,9 @@ def test_sizes() -> None:
     for path, tree in _modules():
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                body = node.end_lineno - node.body[0].lineno + 1  # type: ignore[operator]
-                if body > MAX_BODY:
-                    long_bodies.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {body}")
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > MAX_FUNCTION:
+                    long_bodies.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {lines}")
     assert not big_files and not long_bodies, big_files + long_bodies
 
 

@@ -9,6 +9,7 @@ stage function and printing.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,6 +123,30 @@ def command() -> Any:
                 param.help = literal_brackets(param.help)
         todo += getattr(cmd, "commands", {}).values()  # a group's verbs
     return root
+
+
+def option(name: str, kind: Any, default: Any, *decls: str, help: str | None = None) -> inspect.Parameter:
+    """One typer option as a keyword parameter (`declare` puts a list of them on a verb)."""
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[kind, typer.Option(*decls, help=help)],
+    )
+
+
+def declare(params: list[inspect.Parameter], with_ctx: bool = False) -> Any:
+    """Register a verb `def verb(**options)` (or `(ctx, **options)`) with these declared options: the option list is
+    data, not a long signature."""
+
+    def register(fn: Any) -> Any:
+        ctx = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        fn.__signature__ = inspect.Signature([*(ctx if with_ctx else []), *params])
+        fn.__annotations__ = {p.name: p.annotation for p in fn.__signature__.parameters.values()}
+        app.command()(fn)
+        return fn
+
+    return register
 
 
 def progress_bar(show: bool) -> Any:

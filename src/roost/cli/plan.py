@@ -11,60 +11,56 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 
-from roost.cli.app import app
+from roost.cli.app import declare, option
+
+# the flags, in the order --help lists them (one declaration each)
+PLAN_OPTIONS = [
+    option("gpus", int, 0, "--gpus", help="Accelerators in the fleet."),
+    option("gpu", str, "h100", "--gpu", help="Accelerator: h100-sxm, h200, b200, a100, tpu-v5p, ..."),
+    option("days", float, 0.0, "--days", help="Budget: wall-clock days on the fleet."),
+    option("model", str, "", "--model", help="Preset to plan (default: llama3-8b/70b/405b)."),
+    option("tokens", str, "", "--tokens", help="Training tokens: 15T, 1.5e12, 300B."),
+    option("seq_len", int, 8192, "--seq-len"),
+    option("batch_tokens", str, "16M", "--batch-tokens", help="Global batch in tokens."),
+    option("mfu", float, 0.0, "--mfu", help="Use this MFU instead of the table."),
+    option("goodput", float, 0.0, "--goodput", help="Use this goodput instead of the failure model."),
+    option("calibrate", str, "", "--calibrate", help="Take the MFU measured by a roost run: runs/NAME/metrics.jsonl."),
+    option("experts", int, 1, "--experts", help="Mixture of experts: experts per layer."),
+    option("top_k", int, 1, "--top-k", help="Mixture of experts: experts per token."),
+    option(
+        "inference_tokens", str, "", "--inference-tokens", help="Expected lifetime inference tokens (over-training)."
+    ),
+    option("usd_per_hour", str, "", "--usd-per-hour", help="Price range LOW,HIGH per GPU-hour."),
+    option("pue", float, 1.2, "--pue"),
+    option("node_overhead", float, 1.5, "--node-overhead", help="Node watts per GPU watt."),
+    option(
+        "interruption_gpu_hours", float, 50_000.0, "--interruption-gpu-hours", help="GPU-hours between interruptions."
+    ),
+    option("restart_min", float, 10.0, "--restart-min"),
+    option("ckpt_fixed_s", float, 20.0, "--ckpt-fixed-s", help="Blocking cost of a checkpoint."),
+    option("ckpt_write_gbps", float, 0.5, "--ckpt-write-gbps", help="Storage write GB/s per GPU for checkpoints."),
+    option("ckpt_interval_min", float, 0.0, "--ckpt-interval-min", help="0: Young's optimum."),
+    option("hardware", str, "", "--hardware", help="Extra hardware catalogue (TOML)."),
+    option("tp", int, 0, "--tp", help="Check this layout: tensor parallel."),
+    option("pp", int, 1, "--pp", help="Check this layout: pipeline stages."),
+    option("cp", int, 1, "--cp", help="Check this layout: context parallel."),
+    option("dp_shard", int, 0, "--dp-shard", help="Check this layout: FSDP group (0: all)."),
+    option("micro_batch", int, 1, "--micro-batch"),
+    option("recompute", str, "none", "--recompute", help="none | selective | full"),
+    option("recipe", str, "adamw", "--recipe", help="Bytes/param: adamw (16), adamw-bf16-grads (14), megatron (18)."),
+    option("top", int, 3, "--top", help="Layouts to show per model."),
+    option("as_json", bool, False, "--json", help="Print the plan as JSON."),
+    option("plot", str, "", "--plot", help="Write PNG charts into this directory."),
+    option("validate", bool, False, "--validate", help="Predict the published runs and compare."),
+]
 
 
-@app.command()
-def plan(
-    gpus: Annotated[int, typer.Option("--gpus", help="Accelerators in the fleet.")] = 0,
-    gpu: Annotated[str, typer.Option("--gpu", help="Accelerator: h100-sxm, h200, b200, a100, tpu-v5p, ...")] = "h100",
-    days: Annotated[float, typer.Option("--days", help="Budget: wall-clock days on the fleet.")] = 0.0,
-    model: Annotated[str, typer.Option("--model", help="Preset to plan (default: llama3-8b/70b/405b).")] = "",
-    tokens: Annotated[str, typer.Option("--tokens", help="Training tokens: 15T, 1.5e12, 300B.")] = "",
-    seq_len: Annotated[int, typer.Option("--seq-len")] = 8192,
-    batch_tokens: Annotated[str, typer.Option("--batch-tokens", help="Global batch in tokens.")] = "16M",
-    mfu: Annotated[float, typer.Option("--mfu", help="Use this MFU instead of the table.")] = 0.0,
-    goodput: Annotated[float, typer.Option("--goodput", help="Use this goodput instead of the failure model.")] = 0.0,
-    calibrate: Annotated[
-        str, typer.Option("--calibrate", help="Take the MFU measured by a roost run: runs/NAME/metrics.jsonl.")
-    ] = "",
-    experts: Annotated[int, typer.Option("--experts", help="Mixture of experts: experts per layer.")] = 1,
-    top_k: Annotated[int, typer.Option("--top-k", help="Mixture of experts: experts per token.")] = 1,
-    inference_tokens: Annotated[
-        str, typer.Option("--inference-tokens", help="Expected lifetime inference tokens (over-training).")
-    ] = "",
-    usd_per_hour: Annotated[str, typer.Option("--usd-per-hour", help="Price range LOW,HIGH per GPU-hour.")] = "",
-    pue: Annotated[float, typer.Option("--pue")] = 1.2,
-    node_overhead: Annotated[float, typer.Option("--node-overhead", help="Node watts per GPU watt.")] = 1.5,
-    interruption_gpu_hours: Annotated[
-        float, typer.Option("--interruption-gpu-hours", help="GPU-hours between interruptions.")
-    ] = 50_000.0,
-    restart_min: Annotated[float, typer.Option("--restart-min")] = 10.0,
-    ckpt_fixed_s: Annotated[float, typer.Option("--ckpt-fixed-s", help="Blocking cost of a checkpoint.")] = 20.0,
-    ckpt_write_gbps: Annotated[
-        float, typer.Option("--ckpt-write-gbps", help="Storage write GB/s per GPU for checkpoints.")
-    ] = 0.5,
-    ckpt_interval_min: Annotated[float, typer.Option("--ckpt-interval-min", help="0: Young's optimum.")] = 0.0,
-    hardware: Annotated[str, typer.Option("--hardware", help="Extra hardware catalogue (TOML).")] = "",
-    tp: Annotated[int, typer.Option("--tp", help="Check this layout: tensor parallel.")] = 0,
-    pp: Annotated[int, typer.Option("--pp", help="Check this layout: pipeline stages.")] = 1,
-    cp: Annotated[int, typer.Option("--cp", help="Check this layout: context parallel.")] = 1,
-    dp_shard: Annotated[int, typer.Option("--dp-shard", help="Check this layout: FSDP group (0: all).")] = 0,
-    micro_batch: Annotated[int, typer.Option("--micro-batch")] = 1,
-    recompute: Annotated[str, typer.Option("--recompute", help="none | selective | full")] = "none",
-    recipe: Annotated[
-        str, typer.Option("--recipe", help="Bytes/param: adamw (16), adamw-bf16-grads (14), megatron (18).")
-    ] = "adamw",
-    top: Annotated[int, typer.Option("--top", help="Layouts to show per model.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    plot: Annotated[str, typer.Option("--plot", help="Write PNG charts into this directory.")] = "",
-    validate: Annotated[bool, typer.Option("--validate", help="Predict the published runs and compare.")] = False,
-) -> None:
+@declare(PLAN_OPTIONS)
+def plan(**o: Any) -> None:
     """Plan a training run on a fleet: compute-optimal size, days, layouts that fit, energy and cost."""
     from roost.plan.compute import parse_count
     from roost.plan.goodput import FailureModel
@@ -73,39 +69,43 @@ def plan(
     from roost.plan.planner import validate as run_validation
 
     console = Console()
-    fm = FailureModel(interruption_gpu_hours, restart_min, ckpt_fixed_s, ckpt_write_gbps, ckpt_interval_min)
-    outdir = Path(plot) if plot else None
+    fm = FailureModel(
+        o["interruption_gpu_hours"], o["restart_min"], o["ckpt_fixed_s"], o["ckpt_write_gbps"], o["ckpt_interval_min"]
+    )
+    outdir = Path(o["plot"]) if o["plot"] else None
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
-    if validate:
-        return show_validation(run_validation(fm), as_json, outdir, console)
-    usd = parse_usd(usd_per_hour) if usd_per_hour else None
+    if o["validate"]:
+        return show_validation(run_validation(fm), o["as_json"], outdir, console)
+    usd = parse_usd(o["usd_per_hour"]) if o["usd_per_hour"] else None
     cfg = PlanConfig(
-        gpus=gpus,
-        gpu=gpu,
-        days=days,
-        model=model,
-        tokens=parse_count(tokens, "--tokens") if tokens else 0.0,
-        seq_len=seq_len,
-        batch_tokens=parse_count(batch_tokens, "--batch-tokens"),
-        mfu=mfu,
-        goodput=goodput,
-        calibrate=calibrate,
-        experts=experts,
-        top_k=top_k,
-        inference_tokens=parse_count(inference_tokens, "--inference-tokens") if inference_tokens else 0.0,
+        gpus=o["gpus"],
+        gpu=o["gpu"],
+        days=o["days"],
+        model=o["model"],
+        tokens=parse_count(o["tokens"], "--tokens") if o["tokens"] else 0.0,
+        seq_len=o["seq_len"],
+        batch_tokens=parse_count(o["batch_tokens"], "--batch-tokens"),
+        mfu=o["mfu"],
+        goodput=o["goodput"],
+        calibrate=o["calibrate"],
+        experts=o["experts"],
+        top_k=o["top_k"],
+        inference_tokens=parse_count(o["inference_tokens"], "--inference-tokens") if o["inference_tokens"] else 0.0,
         usd_per_hour=usd,
-        pue=pue,
-        node_overhead=node_overhead,
+        pue=o["pue"],
+        node_overhead=o["node_overhead"],
         failure=fm,
-        hardware_file=hardware,
-        recipe=recipe,
-        top=top,
+        hardware_file=o["hardware"],
+        recipe=o["recipe"],
+        top=o["top"],
     )
     r = make_plan(cfg)
-    if tp:
-        r["layout_check"] = check_layout(cfg, tp, pp, cp, dp_shard, micro_batch, recompute)
-    show_plan(r, cfg, as_json, outdir, console)
+    if o["tp"]:
+        r["layout_check"] = check_layout(
+            cfg, o["tp"], o["pp"], o["cp"], o["dp_shard"], o["micro_batch"], o["recompute"]
+        )
+    show_plan(r, cfg, o["as_json"], outdir, console)
 
 
 def show_validation(v: dict[str, Any], as_json: bool, outdir: Path | None, console: Console) -> None:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli.app import app, state
+from roost.cli.app import app, option, state
 from roost.train.config import FLAG, TrainConfig
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
@@ -48,32 +48,26 @@ def given(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in names and v is not None and v is not False}
 
 
-def _option(name: str, kind: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, KEYWORD, default=default, annotation=Annotated[kind, typer.Option(*decls, help=help)]
-    )
-
-
 # the verb's own options (how to run, not what to train), placed in --help after the settings they follow
 LAUNCH = [
-    _option("resume", bool, False, "--resume", help="Continue the newest checkpoint of --name."),
-    _option("resume_from", str | None, None, "--resume-from", help="Continue this checkpoint (step_N)."),
-    _option("no_export", bool, False, "--no-export", help="Do not write models/NAME at the end."),
-    _option("force", bool, False, "--force", help="Start over: replace an existing run and models/NAME of this name."),
-    _option("nproc", int | None, None, "--nproc", help="Run N processes on this machine (torchrun for you)."),
-    _option(
+    option("resume", bool, False, "--resume", help="Continue the newest checkpoint of --name."),
+    option("resume_from", str | None, None, "--resume-from", help="Continue this checkpoint (step_N)."),
+    option("no_export", bool, False, "--no-export", help="Do not write models/NAME at the end."),
+    option("force", bool, False, "--force", help="Start over: replace an existing run and models/NAME of this name."),
+    option("nproc", int | None, None, "--nproc", help="Run N processes on this machine (torchrun for you)."),
+    option(
         "max_restarts", int, 0, "--max-restarts", help="With --nproc: restart the group this often after a failure."
     ),
 ]
 DRY_RUN = [
-    _option(
+    option(
         "dry_run", bool, False, "--dry-run", help="Build on the meta device; print params, FLOPs and memory per rank."
     ),
-    _option("gpu", str, "h100", "--gpu", help="With --dry-run: the GPU to check the fit on."),
-    _option(
+    option("gpu", str, "h100", "--gpu", help="With --dry-run: the GPU to check the fit on."),
+    option(
         "world", int | None, None, "--world", help="With --dry-run: ranks in the job (default: the mesh's product)."
     ),
-    _option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+    option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
 ]
 
 
