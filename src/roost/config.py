@@ -16,22 +16,32 @@ from typing import Any
 from roost.errors import UsageError
 from roost.registry import StoreKind, search_kind, store_kind
 
+FLAG = "roost.flag"  # the metadata key of a setting that is also a command-line option: its help text
+
+
+def flag(default: Any, help: str = "", *, always: bool = False, decls: tuple[str, ...] = ()) -> Any:
+    """A setting that is also an option of its verb (roost.cli.app `config_options`): `--seq-len` for `seq_len`, or
+    `decls`, with this help text. `always`: the option's own default is the field's and wins over roost.toml (shown
+    in --help as the default); otherwise an option left out changes nothing."""
+    return field(default=default, metadata={FLAG: help, "always": always, "decls": decls})
+
 
 @dataclass
 class CorpusConfig:
     """Settings of `roost ingest` (importers, cleaning, dedup, PII, language, store)."""
 
-    near_dup_threshold: float = 0.8  # estimated Jaccard of character shingles at which a post is a near-dup
+    # estimated Jaccard of character shingles at which a post is a near-dup
+    near_dup_threshold: float = flag(0.8, "Jaccard threshold in (0, 1); default 0.8.")
     shingle_size: int = 5  # characters per shingle; short posts need short shingles
     num_perm: int = 64  # MinHash permutations
     max_post_chars: int = 20_000  # longer "posts" are rejected (a 10 MB post is a broken record, not a post)
     keep_visibility: tuple[str, ...] = ("public", "unlisted")
-    include_deleted: bool = False  # X archive deleted-tweets files
-    scrub_mentions: bool = False  # also replace @mentions in the scrubbed text
+    include_deleted: bool = flag(False, "X archives: also deleted tweets.")  # X archive deleted-tweets files
+    scrub_mentions: bool = flag(False, "Also replace @mentions in training text.")  # in the scrubbed text
     min_lang_chars: int = 12  # shorter texts get lang "und" unless the source declares one
     batch_size: int = 2_000  # posts per SQLite transaction
-    strict: bool = False  # any bad record is fatal
-    workers: int = 0  # processes for per-post work; 0 = all cores (1 = in-process)
+    strict: bool = flag(False, "Any bad record is fatal; nothing is written.")
+    workers: int = flag(0, "Worker processes (0 = all cores).")  # 1 = in-process
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_dup_threshold < 1.0:
@@ -88,13 +98,13 @@ class ShardConfig:
 class SearchConfig:
     """Settings of `roost index`, `roost search`, `roost ask` and the search side of `roost serve` (`[search]`)."""
 
-    mode: str = "hybrid"  # keyword | semantic | hybrid
+    mode: str = flag("hybrid", "keyword, semantic or hybrid (default).")
     backend: str = "embedded"  # embedded (tantivy + usearch in <home>/index) | postgres (the store's database)
-    k: int = 10  # results returned
+    k: int = flag(10, "Results (default [search] k, 10).", decls=("-k",))  # results returned
     rrf_k: int = 60  # reciprocal rank fusion constant
     keyword_weight: float | None = None  # fusion weights; None = tuned by `roost eval search --tune`, else 1.0
     semantic_weight: float | None = None
-    recency: float = 0.0  # boost for recent posts (0 = off)
+    recency: float = flag(0.0, "Boost for recent posts (default [search] recency, 0).")  # 0 = off
     vectors: str = "f32"  # f32 or i8 (HNSW quantised to int8: 4× smaller graph vectors)
     refresh_ms: int = 50  # real time: new posts are committed and searchable after at most this long (+ embed)
     min_similarity: float = 0.3  # ask: abstain when the best cosine of question and post is below this

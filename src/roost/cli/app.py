@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ import typer.core
 import typer.main
 from rich.console import Console
 
-from roost.config import RoostConfig
+from roost.config import FLAG, RoostConfig
 from roost.context import Roost
 from roost.errors import RoostError
 from roost.workspace import Workspace
@@ -133,6 +134,31 @@ def option(name: str, kind: Any, default: Any, *decls: str, help: str | None = N
         default=default,
         annotation=Annotated[kind, typer.Option(*decls, help=help)],
     )
+
+
+def config_options(cls: type, names: list[str] | None = None) -> list[inspect.Parameter]:
+    """One option per setting of a config dataclass that has `flag(...)` metadata (roost.config.flag), in field order
+    or the order of `names`: `--seq-len` for `seq_len` (or the field's `decls`), its help text from the metadata. A
+    switch (bool) defaults to off; any other option to None (left out: roost.toml's value or the field's default),
+    unless the field says its default always applies. One declaration per setting: the file and the flags cannot
+    drift."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if FLAG in f.metadata}
+    params = []
+    for name in names or list(fields):
+        f = fields[name]
+        kind, default = hints[f.name], f.default
+        if kind is not bool and not f.metadata["always"]:
+            kind, default = kind | None, None
+        decls = f.metadata.get("decls") or (f"--{f.name.replace('_', '-')}",)
+        params.append(option(f.name, kind, default, *decls, help=f.metadata[FLAG] or None))
+    return params
+
+
+def given(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `cls` that options set: a value option when given, a switch when turned on."""
+    names = {f.name for f in dataclasses.fields(cls) if FLAG in f.metadata}
+    return {k: v for k, v in options.items() if k in names and v is not None and v is not False}
 
 
 def declare(params: list[inspect.Parameter], with_ctx: bool = False) -> Any:

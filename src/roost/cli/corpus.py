@@ -8,12 +8,13 @@ roost.erasure).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from roost.cli.app import RoostGroup, app, console, state
+from roost.cli.app import RoostGroup, app, config_options, console, declare, given, option, state
 from roost.config import CorpusConfig
 from roost.errors import UsageError
 
@@ -21,36 +22,27 @@ corpus_app = typer.Typer(cls=RoostGroup, help="Look at the post store.", no_args
 app.add_typer(corpus_app, name="corpus")
 
 
-@app.command()
-def ingest(
-    ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Export files or folders (searched for exports).")],
-    format: Annotated[
-        str | None,
-        typer.Option(
-            "--format", "-f", help="Force the format: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet."
-        ),
-    ] = None,
-    map: Annotated[
-        str | None, typer.Option("--map", help="Generic files: FIELD=COLUMN,... e.g. text=body,author=user")
-    ] = None,
-    source: Annotated[str, typer.Option("--source", help="Generic files: id prefix / source name.")] = "generic",
-    strict: Annotated[bool, typer.Option("--strict", help="Any bad record is fatal; nothing is written.")] = False,
-    include_deleted: Annotated[
-        bool, typer.Option("--include-deleted", help="X archives: also deleted tweets.")
-    ] = False,
-    include_private: Annotated[
-        bool, typer.Option("--include-private", help="Also keep followers-only and direct posts.")
-    ] = False,
-    near_dup_threshold: Annotated[
-        float | None, typer.Option("--near-dup-threshold", help="Jaccard threshold in (0, 1); default 0.8.")
-    ] = None,
-    scrub_mentions: Annotated[
-        bool, typer.Option("--scrub-mentions", help="Also replace @mentions in training text.")
-    ] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (0 = all cores).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
+INGEST_OPTIONS = [
+    inspect.Parameter(
+        "paths",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Annotated[list[Path], typer.Argument(help="Export files or folders (searched for exports).")],
+    ),
+    option(
+        "format", str | None, None, "--format", "-f",
+        help="Force the format: x-archive, twitter-api, mastodon, bluesky, jsonl, csv, parquet.",
+    ),
+    option("map", str | None, None, "--map", help="Generic files: FIELD=COLUMN,... e.g. text=body,author=user"),
+    option("source", str, "generic", "--source", help="Generic files: id prefix / source name."),
+    *config_options(CorpusConfig, ["strict", "include_deleted"]),  # [corpus] settings: roost.config
+    option("include_private", bool, False, "--include-private", help="Also keep followers-only and direct posts."),
+    *config_options(CorpusConfig, ["near_dup_threshold", "scrub_mentions", "workers"]),
+    option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+]  # fmt: skip
+
+
+@declare(INGEST_OPTIONS, with_ctx=True)
+def ingest(ctx: typer.Context, **o: Any) -> None:
     """Import exports into the post store: clean, dedup, scrub PII, identify language.
 
     Example: [bold]roost ingest twitter-archive.zip mastodon-archive.tar.gz repo.car[/]
@@ -61,28 +53,18 @@ def ingest(
     from roost.corpus.report import print_ingest_report
 
     st = state(ctx)
-    overrides: dict[str, object] = {}
-    if strict:
-        overrides["strict"] = True
-    if include_deleted:
-        overrides["include_deleted"] = True
-    if include_private:
+    overrides: dict[str, object] = given(CorpusConfig, o)
+    if o["include_private"]:
         overrides["keep_visibility"] = ("public", "unlisted", "followers", "direct")
-    if near_dup_threshold is not None:
-        overrides["near_dup_threshold"] = near_dup_threshold
-    if scrub_mentions:
-        overrides["scrub_mentions"] = True
-    if workers is not None:
-        overrides["workers"] = workers
     cfg: CorpusConfig = dataclasses.replace(st.config.corpus, **overrides)  # type: ignore[arg-type]
-    opts = ImportOptions(format=format, mapping=parse_mapping(map), source=source)
+    opts = ImportOptions(format=o["format"], mapping=parse_mapping(o["map"]), source=o["source"])
     st.ws.ensure()
     report = run_ingest(
-        paths,
+        o["paths"],
         st.store,
         cfg,
         opts,
-        show_progress=not quiet and console.is_terminal,
+        show_progress=not o["quiet"] and console.is_terminal,
         on_wait=lambda m: console.print(f"[yellow]{m}[/]"),
     )
     print_ingest_report(report.to_json(), console)

@@ -6,6 +6,7 @@ Registered on the main typer app by `roost.cli`; thin calls into `roost.search`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli.app import app, state
+from roost.cli.app import app, config_options, declare, option, state
+from roost.config import SearchConfig
 from roost.errors import UsageError
 from roost.workspace import Workspace
 
@@ -95,24 +97,26 @@ def index_cmd(
     )
 
 
-@app.command()
-def search(
-    ctx: typer.Context,
-    query: Annotated[
-        str,
-        typer.Argument(
-            help='Words, "phrases", -exclusions, OR, #tags, from:, to:, since:, until:, lang:, filter:replies.'
-        ),
-    ],
-    mode: Annotated[str | None, typer.Option("--mode", help="keyword, semantic or hybrid (default).")] = None,
-    k: Annotated[int | None, typer.Option("-k", help="Results (default [search] k, 10).")] = None,
-    recency: Annotated[
-        float | None, typer.Option("--recency", help="Boost for recent posts (default [search] recency, 0).")
-    ] = None,
-    expand: Annotated[bool | None, typer.Option("--expand/--no-expand", help="LLM query expansion (needs -m).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for --expand.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
-) -> None:
+SEARCH_OPTIONS = [
+    inspect.Parameter(
+        "query",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Annotated[
+            str,
+            typer.Argument(
+                help='Words, "phrases", -exclusions, OR, #tags, from:, to:, since:, until:, lang:, filter:replies.'
+            ),
+        ],
+    ),
+    *config_options(SearchConfig, ["mode", "k", "recency"]),  # [search] settings: roost.config
+    option("expand", bool | None, None, "--expand/--no-expand", help="LLM query expansion (needs -m)."),
+    option("model", str | None, None, "--model", "-m", help="Model for --expand."),
+    option("as_json", bool, False, "--json", help="JSON lines instead of a table."),
+]
+
+
+@declare(SEARCH_OPTIONS, with_ctx=True)
+def search(ctx: typer.Context, **o: Any) -> None:
     """Search the posts: keyword (BM25), semantic (MiniLM vectors) or hybrid (reciprocal rank fusion).
 
     Example: [bold]roost search 'rain OR snow since:2024-01-01 -filter:replies' --mode hybrid[/]
@@ -122,9 +126,10 @@ def search(
 
     st = state(ctx)
     cfg = st.config.search  # roost.toml's [search] unless a flag says otherwise
-    k = cfg.k if k is None else k
-    recency = cfg.recency if recency is None else recency
-    expand = cfg.expand if expand is None else expand
+    k = cfg.k if o["k"] is None else o["k"]
+    recency = cfg.recency if o["recency"] is None else o["recency"]
+    expand = cfg.expand if o["expand"] is None else o["expand"]
+    mode, query, model = o["mode"], o["query"], o["model"]  # mode: the backend's default when left out
     if not 1 <= k <= 1000 or recency < 0:
         raise UsageError("-k must be in 1..1000 and --recency >= 0")
     q = parse(query)
@@ -140,7 +145,7 @@ def search(
         finally:
             engine.shutdown()
     hits = current_search(st.ctx).search(q, mode, k, recency, terms or None)
-    if as_json:
+    if o["as_json"]:
         for h in hits:
             console.print_json(json.dumps(h.to_json()))
         return

@@ -8,44 +8,19 @@ that set a `TrainConfig` are generated from its fields (roost.train.config: one 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import typing
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli.app import app, option, state
-from roost.train.config import FLAG, TrainConfig
+from roost.cli.app import app, config_options, given, option, state
+from roost.train.config import TrainConfig
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 console = Console()
-
-
-def config_options(cls: type) -> list[inspect.Parameter]:
-    """One typer option per field of a config dataclass with `flag(...)` metadata (roost.train.config), in field
-    order: `--seq-len` for `seq_len`, its help text from the metadata. A switch (bool) defaults to off; any other
-    flag to None (left out: `[train]` or the field's default), unless the field says its default always applies."""
-    hints = typing.get_type_hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        if FLAG not in f.metadata:
-            continue
-        kind, default = hints[f.name], f.default
-        if kind is not bool and not f.metadata["always"]:
-            kind, default = kind | None, None
-        option = typer.Option(f"--{f.name.replace('_', '-')}", help=f.metadata[FLAG] or None)
-        params.append(inspect.Parameter(f.name, KEYWORD, default=default, annotation=Annotated[kind, option]))
-    return params
-
-
-def given(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The settings of `cls` that flags set: a value flag when given, a switch when turned on."""
-    names = {f.name for f in dataclasses.fields(cls) if FLAG in f.metadata}
-    return {k: v for k, v in options.items() if k in names and v is not None and v is not False}
 
 
 # the verb's own options (how to run, not what to train), placed in --help after the settings they follow

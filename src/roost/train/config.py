@@ -11,18 +11,10 @@ metadata, in the order of the fields); the others are set in roost.toml only. A 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from roost.config import FLAG, flag  # noqa: F401 — FLAG re-exported
 from roost.errors import UsageError
-
-FLAG = "roost.flag"  # the metadata key of a field that is also a `roost train` option: its help text
-
-
-def flag(default: Any, help: str = "", *, always: bool = False) -> Any:
-    """A setting that is also a `roost train` option with this help text. `always`: the flag's own default is the
-    field's and wins over `[train]` (shown in --help as the default); otherwise a flag left out changes nothing."""
-    return field(default=default, metadata={FLAG: help, "always": always})
 
 
 @dataclass
