@@ -3,10 +3,14 @@ the workspace (every path), the settings (`roost.toml` and flags), and where the
 
     ctx = Roost.at("roost-home")                                    # home, its roost.toml, its store
     ctx = Roost.at(home, config=Path("my.toml"), store="postgresql://…")
-    open_store(ctx.store); SearchIndex(ctx); Trainer(ctx, cfg)
+    open_store(ctx.store); open_search(ctx); Trainer(ctx, cfg)
 
 Stages take the context (or the one backend they need); none reads the store location from the environment or
-rebuilds a workspace from a bare path. The environment is read here only, as a user's input: `$ROOST_HOME`
+rebuilds a workspace from a bare path. The context says where the backends are and which kinds they are
+(roost.registry); each backend's opener lives with its protocol (roost.corpus.backend.open_store,
+roost.search.backend.open_search), because the context is on the ground floor that every stage imports: an
+object here that opened them would import every floor above it. A long-lived edge (the server) opens them once
+and passes the opened ones down (roost.serve.search_api.SearchService). The environment is read here only, as a user's input: `$ROOST_HOME`
 (roost.workspace) and `$ROOST_STORE`, below `--store` and above `[store] url`.
 """
 
