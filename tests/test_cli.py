@@ -166,3 +166,11 @@ def test_help_keeps_bracketed_words() -> None:
     with ThreadPoolExecutor(4) as pool:
         printed = "\n".join(pool.map(lambda v: run_roost(*v, "--help").stdout, [(), *verbs]))
     assert not [w for w in sorted(words) if w not in printed]
+
+
+def test_errors_keep_bracketed_words(tmp_path: Path) -> None:
+    """An error naming a roost.toml section prints it ("[train] / flags: unknown setting"), not Rich markup's
+    nothing."""
+    (tmp_path / "roost.toml").write_text("[train]\nbogus_key = 1\n")
+    proc = run_roost("--home", str(tmp_path), "train", "--dry-run", check=False)
+    assert proc.returncode != 0 and "[train] / flags: unknown setting(s) ['bogus_key']" in proc.stderr

@@ -11,7 +11,7 @@ rebuilds a workspace from a bare path. The context says where the backends are a
 roost.search.backend.open_search), because the context is on the ground floor that every stage imports: an
 object here that opened them would import every floor above it. A long-lived edge (the server) opens them once
 and passes the opened ones down (roost.serve.search_api.SearchService). The environment is read here only, as a user's input: `$ROOST_HOME`
-(roost.workspace) and `$ROOST_STORE`, below `--store` and above `[store] url`.
+(roost.workspace) and `$ROOST_STORE`, below `--store` and `[store] url`.
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ class Roost:
         settings: RoostConfig | None = None,
     ) -> Roost:
         """The context of a home (`--home`, else `$ROOST_HOME`, else ./roost-home): its settings from `config` (else
-        `<home>/roost.toml`, unless `settings` are given), its store from `store` (`--store`), else `$ROOST_STORE`,
-        else `[store] url`, else `<home>/corpus.db`."""
+        `<home>/roost.toml`, unless `settings` are given), its store from `store` (`--store`), else `[store] url`,
+        else `$ROOST_STORE`, else `<home>/corpus.db`."""
         ws = Workspace.resolve(home)
         if config is not None and not config.is_file():
             raise UsageError(f"--config {config}: no such file")
         cfg = settings if settings is not None else load_config(config or ws.config_file)
-        url = store or os.environ.get("ROOST_STORE") or cfg.store.url
-        return cls(ws, cfg, store_location(ws.corpus_db, url))
+        given = [("--store", store), ("[store] url", cfg.store.url), ("$ROOST_STORE", os.environ.get("ROOST_STORE"))]
+        where, url = next(((w, u) for w, u in given if u), ("", None))
+        return cls(ws, cfg, store_location(ws.corpus_db, url, where))
 
     @property
     def home(self) -> Path:

@@ -41,13 +41,14 @@ def store_kind(location: Location) -> StoreKind:
     return StoreKind.SQLITE
 
 
-def store_location(corpus_db: Path, url: str | None) -> Location:
-    """The store to use: `url` (from `--store`, `$ROOST_STORE` or `[store] url`) when given, else the workspace's
-    SQLite file. Anything but a PostgreSQL URL there is a usage error (password redacted)."""
+def store_location(corpus_db: Path, url: str | None, where: str = "--store") -> Location:
+    """The store to use: `url` (from `where`: `--store`, `[store] url` or `$ROOST_STORE`) when given, else the
+    workspace's SQLite file. Anything but a PostgreSQL URL there is a usage error naming `where` (password
+    redacted)."""
     if not url:
         return corpus_db
     if store_kind(url) is not StoreKind.POSTGRES:
-        raise UsageError(f"--store {redact(url)!r}: give a postgresql:// URL (the default store is {corpus_db})")
+        raise UsageError(f"{where} {redact(url)!r}: give a postgresql:// URL (the default store is {corpus_db})")
     return url
 
 

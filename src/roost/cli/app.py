@@ -19,6 +19,7 @@ import typer
 import typer.core
 import typer.main
 from rich.console import Console
+from rich.markup import escape
 
 from roost.config import FLAG, RoostConfig
 from roost.context import Roost
@@ -33,7 +34,7 @@ class RoostGroup(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except RoostError as e:
-            err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # words as written
             raise typer.Exit(e.exit_code) from None
 
 
@@ -66,7 +67,7 @@ class State:
 
     @property
     def store(self) -> Path | str:
-        """The post store: `--store URL`, else `$ROOST_STORE`, else `[store] url`, else the home's SQLite file."""
+        """The post store: `--store URL`, else `[store] url`, else `$ROOST_STORE`, else the home's SQLite file."""
         return self.ctx.store
 
 
@@ -87,8 +88,8 @@ def main_options(
         str | None,
         typer.Option(
             "--store",
-            help="Post store: a postgresql:// URL (else $ROOST_STORE, else [store] url in roost.toml, else "
-            "<home>/corpus.db). Every command then reads and writes that store.",
+            help="Post store: a postgresql:// URL (else [store] url in roost.toml, else <home>/corpus.db). "
+            "Every command then reads and writes that store.",
         ),
     ] = None,
 ) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.cli.app import app, state
-from roost.errors import RoostError, UsageError
+from roost.errors import UsageError
 from roost.model.imports import import_model, resolve_model
 
 console = Console()
@@ -98,13 +98,13 @@ def generate(
         if choice.dtype == "bf16":
             m.to(torch.bfloat16)
         tok, stops, template = text_side(path)  # as `roost serve` renders and stops a chat
-        # a from-scratch base model continues text; imported and fine-tuned models get their chat template
+        # a from-scratch base model continues text; imported and fine-tuned ChatML models get the user turn alone,
+        # rendered by roost's ChatML template: the model's own may add a system turn (SmolLM2's does), which measured
+        # worse on short prompts (docs/model.md, "roost generate --chat"), and this verb's prompt is pinned
         base_only = meta.get("source") == "trained" and not meta.get("init")
-        use_chat = chat and not base_only and template.from_model
-        try:
-            text = chat_prompt(None, prompt, template) if use_chat else prompt
-        except ValueError as e:  # the model's template rejected the turn or broke a budget
-            raise RoostError(str(e)) from None
+        chatml = template.from_model and tok.token_to_id("<|im_start|>") is not None
+        use_chat = chat and not base_only and chatml
+        text = chat_prompt(None, prompt) if use_chat else prompt
         out = run_generate(m, tok.encode(text, add_special_tokens=False).ids, params, stops)
         label = f"ai_generated: true · model {path.name} · sha256 {meta.get('model_sha256', '?')[:12]}…"
         results.append((path.name, ("" if use_chat else prompt) + tok.decode(out), label))

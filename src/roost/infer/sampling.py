@@ -2,7 +2,7 @@
 penalties, temperature, top-k, top-p, min-p, a per-request seeded generator, and log-probabilities.
 
 `SamplingParams` is the one sampling type of every route and verb; each keeps its own defaults where it builds one:
-the OpenAI routes from the request (`roost.serve.generation.params_of`), `/v1/compose`, `/v1/reply`, `roost
+the OpenAI routes from the request (`roost.serve.generate_api.Generation.params_of`), `/v1/compose`, `/v1/reply`, `roost
 compose` and `roost reply` from `SamplingParams.for_suggestions`, `roost generate` from its flags. Used by
 `roost.infer.engine` and `roost.infer.simple` (`RequestSampler`) and sent upstream by `roost.infer.upstream`.
 """

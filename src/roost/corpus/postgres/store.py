@@ -250,7 +250,7 @@ class PgStore:
             self._partitions.add(month)
 
     def write_batch(self, rows: list[tuple[Any, ...]], sigs: list[tuple[str, bytes]]) -> int:
-        """Insert posts (the COLUMNS of store.py) and their signatures in one transaction; returns how many posts
+        """Insert posts (the COLUMNS of roost.corpus.rows) and their signatures in one transaction; returns how many posts
         were new (an id already stored is skipped, as SQLite's INSERT OR IGNORE)."""
         if not rows and not sigs:
             return 0
