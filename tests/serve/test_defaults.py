@@ -149,8 +149,6 @@ def test_compose_and_reply_verb_defaults(model_dir: Path, tmp_path: Path) -> Non
     assert params[0] == {**SUGGEST, "max_tokens": 48}
 
 
-
-
 @pytest.mark.slow
 def test_generate_prompt_for_smollm2_is_unchanged(tmp_path: Path) -> None:
     """SmolLM2's own template adds a default system turn; `roost generate` has always sent the user turn alone."""
