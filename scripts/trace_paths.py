@@ -109,10 +109,11 @@ class Tracer:
 
 def roost(*args: str) -> None:
     """One `roost` command line, run in this process as the installed script runs it."""
-    from roost.cli import command
+    import runpy
 
+    sys.argv = ["roost", *args]
     try:
-        command().main(list(args), prog_name="roost", standalone_mode=False)
+        runpy.run_module("roost", run_name="__main__")  # `python -m roost ARGS`
     except SystemExit as e:
         if e.code:
             raise

@@ -10,16 +10,17 @@ import subprocess
 import sys
 
 CHILD = """
-import contextlib, io, json, sys
+import contextlib, io, json, runpy, sys
 {pre}
-from typer.main import get_command
-from roost.cli import app
-
 out = io.StringIO()
 codes = []
 for args in (["--help"], ["train", "--help"]):
+    sys.argv = ["roost", *args]
     with contextlib.redirect_stdout(out):
-        codes.append(get_command(app).main(args=args, prog_name="roost", standalone_mode=False))
+        try:
+            runpy.run_module("roost", run_name="__main__")  # `python -m roost`: the command as a user runs it
+        except SystemExit as e:
+            codes.append(e.code or 0)
 print(json.dumps({{"torch": "torch" in sys.modules, "codes": codes, "help": out.getvalue()}}))
 """
 

@@ -104,9 +104,9 @@ def forward(self, x, *a, **k):
 
 sampling.RequestSampler.__init__ = init
 llama.Llama.forward = forward
-from roost.cli import main
+import runpy
 sys.argv = ["roost", *sys.argv[1:]]
-main()
+runpy.run_module("roost", run_name="__main__")  # `python -m roost`: the command as a user runs it
 """
 
 

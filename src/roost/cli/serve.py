@@ -5,13 +5,14 @@ Registered on the main typer app by `roost.cli`; thin calls into `roost.infer` a
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli.app import app, state
+from roost.cli.app import app, declare, option, state
 from roost.errors import RoostError, UsageError
 from roost.infer.loading import load_engine
 
@@ -110,14 +111,15 @@ def serve(
 
 def _suggest(
     ctx: typer.Context,
-    model: str,
     system: str,
     user: str,
+    title: str,
+    *,
+    model: str,
     n: int,
     max_chars: int,
     seed: int | None,
-    title: str,
-    dtype: str = "auto",
+    dtype: str,
 ) -> None:
     from roost.corpus.backend import store_exists
     from roost.infer.compose import ComposeConfig, chat_prompt, suggest
@@ -137,45 +139,37 @@ def _suggest(
     _print_suggestions(out, title)
 
 
-@app.command()
-def compose(
-    ctx: typer.Context,
-    topic: Annotated[str, typer.Argument(help="What the post is about (or a draft).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="models/NAME.")] = "smollm2",
-    n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
-    max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
-) -> None:
+# the options compose and reply share (one declaration each)
+SUGGEST_OPTIONS = [
+    option("model", str, "smollm2", "--model", "-m", help="models/NAME."),
+    option("n", int, 3, "-n", help="Candidates."),
+    option("max_chars", int, 280, "--max-chars"),
+    option("seed", int | None, None, "--seed"),
+    option("dtype", str, "auto", "--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32."),
+]
+
+
+def _argument(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[str, typer.Argument(help=help)]
+    )
+
+
+@declare([_argument("topic", "What the post is about (or a draft)."), *SUGGEST_OPTIONS], with_ctx=True)
+def compose(ctx: typer.Context, topic: str, **o: Any) -> None:
     """Suggest N posts on a topic: within the character limit, no near-duplicates, no copies of corpus posts.
 
     Example: [bold]roost compose "the first snow of the year" -m smollm2-replies -n 3[/]
     """
     from roost.infer.compose import COMPOSE_SYSTEM
 
-    _suggest(
-        ctx,
-        model,
-        COMPOSE_SYSTEM,
-        f"Write a post about: {topic}",
-        n,
-        max_chars,
-        seed,
-        f"compose: {topic}",
-        dtype,
-    )
+    _suggest(ctx, COMPOSE_SYSTEM, f"Write a post about: {topic}", f"compose: {topic}", **o)
 
 
-@app.command()
-def reply(
-    ctx: typer.Context,
-    post: Annotated[str, typer.Argument(help="A post id in the store (e.g. x:123) or the text to reply to.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="models/NAME.")] = "smollm2",
-    n: Annotated[int, typer.Option("-n", help="Candidates.")] = 3,
-    max_chars: Annotated[int, typer.Option("--max-chars")] = 280,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto (by CPU class, roost.probe), bf16 or fp32.")] = "auto",
-) -> None:
+@declare(
+    [_argument("post", "A post id in the store (e.g. x:123) or the text to reply to."), *SUGGEST_OPTIONS], with_ctx=True
+)
+def reply(ctx: typer.Context, post: str, **o: Any) -> None:
     """Suggest N replies to a post (by id from the store, or its text).
 
     Example: [bold]roost reply x:1500000000000000042 -m smollm2-replies[/]
@@ -193,14 +187,4 @@ def reply(
         if found is None:
             raise RoostError(f"no post {post!r} in {db}")
         text = found
-    _suggest(
-        ctx,
-        model,
-        REPLY_SYSTEM,
-        f"Reply to this post:\n{text}",
-        n,
-        max_chars,
-        seed,
-        f"reply to: {text[:80]}",
-        dtype,
-    )
+    _suggest(ctx, REPLY_SYSTEM, f"Reply to this post:\n{text}", f"reply to: {text[:80]}", **o)
