@@ -63,9 +63,10 @@ class CorpusConfig:
 class TokenizerConfig:
     """Settings of `roost tokenizer train` (`[tokenizer]`)."""
 
-    vocab_size: int = 32_768
-    min_frequency: int = 2  # a pair must occur this often to be merged
-    max_posts: int = 2_000_000  # training sample (evenly spaced, deterministic); 0 = every post
+    vocab_size: int = flag(32_768, "Vocabulary size (default 32768).")
+    min_frequency: int = flag(2, "Merge pairs seen at least this often.")  # to be merged
+    # training sample (evenly spaced, deterministic); 0 = every post
+    max_posts: int = flag(2_000_000, "Train on an even sample of this many posts (0 = all).")
     report_posts: int = 20_000  # posts the report encodes
 
     def __post_init__(self) -> None:
@@ -79,8 +80,8 @@ class TokenizerConfig:
 class ShardConfig:
     """Settings of `roost tokenize` (`[data]`)."""
 
-    val_fraction: float = 0.01
-    split_by: str = "post"  # "post" or "author" (hold out whole authors)
+    val_fraction: float = flag(0.01, "Share held out for validation (default 0.01).")
+    split_by: str = flag("post", "post (default) or author: hold out whole authors.")
     split_salt: str = "roost"  # change it to draw a different split
     shard_tokens: int = 1 << 28  # tokens per file (512 MiB as uint16)
     batch_posts: int = 4_096  # posts per encode_batch call

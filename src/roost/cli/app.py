@@ -162,15 +162,15 @@ def given(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in names and v is not None and v is not False}
 
 
-def declare(params: list[inspect.Parameter], with_ctx: bool = False) -> Any:
-    """Register a verb `def verb(**options)` (or `(ctx, **options)`) with these declared options: the option list is
-    data, not a long signature."""
+def declare(params: list[inspect.Parameter], with_ctx: bool = False, on: Any = None, name: str | None = None) -> Any:
+    """Register a verb `def verb(**options)` (or `(ctx, **options)`) with these declared options on `on` (the app, or
+    a verb group) as `name`: the option list is data, not a long signature."""
 
     def register(fn: Any) -> Any:
         ctx = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
         fn.__signature__ = inspect.Signature([*(ctx if with_ctx else []), *params])
         fn.__annotations__ = {p.name: p.annotation for p in fn.__signature__.parameters.values()}
-        app.command()(fn)
+        (on or app).command(name)(fn)
         return fn
 
     return register

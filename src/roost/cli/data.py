@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from roost.cli.app import RoostGroup, app, console, progress_bar, state
+from roost.cli.app import RoostGroup, app, config_options, console, declare, given, option, progress_bar, state
+from roost.config import ShardConfig, TokenizerConfig
 
 tokenizer_app = typer.Typer(
     cls=RoostGroup, help="Train or measure a BPE tokenizer on the post store.", no_args_is_help=True
@@ -22,20 +23,16 @@ shards_app = typer.Typer(cls=RoostGroup, help="Look at and check token shard set
 app.add_typer(shards_app, name="shards")
 
 
-@tokenizer_app.command("train")
-def tokenizer_train(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Saved as <home>/tokenizers/NAME.")] = "default",
-    vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="Vocabulary size (default 32768).")] = None,
-    min_frequency: Annotated[
-        int | None, typer.Option("--min-frequency", help="Merge pairs seen at least this often.")
-    ] = None,
-    max_posts: Annotated[
-        int | None, typer.Option("--max-posts", help="Train on an even sample of this many posts (0 = all).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing tokenizers/NAME.")] = False,
-) -> None:
+TOKENIZER_OPTIONS = [
+    option("name", str, "default", "--name", help="Saved as <home>/tokenizers/NAME."),
+    *config_options(TokenizerConfig),  # [tokenizer] settings: roost.config
+    option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+    option("force", bool, False, "--force", help="Replace an existing tokenizers/NAME."),
+]
+
+
+@declare(TOKENIZER_OPTIONS, with_ctx=True, on=tokenizer_app, name="train")
+def tokenizer_train(ctx: typer.Context, **o: Any) -> None:
     """Train a byte-level BPE tokenizer on the store's training text (PII-scrubbed) and report on it.
 
     Example: [bold]roost tokenizer train --vocab-size 16384[/]
@@ -44,23 +41,18 @@ def tokenizer_train(
     from roost.data.report import print_tokenizer_report
 
     st = state(ctx)
-    out = st.ws.claim(st.ws.tokenizer_dir(name), force)
-    over = {
-        k: v
-        for k, v in {"vocab_size": vocab_size, "min_frequency": min_frequency, "max_posts": max_posts}.items()
-        if v is not None
-    }
-    cfg = dataclasses.replace(st.config.tokenizer, **over)  # type: ignore[arg-type]
+    out = st.ws.claim(st.ws.tokenizer_dir(o["name"]), o["force"])
+    cfg = dataclasses.replace(st.config.tokenizer, **given(TokenizerConfig, o))
     total = toklib.count_posts(st.store)
     total = min(total, cfg.max_posts) if cfg.max_posts else total
-    with progress_bar(not quiet and console.is_terminal) as progress:
+    with progress_bar(not o["quiet"] and console.is_terminal) as progress:
         task = progress.add_task("reading posts for BPE", total=total)
         path = toklib.train(st.store, out, cfg, on_batch=lambda n: progress.advance(task, n))
     r = toklib.report(st.store, path, cfg.report_posts)
     (path.parent / "report.json").write_text(__import__("json").dumps(r, indent=1))
     print_tokenizer_report(r, console)
     console.print(f"saved {path} (loads in transformers: AutoTokenizer.from_pretrained('{path.parent}'))")
-    console.print(f"next: roost --home {st.ws.root} tokenize --tokenizer {name}")
+    console.print(f"next: roost --home {st.ws.root} tokenize --tokenizer {o['name']}")
 
 
 @tokenizer_app.command("report")
@@ -82,51 +74,42 @@ def tokenizer_report(
     print_tokenizer_report(toklib.report(st.store, path, st.config.tokenizer.report_posts), console)
 
 
-@app.command()
-def tokenize(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Shard set written to <home>/shards/NAME.")] = "default",
-    tokenizer: Annotated[
-        str, typer.Option("--tokenizer", "-t", help="Tokenizer name, model directory or tokenizer.json.")
-    ] = "default",
-    val_fraction: Annotated[
-        float | None, typer.Option("--val-fraction", help="Share held out for validation (default 0.01).")
-    ] = None,
-    split_by: Annotated[
-        str | None, typer.Option("--split-by", help="post (default) or author: hold out whole authors.")
-    ] = None,
-    rebuild_stale: Annotated[
-        bool, typer.Option("--rebuild-stale", help="Rebuild every stale set with its recorded settings.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing shards/NAME.")] = False,
-) -> None:
+TOKENIZE_OPTIONS = [
+    option("name", str, "default", "--name", help="Shard set written to <home>/shards/NAME."),
+    option("tokenizer", str, "default", "--tokenizer", "-t", help="Tokenizer name, model directory or tokenizer.json."),
+    *config_options(ShardConfig),  # [data] settings: roost.config
+    option("rebuild_stale", bool, False, "--rebuild-stale", help="Rebuild every stale set with its recorded settings."),
+    option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+    option("force", bool, False, "--force", help="Replace an existing shards/NAME."),
+]
+
+
+@declare(TOKENIZE_OPTIONS, with_ctx=True)
+def tokenize(ctx: typer.Context, **o: Any) -> None:
     """Tokenise the store into train/val token shards (memmap) with a document index and manifest.json.
 
     Example: [bold]roost tokenize --tokenizer default --val-fraction 0.02 --split-by author[/]
     """
     import time
 
-    from roost.config import ShardConfig
     from roost.data import shards as shardlib
     from roost.data import tokenizer as toklib
     from roost.data.report import print_shards
 
     st = state(ctx)
     jobs: list[tuple[str, Path, ShardConfig]] = []
-    if rebuild_stale:
+    if o["rebuild_stale"]:
         jobs = shardlib.stale_jobs(st.ws.shards)
         if not jobs:
             console.print("no stale shard sets")
             return
     else:
-        over = {k: v for k, v in {"val_fraction": val_fraction, "split_by": split_by}.items() if v is not None}
-        cfg = dataclasses.replace(st.config.data, **over)  # type: ignore[arg-type]
-        st.ws.claim(st.ws.shard_dir(name), force)
-        jobs.append((name, toklib.resolve(st.ws.tokenizers, tokenizer), cfg))
+        cfg = dataclasses.replace(st.config.data, **given(ShardConfig, o))
+        st.ws.claim(st.ws.shard_dir(o["name"]), o["force"])
+        jobs.append((o["name"], toklib.resolve(st.ws.tokenizers, o["tokenizer"]), cfg))
     for set_name, tok_path, cfg in jobs:
         t0 = time.perf_counter()
-        with progress_bar(not quiet and console.is_terminal) as progress:
+        with progress_bar(not o["quiet"] and console.is_terminal) as progress:
             task = progress.add_task(f"tokenising into {set_name}", total=None)
 
             def tick(done: int, total: int, task=task, progress=progress) -> None:  # type: ignore[no-untyped-def]
